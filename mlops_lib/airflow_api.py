@@ -1,0 +1,126 @@
+"""Client of the Airflow 3 REST API (v2), used by the CLI to drive the scheduler.
+
+Speaks HTTP only, so mlops_lib stays free of Airflow imports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from mlops_lib.settings import Settings
+
+TERMINAL_STATES = {"success", "failed"}
+
+
+class AirflowApiError(RuntimeError):
+    """The Airflow API refused a request; the message names the resource."""
+
+
+@dataclass
+class AirflowClient:
+    """Small typed wrapper over /api/v2 with a JWT from the simple auth manager."""
+
+    base_url: str
+    username: str
+    password: str
+    timeout: float = 30.0
+    _token: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AirflowClient:
+        return cls(
+            base_url=settings.airflow_base_url,
+            username=settings.airflow_user,
+            password=settings.secret("airflow_password"),
+        )
+
+    def _auth(self) -> dict[str, str]:
+        if self._token is None:
+            resp = httpx.post(
+                f"{self.base_url}/auth/token",
+                json={"username": self.username, "password": self.password},
+                timeout=self.timeout,
+            )
+            if not resp.is_success:
+                raise AirflowApiError(
+                    f"Airflow login as {self.username!r} at {self.base_url} failed: "
+                    f"HTTP {resp.status_code} {resp.text[:200]}"
+                )
+            self._token = resp.json()["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call; raises AirflowApiError naming the path on non-2xx."""
+        resp = httpx.request(
+            method, f"{self.base_url}/api/v2{path}", headers=self._auth(), timeout=self.timeout,
+            **kwargs,
+        )
+        if not resp.is_success:
+            raise AirflowApiError(
+                f"{method} /api/v2{path}: HTTP {resp.status_code} {resp.text[:300]}"
+            )
+        return resp
+
+    def list_dags(self) -> list[dict]:
+        return self.request("GET", "/dags", params={"limit": 1000}).json()["dags"]
+
+    def import_errors(self) -> list[dict]:
+        return self.request("GET", "/importErrors").json()["import_errors"]
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict:
+        """Wait until the DAG processor has parsed and serialized ``dag_id``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.request("GET", f"/dags/{dag_id}").json()
+            except AirflowApiError:
+                if time.monotonic() > deadline:
+                    errors = [e for e in self.import_errors() if dag_id.split("__")[0] in str(e)]
+                    raise AirflowApiError(
+                        f"DAG {dag_id} did not appear within {timeout:.0f}s"
+                        + (f"; import errors: {errors}" if errors else "")
+                    ) from None
+                time.sleep(2)
+
+    def unpause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        """Trigger a run now; returns its run id."""
+        body = {"logical_date": None, "conf": conf or {}}
+        return self.request("POST", f"/dags/{dag_id}/dagRuns", json=body).json()["dag_run_id"]
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict:
+        return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        resp = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return resp.json()["task_instances"]
+
+    def follow(
+        self,
+        dag_id: str,
+        run_id: str,
+        *,
+        timeout: float = 900.0,
+        on_change: Callable[[dict[str, str]], None] | None = None,
+    ) -> str:
+        """Poll a run to its end; report task state changes; returns the final state."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            tis = {ti["task_id"]: ti.get("state") or "none" for ti in self.task_instances(dag_id, run_id)}
+            if tis != seen:
+                seen = tis
+                if on_change:
+                    on_change(tis)
+            state = self.dag_run(dag_id, run_id)["state"]
+            if state in TERMINAL_STATES:
+                return state
+            time.sleep(2)
+        raise AirflowApiError(f"run {run_id} of {dag_id} did not finish within {timeout:.0f}s")

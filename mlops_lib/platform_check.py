@@ -1,0 +1,45 @@
+"""Checks that the platform's services answer, as run by the `platform_check` DAG."""
+
+from __future__ import annotations
+
+from mlops_lib.settings import Settings, get_settings
+
+CHECK_REPOSITORY = "platform-check"
+CHECK_EXPERIMENT = "platform-check"
+
+
+def lakefs_client(settings: Settings | None = None):
+    """A lakeFS SDK client for the configured server (created on demand)."""
+    import lakefs
+
+    settings = settings or get_settings()
+    return lakefs.Client(
+        host=settings.lakefs_url,
+        username=settings.secret("lakefs_access_key_id"),
+        password=settings.secret("lakefs_secret_access_key"),
+    )
+
+
+def check_lakefs(settings: Settings | None = None) -> str:
+    """Ensure the check repository exists on lakeFS; returns its main head commit id."""
+    import lakefs
+
+    settings = settings or get_settings()
+    client = lakefs_client(settings)
+    namespace = f"local://{CHECK_REPOSITORY}"
+    repo = lakefs.Repository(CHECK_REPOSITORY, client=client).create(
+        storage_namespace=namespace, default_branch="main", exist_ok=True
+    )
+    return repo.branch("main").get_commit().id
+
+
+def check_mlflow(settings: Settings | None = None) -> str:
+    """Ensure the check experiment exists on the MLflow server; returns its id."""
+    from mlflow.tracking import MlflowClient
+
+    settings = settings or get_settings()
+    client = MlflowClient(tracking_uri=settings.mlflow_url)
+    exp = client.get_experiment_by_name(CHECK_EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(CHECK_EXPERIMENT)

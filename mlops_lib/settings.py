@@ -1,0 +1,171 @@
+"""The platform's one settings object.
+
+Every endpoint, port, credential, path and backend is read here, from ``MLOPS_*``
+environment variables, a ``.env`` file in the working directory, and the
+credentials file that ``mlops stack up`` generates under the stack directory.
+Nothing else in the platform reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MLOPS_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CREDENTIALS_FILE = "credentials.env"
+
+Backend = Literal["sqlite", "postgres"]
+
+
+class Settings(BaseSettings):
+    """Typed configuration of the platform and its local stack."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # Where things live
+    repo_root: Path = Field(default=REPO_ROOT, description="Checkout holding dags/ and plugins/.")
+    stack_dir: Path = Field(default=REPO_ROOT / ".stack", description="State of the local stack.")
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "mlops-platform",
+        description="Machine-wide cache (built lakeFS binaries), shared by clones.",
+    )
+    projects_dir: Path = Field(default=REPO_ROOT / "projects")
+
+    # Backend database of MLflow and Airflow
+    backend: Backend = "sqlite"
+
+    host: str = Field(default="127.0.0.1", description="Address the local services bind to.")
+    start_timeout: float = Field(default=180.0, description="Seconds to wait for a service.")
+
+    # lakeFS
+    lakefs_version: str = "v1.86.0"
+    lakefs_port: int = 8000
+    lakefs_endpoint: str | None = None
+    lakefs_access_key_id: str | None = None
+    lakefs_secret_access_key: SecretStr | None = None
+    lakefs_admin_user: str = "admin"
+    lakefs_encrypt_secret: SecretStr | None = None
+
+    # MLflow
+    mlflow_port: int = 5000
+    mlflow_tracking_uri: str | None = None
+    mlflow_workers: int = 1
+
+    # Airflow
+    airflow_port: int = 8080
+    airflow_url: str | None = None
+    airflow_user: str = "admin"
+    airflow_password: SecretStr | None = None
+    airflow_jwt_secret: SecretStr | None = None
+    airflow_secret_key: SecretStr | None = None
+    airflow_fernet_key: SecretStr | None = None
+    airflow_parallelism: int = 4
+
+    # PostgreSQL (backend=postgres)
+    postgres_port: int = 5432
+    postgres_host: str | None = None
+    postgres_user: str = "mlops"
+    postgres_password: SecretStr | None = None
+    postgres_bin_dir: Path | None = Field(
+        default=None, description="Folder with initdb/pg_ctl; found automatically when unset."
+    )
+    postgres_airflow_db: str = "airflow"
+    postgres_mlflow_db: str = "mlflow"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def lakefs_url(self) -> str:
+        """Base URL of the lakeFS server."""
+        return (self.lakefs_endpoint or f"http://{self.host}:{self.lakefs_port}").rstrip("/")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def mlflow_url(self) -> str:
+        """Tracking URI of the MLflow server."""
+        return (self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}").rstrip("/")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def airflow_base_url(self) -> str:
+        """Base URL of the Airflow API server and web UI."""
+        return (self.airflow_url or f"http://{self.host}:{self.airflow_port}").rstrip("/")
+
+    @property
+    def pg_host(self) -> str:
+        """Host of the PostgreSQL server."""
+        return self.postgres_host or self.host
+
+    def postgres_url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
+        """SQLAlchemy URL of one database on the platform's PostgreSQL server."""
+        password = self.postgres_password.get_secret_value() if self.postgres_password else ""
+        auth = f"{self.postgres_user}:{password}@" if password else f"{self.postgres_user}@"
+        return f"{driver}://{auth}{self.pg_host}:{self.postgres_port}/{database}"
+
+    @property
+    def bin_dir(self) -> Path:
+        """Folder of the stack's binaries (lakeFS)."""
+        return self.stack_dir / "bin"
+
+    @property
+    def lakefs_binary(self) -> Path:
+        """Path of the lakeFS server binary used by the stack."""
+        return self.bin_dir / "lakefs"
+
+    @property
+    def credentials_file(self) -> Path:
+        """File with the generated credentials of the local stack."""
+        return self.stack_dir / CREDENTIALS_FILE
+
+    def secret(self, name: str) -> str:
+        """Plain value of a secret setting; raises when it is not configured."""
+        value = getattr(self, name)
+        if value is None:
+            raise RuntimeError(
+                f"setting {ENV_PREFIX}{name.upper()} is not set; run `mlops stack up` once to "
+                f"generate local credentials or export it"
+            )
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, including the stack's generated credentials file when present."""
+    base = Settings(**overrides)  # type: ignore[arg-type]
+    creds = base.credentials_file
+    if creds.is_file():
+        return Settings(_env_file=(".env", str(creds)), **overrides)  # type: ignore[call-arg,arg-type]
+    return base
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (cached)."""
+    return load_settings()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``MLOPS_*`` variables, for child processes of the stack."""
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return env
+
+
+def process_env() -> dict[str, str]:
+    """A copy of this process's environment, the base for child processes."""
+    return dict(os.environ)

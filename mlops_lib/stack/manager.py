@@ -1,0 +1,378 @@
+"""`mlops stack up|down|status`: the local stack as supervised processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from mlops_lib.settings import Settings, settings_env
+from mlops_lib.stack import postgres as pg
+from mlops_lib.stack.credentials import ensure_credentials
+from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
+from mlops_lib.stack.procs import ManagedProcess, StackError, http_ok, port_in_use, tail
+
+AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer")
+STATE_FILE = "stack.json"
+Log = Callable[[str], None]
+
+
+@dataclass
+class Service:
+    """One service of the local stack."""
+
+    name: str
+    port: int | None
+    url: str | None
+    command: Callable[[], list[str]]
+    health: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    health_url: str | None = None
+
+
+def _bin(name: str) -> str:
+    """Executable installed next to the running interpreter (the project's venv)."""
+    cand = Path(sys.executable).parent / name
+    return str(cand) if cand.exists() else name
+
+
+def read_state(settings: Settings) -> dict:
+    try:
+        return json.loads((settings.stack_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(settings: Settings, **values: object) -> None:
+    state = read_state(settings) | values
+    settings.stack_dir.mkdir(parents=True, exist_ok=True)
+    (settings.stack_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def airflow_db_url(settings: Settings) -> str:
+    if settings.backend == "postgres":
+        return settings.postgres_url(settings.postgres_airflow_db)
+    return f"sqlite:///{settings.stack_dir / 'airflow' / 'airflow.db'}"
+
+
+def mlflow_backend_uri(settings: Settings) -> str:
+    if settings.backend == "postgres":
+        return settings.postgres_url(settings.postgres_mlflow_db, driver="postgresql")
+    return f"sqlite:///{settings.stack_dir / 'mlflow' / 'mlflow.db'}"
+
+
+def base_env(settings: Settings) -> dict[str, str]:
+    """Environment shared by every child process: the caller's plus the settings."""
+    env = dict(os.environ)
+    env.update(settings_env(settings))
+    env["WHYLOGS_NO_ANALYTICS"] = "True"
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    return env
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Airflow configuration of the local stack, as AIRFLOW__* variables."""
+    home = settings.stack_dir / "airflow"
+    base = settings.airflow_base_url
+    env = base_env(settings)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(settings.repo_root / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.repo_root / "plugins"),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__PARALLELISM": str(settings.airflow_parallelism),
+            "AIRFLOW__CORE__FERNET_KEY": settings.secret("airflow_fernet_key"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow_user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db_url(settings),
+            "AIRFLOW__API__HOST": settings.host,
+            "AIRFLOW__API__PORT": str(settings.airflow_port),
+            "AIRFLOW__API__BASE_URL": base,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": settings.secret("airflow_secret_key"),
+            "AIRFLOW__API_AUTH__JWT_SECRET": settings.secret("airflow_jwt_secret"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.airflow_port + 1),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.airflow_port + 2),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        }
+    )
+    return env
+
+
+def _airflow_component_health(settings: Settings, key: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            resp = httpx.get(f"{settings.airflow_base_url}/api/v2/monitor/health", timeout=3)
+            return resp.is_success and resp.json().get(key, {}).get("status") == "healthy"
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    return check
+
+
+def services(settings: Settings) -> list[Service]:
+    """The services of the stack for the configured backend, in start order."""
+    host = settings.host
+    out: list[Service] = []
+    if settings.backend == "postgres":
+        bin_dir = pg.find_bin_dir(settings)
+        out.append(
+            Service(
+                name="postgres",
+                port=settings.postgres_port,
+                url=f"postgresql://{settings.pg_host}:{settings.postgres_port}",
+                command=lambda: pg.server_command(settings, bin_dir or pg.install_postgres(settings)),
+                health=lambda: pg.is_ready(settings),
+                env=base_env(settings),
+                user=pg.server_user(),
+            )
+        )
+    lakefs_dir = settings.stack_dir / "lakefs"
+    lakefs_env = base_env(settings) | {
+        "LAKEFS_LISTEN_ADDRESS": f"{host}:{settings.lakefs_port}",
+        "LAKEFS_DATABASE_TYPE": "local",
+        "LAKEFS_DATABASE_LOCAL_PATH": str(lakefs_dir / "metadata"),
+        "LAKEFS_BLOCKSTORE_TYPE": "local",
+        "LAKEFS_BLOCKSTORE_LOCAL_PATH": str(lakefs_dir / "data"),
+        "LAKEFS_AUTH_ENCRYPT_SECRET_KEY": settings.secret("lakefs_encrypt_secret"),
+        "LAKEFS_INSTALLATION_USER_NAME": settings.lakefs_admin_user,
+        "LAKEFS_INSTALLATION_ACCESS_KEY_ID": settings.secret("lakefs_access_key_id"),
+        "LAKEFS_INSTALLATION_SECRET_ACCESS_KEY": settings.secret("lakefs_secret_access_key"),
+        "LAKEFS_STATS_ENABLED": "false",
+        "LAKEFS_LOGGING_LEVEL": "INFO",
+    }
+    out.append(
+        Service(
+            name="lakefs",
+            port=settings.lakefs_port,
+            url=settings.lakefs_url,
+            command=lambda: [str(ensure_lakefs_binary(settings)), "run"],
+            health=lambda: http_ok(f"{settings.lakefs_url}/api/v1/healthcheck"),
+            env=lakefs_env,
+            health_url=f"{settings.lakefs_url}/api/v1/healthcheck",
+        )
+    )
+    mlflow_dir = settings.stack_dir / "mlflow"
+    out.append(
+        Service(
+            name="mlflow",
+            port=settings.mlflow_port,
+            url=settings.mlflow_url,
+            command=lambda: [
+                _bin("mlflow"),
+                "server",
+                "--backend-store-uri",
+                mlflow_backend_uri(settings),
+                "--artifacts-destination",
+                str(mlflow_dir / "artifacts"),
+                "--serve-artifacts",
+                "--host",
+                host,
+                "--port",
+                str(settings.mlflow_port),
+                "--workers",
+                str(settings.mlflow_workers),
+                "--allowed-hosts",
+                f"{host}:{settings.mlflow_port},localhost:{settings.mlflow_port},{host},localhost",
+            ],
+            health=lambda: http_ok(f"{settings.mlflow_url}/health"),
+            env=base_env(settings) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            health_url=f"{settings.mlflow_url}/health",
+        )
+    )
+    af_env = airflow_env(settings)
+    out.append(
+        Service(
+            name="airflow-api-server",
+            port=settings.airflow_port,
+            url=settings.airflow_base_url,
+            command=lambda: [_bin("airflow"), "api-server"],
+            health=lambda: http_ok(f"{settings.airflow_base_url}/api/v2/monitor/health"),
+            env=af_env,
+            health_url=f"{settings.airflow_base_url}/api/v2/monitor/health",
+        )
+    )
+    for comp in AIRFLOW_COMPONENTS:
+        out.append(
+            Service(
+                name=f"airflow-{comp}",
+                port=None,
+                url=None,
+                command=lambda comp=comp: [_bin("airflow"), comp],
+                health=_airflow_component_health(settings, comp.replace("-", "_")),
+                env=af_env,
+            )
+        )
+    return out
+
+
+def _proc(settings: Settings, name: str) -> ManagedProcess:
+    return ManagedProcess(name, settings.stack_dir / "run", settings.stack_dir / "logs")
+
+
+def _prepare(settings: Settings, svc: Service, log: Log) -> None:
+    """One-time work before a service starts (directories, migrations)."""
+    if svc.name == "lakefs":
+        for sub in ("metadata", "data"):
+            (settings.stack_dir / "lakefs" / sub).mkdir(parents=True, exist_ok=True)
+    elif svc.name == "mlflow":
+        (settings.stack_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    elif svc.name == "postgres":
+        pg.init_cluster(settings, pg.install_postgres(settings, log=log), log=log)
+    elif svc.name == "airflow-api-server":
+        home = settings.stack_dir / "airflow"
+        home.mkdir(parents=True, exist_ok=True)
+        pw = home / "passwords.json"
+        pw.write_text(json.dumps({settings.airflow_user: settings.secret("airflow_password")}))
+        os.chmod(pw, 0o600)
+        log("migrating the Airflow metadata database...")
+        proc = subprocess.run(
+            [_bin("airflow"), "db", "migrate"],
+            env=svc.env,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise StackError(
+                f"airflow db migrate failed ({airflow_db_url(settings).split('@')[-1]}):\n"
+                f"{(proc.stdout + proc.stderr)[-3000:]}"
+            )
+
+
+def _after_start(settings: Settings, svc: Service, log: Log) -> None:
+    if svc.name == "postgres":
+        created = pg.ensure_databases(settings)
+        if created:
+            log(f"created PostgreSQL databases: {', '.join(created)}")
+
+
+def up(settings: Settings, *, log: Log = print) -> list[dict]:
+    """Start every service not already running and wait until all are healthy.
+
+    On failure, the services started by this call are stopped again and a
+    StackError names the service and the cause.
+    """
+    generated = ensure_credentials(settings)
+    if generated:
+        from mlops_lib.settings import load_settings
+
+        settings = load_settings(**_overrides(settings))
+        log(f"generated local credentials in {settings.credentials_file}")
+    _write_state(settings, backend=settings.backend)
+    svcs = services(settings)
+    procs = {s.name: _proc(settings, s.name) for s in svcs}
+
+    to_start = [s for s in svcs if not procs[s.name].is_running()]
+    for svc in svcs:
+        if svc not in to_start:
+            log(f"{svc.name}: already running (pid {procs[svc.name].read_pid()})")
+    # Fail fast on busy ports, before anything starts.
+    busy = [s for s in to_start if s.port is not None and port_in_use(settings.host, s.port)]
+    if busy:
+        raise StackError(
+            "; ".join(f"port {s.port} for {s.name} is already in use" for s in busy)
+            + " (another process holds it; stop it or choose another port with "
+            + ", ".join(f"MLOPS_{s.name.split('-')[0].upper()}_PORT" for s in busy)
+            + ")"
+        )
+    if settings.backend == "sqlite":
+        (settings.stack_dir / "airflow").mkdir(parents=True, exist_ok=True)
+    started: list[str] = []
+    try:
+        for svc in to_start:
+            _prepare(settings, svc, log)
+            proc = procs[svc.name]
+            pid = proc.start(svc.command(), env=svc.env, cwd=settings.stack_dir, user=svc.user)
+            started.append(svc.name)
+            log(f"{svc.name}: started (pid {pid}, log {proc.log_file})")
+            # Databases and the Airflow API must be up before their dependants start.
+            if svc.name in ("postgres", "airflow-api-server", "mlflow"):
+                proc.wait_healthy(svc.health, settings.start_timeout)
+                _after_start(settings, svc, log)
+        for svc in to_start:
+            procs[svc.name].wait_healthy(svc.health, settings.start_timeout)
+    except BaseException:
+        for name in reversed(started):
+            procs[name].stop()
+        raise
+    return status(settings)
+
+
+def _overrides(settings: Settings) -> dict[str, object]:
+    """Settings given explicitly (not from the environment), to re-read after generation."""
+    return {name: getattr(settings, name) for name in settings.model_fields_set}
+
+
+def down(settings: Settings, *, log: Log = print) -> dict[str, str]:
+    """Stop what `up` started (by pid file), dependants first."""
+    names = [s.name for s in _all_service_names(settings)]
+    result = {}
+    for name in reversed(names):
+        outcome = _proc(settings, name).stop()
+        result[name] = outcome
+        log(f"{name}: {outcome}")
+    return result
+
+
+@dataclass
+class _Named:
+    name: str
+
+
+def _all_service_names(settings: Settings) -> list[_Named]:
+    names = ["postgres", "lakefs", "mlflow", "airflow-api-server"]
+    names += [f"airflow-{c}" for c in AIRFLOW_COMPONENTS]
+    return [_Named(n) for n in names]
+
+
+def status(settings: Settings) -> list[dict]:
+    """State, URL, pid and log path of each service."""
+    rows = []
+    for svc in services(settings):
+        proc = _proc(settings, svc.name)
+        pid = proc.read_pid()
+        if pid is None:
+            state = "stale" if proc.has_stale_pid_file() else "stopped"
+            if svc.port and port_in_use(settings.host, svc.port):
+                state += " (port held by another process)"
+        else:
+            state = "healthy" if svc.health() else "unhealthy"
+        rows.append(
+            {
+                "service": svc.name,
+                "state": state,
+                "url": svc.url,
+                "pid": pid,
+                "log": str(proc.log_file),
+            }
+        )
+    return rows
+
+
+def wait_all_healthy(settings: Settings, timeout: float = 60.0) -> list[dict]:
+    """Poll status until every service is healthy (or the timeout passes)."""
+    deadline = time.monotonic() + timeout
+    rows = status(settings)
+    while time.monotonic() < deadline and any(r["state"] != "healthy" for r in rows):
+        time.sleep(1)
+        rows = status(settings)
+    return rows
+
+
+def last_log_lines(settings: Settings, name: str, lines: int = 20) -> str:
+    """Tail of one service's log."""
+    return tail(_proc(settings, name).log_file, lines)
