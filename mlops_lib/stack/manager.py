@@ -65,7 +65,7 @@ def airflow_db_url(settings: Settings) -> str:
 
 def mlflow_backend_uri(settings: Settings) -> str:
     if settings.backend == "postgres":
-        return settings.postgres_url(settings.postgres_mlflow_db, driver="postgresql")
+        return settings.postgres_url(settings.postgres_mlflow_db)
     return f"sqlite:///{settings.stack_dir / 'mlflow' / 'mlflow.db'}"
 
 
