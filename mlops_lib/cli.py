@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops_lib import __version__
-from mlops_lib.settings import load_settings
+from mlops_lib.settings import load_settings, reload_settings
 from mlops_lib.stack.procs import StackError
 
 def _console(stderr: bool = False) -> Console:
@@ -95,7 +95,7 @@ def stack_up(backend: str | None) -> None:
         rows = manager.up(settings, log=console.print)
     except StackError as exc:
         _fail(exc)
-    settings = load_settings(backend=settings.backend)
+    settings = reload_settings(settings)
     _print_status(rows)
     console.print(f"stack ({settings.backend} backend) is up in {time.monotonic() - started:.1f}s")
     _print_credentials_hint(settings)

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops_lib.airflow_api import AirflowApiError, AirflowClient
-from mlops_lib.settings import Settings
+from mlops_lib.settings import Settings, reload_settings
 from mlops_lib.stack import manager
 
 DEMO_DAGS = ("platform_check",)
@@ -19,9 +19,7 @@ def run_demo(settings: Settings, *, console: Console) -> bool:
     t0 = time.monotonic()
     console.rule("stage: stack up")
     manager.up(settings, log=console.print)
-    from mlops_lib.settings import load_settings
-
-    settings = load_settings(backend=settings.backend)
+    settings = reload_settings(settings)
     results: list[tuple[str, str, str, float]] = [("stack up", "-", "healthy", time.monotonic() - t0)]
     client = AirflowClient.from_settings(settings)
     ok = True

@@ -169,3 +169,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def process_env() -> dict[str, str]:
     """A copy of this process's environment, the base for child processes."""
     return dict(os.environ)
+
+
+def reload_settings(settings: Settings) -> Settings:
+    """Read the settings again, keeping explicit overrides (e.g. after credentials were made)."""
+    return load_settings(**{name: getattr(settings, name) for name in settings.model_fields_set})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from mlops_lib.settings import Settings, settings_env
+from mlops_lib.settings import Settings, reload_settings, settings_env
 from mlops_lib.stack import postgres as pg
 from mlops_lib.stack.credentials import ensure_credentials
 from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
@@ -268,9 +268,7 @@ def up(settings: Settings, *, log: Log = print) -> list[dict]:
     """
     generated = ensure_credentials(settings)
     if generated:
-        from mlops_lib.settings import load_settings
-
-        settings = load_settings(**_overrides(settings))
+        settings = reload_settings(settings)
         log(f"generated local credentials in {settings.credentials_file}")
     _write_state(settings, backend=settings.backend)
     svcs = services(settings)
@@ -310,11 +308,6 @@ def up(settings: Settings, *, log: Log = print) -> list[dict]:
             procs[name].stop()
         raise
     return status(settings)
-
-
-def _overrides(settings: Settings) -> dict[str, object]:
-    """Settings given explicitly (not from the environment), to re-read after generation."""
-    return {name: getattr(settings, name) for name in settings.model_fields_set}
 
 
 def down(settings: Settings, *, log: Log = print) -> dict[str, str]:

@@ -1,0 +1,59 @@
+"""Session fixtures that start the real local stack on free ports in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlops_lib.settings import Settings, load_settings, reload_settings
+from mlops_lib.stack import manager
+from mlops_lib.stack.procs import free_port
+
+
+def stack_settings(stack_dir: Path, **extra: object) -> Settings:
+    """Settings of a throw-away stack: its own folder and free ports, the shared lakeFS cache."""
+    return load_settings(
+        stack_dir=stack_dir,
+        lakefs_port=free_port(),
+        mlflow_port=free_port(),
+        # Airflow also uses the two ports after the API port for its log servers.
+        airflow_port=_free_port_run(3),
+        postgres_port=free_port(),
+        **extra,
+    )
+
+
+def _free_port_run(n: int) -> int:
+    """First of n consecutive free ports."""
+    from mlops_lib.stack.procs import port_in_use
+
+    for _ in range(50):
+        start = free_port()
+        if all(not port_in_use("127.0.0.1", start + i) for i in range(n)):
+            return start
+    raise RuntimeError("no run of free ports found")
+
+
+def world_traversable_tmpdir(prefix: str) -> Path:
+    """A temp folder other OS users can reach (the postgres server runs as 'postgres')."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The real stack (SQLite backend): lakeFS, MLflow and Airflow, started once per session."""
+    settings = stack_settings(tmp_path_factory.mktemp("stack"))
+    try:
+        manager.up(settings, log=print)
+    except BaseException:
+        manager.down(settings, log=print)
+        raise
+    settings = reload_settings(settings)
+    yield settings
+    manager.down(settings, log=print)

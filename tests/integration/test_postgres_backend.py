@@ -1,0 +1,69 @@
+"""The stack on the PostgreSQL backend: a real cluster, Airflow and MLflow on it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+
+from mlops_lib.airflow_api import AirflowClient
+from mlops_lib.settings import Settings, reload_settings
+from mlops_lib.stack import manager
+
+from .conftest import stack_settings, world_traversable_tmpdir
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pg_stack() -> Iterator[Settings]:
+    folder = world_traversable_tmpdir("mlops-pg-stack-")
+    settings = stack_settings(folder / "stack", backend="postgres")
+    try:
+        manager.up(settings, log=print)
+        settings = reload_settings(settings)
+        yield settings
+    finally:
+        manager.down(settings, log=print)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_every_service_healthy_on_postgres(pg_stack: Settings) -> None:
+    rows = {r["service"]: r for r in manager.status(pg_stack)}
+    assert "postgres" in rows
+    assert all(r["state"] == "healthy" for r in rows.values()), rows
+
+
+def test_airflow_and_mlflow_use_their_postgres_databases(pg_stack: Settings) -> None:
+    conn = psycopg2.connect(
+        host=pg_stack.pg_host,
+        port=pg_stack.postgres_port,
+        user=pg_stack.postgres_user,
+        password=pg_stack.secret("postgres_password"),
+        dbname=pg_stack.postgres_airflow_db,
+    )
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'dag_run'")
+        assert cur.fetchone()[0] == 1
+    conn.close()
+    conn = psycopg2.connect(
+        host=pg_stack.pg_host,
+        port=pg_stack.postgres_port,
+        user=pg_stack.postgres_user,
+        password=pg_stack.secret("postgres_password"),
+        dbname=pg_stack.postgres_mlflow_db,
+    )
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'experiments'")
+        assert cur.fetchone()[0] == 1
+    conn.close()
+
+
+def test_platform_check_dag_runs_on_postgres(pg_stack: Settings) -> None:
+    client = AirflowClient.from_settings(pg_stack)
+    client.wait_for_dag("platform_check")
+    client.unpause("platform_check")
+    run_id = client.trigger("platform_check")
+    assert client.follow("platform_check", run_id, timeout=300) == "success"
