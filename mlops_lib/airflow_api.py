@@ -57,7 +57,10 @@ class AirflowClient:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One API call; raises AirflowApiError naming the path on non-2xx."""
         resp = httpx.request(
-            method, f"{self.base_url}/api/v2{path}", headers=self._auth(), timeout=self.timeout,
+            method,
+            f"{self.base_url}/api/v2{path}",
+            headers=self._auth(),
+            timeout=self.timeout,
             **kwargs,
         )
         if not resp.is_success:
@@ -114,7 +117,10 @@ class AirflowClient:
         deadline = time.monotonic() + timeout
         seen: dict[str, str] = {}
         while time.monotonic() < deadline:
-            tis = {ti["task_id"]: ti.get("state") or "none" for ti in self.task_instances(dag_id, run_id)}
+            tis = {
+                ti["task_id"]: ti.get("state") or "none"
+                for ti in self.task_instances(dag_id, run_id)
+            }
             if tis != seen:
                 seen = tis
                 if on_change:

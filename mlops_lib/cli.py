@@ -14,6 +14,7 @@ from mlops_lib import __version__
 from mlops_lib.settings import load_settings, reload_settings
 from mlops_lib.stack.procs import StackError
 
+
 def _console(stderr: bool = False) -> Console:
     probe = Console(stderr=stderr)
     width = None if probe.is_terminal else 160

@@ -20,7 +20,9 @@ def run_demo(settings: Settings, *, console: Console) -> bool:
     console.rule("stage: stack up")
     manager.up(settings, log=console.print)
     settings = reload_settings(settings)
-    results: list[tuple[str, str, str, float]] = [("stack up", "-", "healthy", time.monotonic() - t0)]
+    results: list[tuple[str, str, str, float]] = [
+        ("stack up", "-", "healthy", time.monotonic() - t0)
+    ]
     client = AirflowClient.from_settings(settings)
     ok = True
     for dag_id in DEMO_DAGS:

@@ -56,7 +56,7 @@ def build_lakefs(settings: Settings, *, log=print) -> Path:
     env.setdefault("CGO_ENABLED", "0")
     log(f"building lakeFS {version} from its Go module (first time only; several minutes)...")
     started = time.monotonic()
-    proc = subprocess.run(  # noqa: S603
+    proc = subprocess.run(
         [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp), "."],
         cwd=WRAPPER_DIR,
         env=env,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -33,7 +33,7 @@ class Service:
     url: str | None
     command: Callable[[], list[str]]
     health: Callable[[], bool]
-    env: dict[str, str] = field(default_factory=dict)
+    env: Callable[[], dict[str, str]] = dict
     user: str | None = None
     health_url: str | None = None
 
@@ -135,26 +135,31 @@ def services(settings: Settings) -> list[Service]:
                 name="postgres",
                 port=settings.postgres_port,
                 url=f"postgresql://{settings.pg_host}:{settings.postgres_port}",
-                command=lambda: pg.server_command(settings, bin_dir or pg.install_postgres(settings)),
+                command=lambda: pg.server_command(
+                    settings, bin_dir or pg.install_postgres(settings)
+                ),
                 health=lambda: pg.is_ready(settings),
-                env=base_env(settings),
+                env=lambda: base_env(settings),
                 user=pg.server_user(),
             )
         )
     lakefs_dir = settings.stack_dir / "lakefs"
-    lakefs_env = base_env(settings) | {
-        "LAKEFS_LISTEN_ADDRESS": f"{host}:{settings.lakefs_port}",
-        "LAKEFS_DATABASE_TYPE": "local",
-        "LAKEFS_DATABASE_LOCAL_PATH": str(lakefs_dir / "metadata"),
-        "LAKEFS_BLOCKSTORE_TYPE": "local",
-        "LAKEFS_BLOCKSTORE_LOCAL_PATH": str(lakefs_dir / "data"),
-        "LAKEFS_AUTH_ENCRYPT_SECRET_KEY": settings.secret("lakefs_encrypt_secret"),
-        "LAKEFS_INSTALLATION_USER_NAME": settings.lakefs_admin_user,
-        "LAKEFS_INSTALLATION_ACCESS_KEY_ID": settings.secret("lakefs_access_key_id"),
-        "LAKEFS_INSTALLATION_SECRET_ACCESS_KEY": settings.secret("lakefs_secret_access_key"),
-        "LAKEFS_STATS_ENABLED": "false",
-        "LAKEFS_LOGGING_LEVEL": "INFO",
-    }
+
+    def lakefs_env() -> dict[str, str]:
+        return base_env(settings) | {
+            "LAKEFS_LISTEN_ADDRESS": f"{host}:{settings.lakefs_port}",
+            "LAKEFS_DATABASE_TYPE": "local",
+            "LAKEFS_DATABASE_LOCAL_PATH": str(lakefs_dir / "metadata"),
+            "LAKEFS_BLOCKSTORE_TYPE": "local",
+            "LAKEFS_BLOCKSTORE_LOCAL_PATH": str(lakefs_dir / "data"),
+            "LAKEFS_AUTH_ENCRYPT_SECRET_KEY": settings.secret("lakefs_encrypt_secret"),
+            "LAKEFS_INSTALLATION_USER_NAME": settings.lakefs_admin_user,
+            "LAKEFS_INSTALLATION_ACCESS_KEY_ID": settings.secret("lakefs_access_key_id"),
+            "LAKEFS_INSTALLATION_SECRET_ACCESS_KEY": settings.secret("lakefs_secret_access_key"),
+            "LAKEFS_STATS_ENABLED": "false",
+            "LAKEFS_LOGGING_LEVEL": "INFO",
+        }
+
     out.append(
         Service(
             name="lakefs",
@@ -190,11 +195,14 @@ def services(settings: Settings) -> list[Service]:
                 f"{host}:{settings.mlflow_port},localhost:{settings.mlflow_port},{host},localhost",
             ],
             health=lambda: http_ok(f"{settings.mlflow_url}/health"),
-            env=base_env(settings) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env=lambda: base_env(settings) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             health_url=f"{settings.mlflow_url}/health",
         )
     )
-    af_env = airflow_env(settings)
+
+    def af_env() -> dict[str, str]:
+        return airflow_env(settings)
+
     out.append(
         Service(
             name="airflow-api-server",
@@ -242,7 +250,7 @@ def _prepare(settings: Settings, svc: Service, log: Log) -> None:
         log("migrating the Airflow metadata database...")
         proc = subprocess.run(
             [_bin("airflow"), "db", "migrate"],
-            env=svc.env,
+            env=svc.env(),
             capture_output=True,
             text=True,
         )
@@ -294,7 +302,7 @@ def up(settings: Settings, *, log: Log = print) -> list[dict]:
         for svc in to_start:
             _prepare(settings, svc, log)
             proc = procs[svc.name]
-            pid = proc.start(svc.command(), env=svc.env, cwd=settings.stack_dir, user=svc.user)
+            pid = proc.start(svc.command(), env=svc.env(), cwd=settings.stack_dir, user=svc.user)
             started.append(svc.name)
             log(f"{svc.name}: started (pid {pid}, log {proc.log_file})")
             # Databases and the Airflow API must be up before their dependants start.

@@ -121,7 +121,7 @@ class ManagedProcess:
         with open(self.log_file, "ab") as log:
             log.write(f"\n--- starting {self.name}: {' '.join(cmd)}\n".encode())
             log.flush()
-            proc = subprocess.Popen(  # noqa: S603 - commands are built by the stack
+            proc = subprocess.Popen(
                 list(cmd),
                 stdout=log,
                 stderr=subprocess.STDOUT,

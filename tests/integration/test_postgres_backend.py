@@ -56,7 +56,9 @@ def test_airflow_and_mlflow_use_their_postgres_databases(pg_stack: Settings) -> 
         dbname=pg_stack.postgres_mlflow_db,
     )
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'experiments'")
+        cur.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'experiments'"
+        )
         assert cur.fetchone()[0] == 1
     conn.close()
 
