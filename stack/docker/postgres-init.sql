@@ -1,0 +1,3 @@
+-- Databases of the platform's services (the user and its password come from the environment).
+CREATE DATABASE airflow;
+CREATE DATABASE mlflow;

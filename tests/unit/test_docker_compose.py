@@ -1,0 +1,105 @@
+"""docker-compose.yaml checked statically (no Docker engine needed)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlops_lib.settings import ENV_PREFIX, Settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.yaml"
+REQUIRED = {
+    "postgres",
+    "lakefs",
+    "mlflow",
+    "airflow-init",
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+}
+LONG_RUNNING = REQUIRED - {"airflow-init"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _dockerfile_base(path: Path) -> str:
+    return next(
+        line.split()[1] for line in path.read_text().splitlines() if line.startswith("FROM ")
+    )
+
+
+def test_every_service_is_present(compose: dict) -> None:
+    assert REQUIRED <= set(compose["services"])
+
+
+def test_every_image_is_pinned(compose: dict) -> None:
+    for name, svc in compose["services"].items():
+        image = svc.get("image")
+        assert image, f"{name} has no image"
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest", f"{name}: image {image!r} is not pinned"
+        if "build" in svc:
+            base = _dockerfile_base(REPO / svc["build"]["context"] / svc["build"]["dockerfile"])
+            assert re.search(r":\d+\.\d+\.\d+", base), f"{name}: base image {base} not pinned"
+
+
+def test_lakefs_image_matches_the_local_server_version(compose: dict) -> None:
+    tag = compose["services"]["lakefs"]["image"].split(":")[1]
+    assert f"v{tag}" == Settings().lakefs_version
+
+
+def test_long_running_services_have_health_checks(compose: dict) -> None:
+    for name in LONG_RUNNING:
+        assert "healthcheck" in compose["services"][name], name
+
+
+def test_state_lives_in_named_volumes(compose: dict) -> None:
+    named = set(compose["volumes"])
+    for name in ("postgres", "lakefs", "mlflow"):
+        mounts = compose["services"][name]["volumes"]
+        sources = {m.split(":")[0] for m in mounts}
+        assert sources & named, f"{name} keeps no state in a named volume"
+
+
+def test_mlops_variables_are_settings_fields() -> None:
+    text = COMPOSE.read_text()
+    names = set(re.findall(rf"\b{ENV_PREFIX}([A-Z0-9_]+)", text))
+    fields = {f.upper() for f in Settings.model_fields}
+    assert names, "compose passes no MLOPS_* settings"
+    assert names - fields == set(), f"unknown settings: {sorted(names - fields)}"
+
+
+def test_published_ports_default_to_the_settings_defaults(compose: dict) -> None:
+    defaults = Settings()
+    expected = {
+        "lakefs": ("MLOPS_LAKEFS_PORT", defaults.lakefs_port),
+        "mlflow": ("MLOPS_MLFLOW_PORT", defaults.mlflow_port),
+        "airflow-api-server": ("MLOPS_AIRFLOW_PORT", defaults.airflow_port),
+        "postgres": ("MLOPS_POSTGRES_PORT", defaults.postgres_port),
+    }
+    for name, (var, port) in expected.items():
+        ports = compose["services"][name]["ports"]
+        assert f"${{{var}:-{port}}}:{port}" in ports, (name, ports)
+
+
+def test_no_secret_values_in_the_file() -> None:
+    for line in COMPOSE.read_text().splitlines():
+        m = re.search(r"(PASSWORD|SECRET[A-Z_]*|FERNET_KEY|ACCESS_KEY_ID):\s*(\S+)", line)
+        if m:
+            assert m.group(2).startswith("${"), f"literal secret: {line.strip()}"
+
+
+def test_airflow_services_share_the_platform_settings(compose: dict) -> None:
+    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "mlflow"):
+        env = compose["services"][name]["environment"]
+        assert env["MLOPS_LAKEFS_ENDPOINT"] == "http://lakefs:8000"
+        assert env["MLOPS_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        assert env["MLOPS_BACKEND"] == "postgres"
