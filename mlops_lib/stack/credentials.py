@@ -23,7 +23,7 @@ GENERATORS = {
     "lakefs_secret_access_key": lambda: _token(30)[:40],
     "lakefs_encrypt_secret": _token,
     "airflow_password": lambda: _token(12),
-    "airflow_jwt_secret": _token,
+    "airflow_jwt_secret": lambda: _token(64),
     "airflow_secret_key": _token,
     "airflow_fernet_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
     "postgres_password": lambda: _token(16),

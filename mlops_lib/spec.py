@@ -1,0 +1,322 @@
+"""Project specs: one YAML file per ML use case, validated into a typed model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ColumnType = Literal["int", "float", "string", "category", "bool", "datetime"]
+Severity = Literal["blocking", "warning"]
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+
+
+class SpecError(ValueError):
+    """A project spec is invalid; the message names the file, each key and what was expected."""
+
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"{path}: invalid project spec:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SqlSource(_Strict):
+    url: str = Field(description="SQLAlchemy URL of the database.")
+    query: str
+
+
+class Source(_Strict):
+    """Where a batch comes from: a CSV/Parquet path or glob, or a SQL query."""
+
+    path: str | None = Field(default=None, description="CSV or Parquet file, folder or glob.")
+    sql: SqlSource | None = None
+    format: Literal["auto", "csv", "parquet"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        if (self.path is None) == (self.sql is None):
+            raise ValueError("give exactly one of 'path' or 'sql'")
+        return self
+
+
+class Column(_Strict):
+    type: ColumnType
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int | bool] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Column:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
+            raise ValueError(f"min/max need a numeric type, not {self.type}")
+        return self
+
+
+class Schema(_Strict):
+    columns: dict[str, Column]
+    key: str | None = None
+    event_time: str | None = None
+
+    @model_validator(mode="after")
+    def _refs(self) -> Schema:
+        if not self.columns:
+            raise ValueError("declare at least one column")
+        for field in ("key", "event_time"):
+            name = getattr(self, field)
+            if name is not None and name not in self.columns:
+                raise ValueError(f"{field} {name!r} is not one of the columns")
+        if self.event_time and self.columns[self.event_time].type != "datetime":
+            raise ValueError(f"event_time column {self.event_time!r} must have type datetime")
+        return self
+
+
+class Target(_Strict):
+    column: str
+    task: Literal["classification", "regression"]
+    positive_class: str | int | bool | None = None
+
+
+class _Rule(_Strict):
+    severity: Severity = "blocking"
+
+
+class MinRowsRule(_Rule):
+    rule: Literal["min_rows"]
+    value: int = Field(ge=0)
+
+
+class MaxNullFractionRule(_Rule):
+    rule: Literal["max_null_fraction"]
+    value: float = Field(ge=0, le=1)
+    columns: list[str] | None = Field(default=None, description="Default: every column.")
+
+
+class UniqueKeyRule(_Rule):
+    rule: Literal["unique_key"]
+
+
+class EventTimeNotInFutureRule(_Rule):
+    rule: Literal["event_time_not_in_future"]
+    tolerance_seconds: int = 300
+
+
+class DistributionRule(_Rule):
+    rule: Literal["distribution"]
+    columns: list[str] | None = Field(default=None, description="Default: numeric and categorical features.")
+    max_drift_fraction: float = Field(
+        default=0.5, ge=0, le=1, description="Largest fraction of checked columns allowed to drift."
+    )
+    p_value: float = Field(default=0.01, gt=0, lt=1)
+    severity: Severity = "warning"
+
+
+Rule = Annotated[
+    MinRowsRule | MaxNullFractionRule | UniqueKeyRule | EventTimeNotInFutureRule | DistributionRule,
+    Field(discriminator="rule"),
+]
+
+
+class Budget(_Strict):
+    trials: int = Field(default=20, ge=1)
+    seconds: int = Field(default=300, ge=10)
+
+
+class Training(_Strict):
+    metric: str = "roc_auc"
+    budget: Budget = Budget()
+    cv_folds: int = Field(default=3, ge=2, le=10)
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
+    seed: int = 42
+    families: list[str] = ["linear", "random_forest", "hist_gradient_boosting"]
+    min_rows: int = Field(default=1000, ge=10)
+
+
+class Promotion(_Strict):
+    min_improvement: float = 0.0
+    guards: dict[str, float] = Field(
+        default_factory=dict, description="Guard metric -> largest allowed regression."
+    )
+    manual_approval: bool = False
+
+
+class Serving(_Strict):
+    max_batch_size: int = Field(default=1000, ge=1)
+    max_latency_ms: int = Field(default=50, ge=1)
+    port: int | None = None
+
+
+class Monitoring(_Strict):
+    schedule: str = "@hourly"
+    window: str = "1h"
+    method: Literal["ks", "chi2", "hellinger", "auto"] = "auto"
+    drift_threshold: float = Field(default=0.05, gt=0, lt=1)
+    min_drifted_features: int = Field(default=2, ge=1)
+    prediction_drift_limit: float | None = 0.1
+    metric_floor: float | None = None
+    cooldown_minutes: int = Field(default=60, ge=0)
+
+
+class AirflowOptions(_Strict):
+    owner: str = "ml-platform"
+    tags: list[str] = []
+    retries: int = Field(default=2, ge=0)
+    retry_delay_seconds: int = Field(default=10, ge=1)
+    max_retry_delay_seconds: int = Field(default=300, ge=1)
+    ingest_schedule: str | None = None
+
+
+class ProjectSpec(_Strict):
+    """A validated project spec."""
+
+    name: str
+    description: str = ""
+    source: Source
+    schema_: Schema = Field(alias="schema")
+    target: Target
+    rules: list[Rule] = []
+    training: Training = Training()
+    promotion: Promotion = Promotion()
+    serving: Serving = Serving()
+    monitoring: Monitoring = Monitoring()
+    airflow: AirflowOptions = AirflowOptions()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(
+                "must be 2-41 characters: lowercase letters, digits and '_', starting with a letter"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> ProjectSpec:
+        cols = self.schema_.columns
+        if self.target.column not in cols:
+            raise ValueError(f"target column {self.target.column!r} is not in schema.columns")
+        for rule in self.rules:
+            names = getattr(rule, "columns", None) or []
+            unknown = [c for c in names if c not in cols]
+            if unknown:
+                raise ValueError(f"rule {rule.rule} names unknown columns {unknown}")
+            if rule.rule == "unique_key" and not self.schema_.key:
+                raise ValueError("rule unique_key needs schema.key")
+            if rule.rule == "event_time_not_in_future" and not self.schema_.event_time:
+                raise ValueError("rule event_time_not_in_future needs schema.event_time")
+        return self
+
+    @property
+    def schema(self) -> Schema:  # type: ignore[override]
+        """The data schema (``schema`` in YAML)."""
+        return self.schema_
+
+    @property
+    def features(self) -> list[str]:
+        """Input columns of the model: everything but target, key and event time."""
+        skip = {self.target.column, self.schema_.key, self.schema_.event_time}
+        return [c for c in self.schema_.columns if c not in skip]
+
+    def spec_hash(self) -> str:
+        """Stable hash of the validated spec (recorded with data and models)."""
+        payload = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def schema_hash(self) -> str:
+        """Hash of the declared columns and types."""
+        payload = json.dumps({k: v.type for k, v in self.schema_.columns.items()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            item = "schema" if item == "schema_" else item
+            # Discriminated-union tags show up as path elements; they are not keys.
+            if item in {"min_rows", "max_null_fraction", "unique_key", "event_time_not_in_future", "distribution"} and parts and parts[-1].startswith("["):
+                continue
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        where = _loc(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            out.append(f"{where}: unknown key")
+        elif kind == "missing":
+            out.append(f"{where}: required key is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+            out.append(f"{where}: {msg}{shown}")
+    return out
+
+
+def parse_spec(data: Any, path: Path | str = "<spec>") -> ProjectSpec:
+    """Validate a loaded YAML document into a ProjectSpec, or raise SpecError."""
+    if not isinstance(data, dict):
+        raise SpecError(path, [f"(top level): expected a mapping, got {type(data).__name__}"])
+    try:
+        spec = ProjectSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(path, _problems(exc)) from None
+    stem = Path(str(path)).stem
+    if str(path) != "<spec>" and spec.name != stem:
+        raise SpecError(path, [f"name: must match the file name {stem!r} (got {spec.name!r})"])
+    return spec
+
+
+def load_spec(path: Path | str) -> ProjectSpec:
+    """Read and validate one project spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(path, [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(path, [f"not valid YAML: {exc}"]) from None
+    return parse_spec(data, path)
+
+
+def spec_files(projects_dir: Path) -> list[Path]:
+    """Spec files in a projects folder, sorted."""
+    if not projects_dir.is_dir():
+        return []
+    return sorted([*projects_dir.glob("*.yaml"), *projects_dir.glob("*.yml")])
+
+
+def discover(projects_dir: Path) -> tuple[dict[str, ProjectSpec], dict[str, SpecError]]:
+    """Every spec in the folder: valid ones by name, errors by file path."""
+    specs: dict[str, ProjectSpec] = {}
+    errors: dict[str, SpecError] = {}
+    for path in spec_files(projects_dir):
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            errors[str(path)] = exc
+            continue
+        specs[spec.name] = spec
+    return specs, errors
