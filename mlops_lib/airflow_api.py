@@ -105,6 +105,27 @@ class AirflowClient:
         resp = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         return resp.json()["task_instances"]
 
+    def task_log_tail(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, lines: int = 40
+    ) -> str:
+        """Last lines of one task try's log (the events the task logged)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        data = self.request("GET", path, params={"full_content": "true"}).json()
+        content = data.get("content", "")
+        if isinstance(content, list):
+            events = []
+            for item in content:
+                if isinstance(item, dict):
+                    text = str(item.get("event", ""))
+                    detail = item.get("error_detail")
+                    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+                        text += f"\n{detail[0].get('exc_type')}: {detail[0].get('exc_value')}"
+                    events.append(text)
+                else:
+                    events.append(str(item))
+            content = "\n".join(events)
+        return "\n".join(str(content).splitlines()[-lines:])
+
     def follow(
         self,
         dag_id: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -189,6 +190,151 @@ def demo(backend: str | None) -> None:
     except StackError as exc:
         _fail(exc)
     sys.exit(0 if ok else 1)
+
+
+@main.group()
+def project() -> None:
+    """Project specs (one YAML file per ML use case)."""
+
+
+@project.command("validate")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def project_validate(path: Path) -> None:
+    """Check one spec file; print every problem and exit 1 when it is invalid."""
+    from mlops_lib.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(path)
+    except SpecError as exc:
+        _fail(exc)
+    console.print(
+        f"[green]{path}: valid[/] project {spec.name!r}, {len(spec.schema.columns)} columns, "
+        f"target {spec.target.column!r} ({spec.target.task}), {len(spec.rules)} rules, "
+        f"spec hash {spec.spec_hash()}"
+    )
+
+
+@project.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def project_list(as_json: bool) -> None:
+    """List the specs of the projects folder (MLOPS_PROJECTS_DIR)."""
+    from mlops_lib.spec import discover
+
+    settings = _settings()
+    specs, errors = discover(settings.projects_dir)
+    rows = [
+        {
+            "name": s.name,
+            "file": str(settings.projects_dir / f"{s.name}.yaml"),
+            "valid": True,
+            "task": s.target.task,
+            "dags": [f"{s.name}__{stage}" for stage in STAGES],
+            "errors": [],
+        }
+        for s in specs.values()
+    ]
+    rows += [
+        {
+            "name": Path(p).stem,
+            "file": p,
+            "valid": False,
+            "task": None,
+            "dags": [],
+            "errors": e.problems,
+        }
+        for p, e in errors.items()
+    ]
+    if as_json:
+        click.echo(
+            json.dumps({"projects_dir": str(settings.projects_dir), "projects": rows}, indent=2)
+        )
+        return
+    table = Table(title=f"projects in {settings.projects_dir}")
+    for col in ("name", "valid", "task", "file"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], "yes" if r["valid"] else "[red]no[/]", r["task"] or "", r["file"])
+    console.print(table)
+    for r in rows:
+        for problem in r["errors"]:
+            console.print(f"[red]{r['file']}[/]: {problem}")
+
+
+STAGES = ("ingest",)
+
+
+@main.command("demo-data")
+@click.argument("scenario")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output file (.csv or .parquet).",
+)
+@click.option("--rows", default=None, type=int, help="Rows in the batch (default 50,000).")
+@click.option("--seed", default=7, show_default=True, type=int)
+def demo_data(scenario: str, out: Path, rows: int | None, seed: int) -> None:
+    """Write a batch of the demo churn use case for a scenario.
+
+    Scenarios: clean, drifted, corrupted, and the single faults missing_column,
+    wrong_type, nulls, out_of_range, duplicate_keys, unknown_category, empty.
+    """
+    from mlops_lib import demo_data as dd
+
+    if scenario not in dd.SCENARIOS:
+        _fail(ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(dd.SCENARIOS)}"))
+    try:
+        df = dd.generate(scenario, rows=rows or dd.DEFAULT_ROWS, seed=seed)
+        dd.write(df, out)
+    except ValueError as exc:
+        _fail(exc)
+    console.print(f"wrote {len(df)} rows ({scenario}) to {out}")
+
+
+@main.command("run")
+@click.argument("project_name", metavar="PROJECT")
+@click.argument("stage")
+@click.option("--conf", default=None, help='Run conf as JSON, e.g. \'{"source": "data/x.csv"}\'.')
+@click.option("--timeout", default=1800.0, show_default=True, help="Seconds to follow the run.")
+def run(project_name: str, stage: str, conf: str | None, timeout: float) -> None:
+    """Trigger <PROJECT>__<STAGE> on the running Airflow and follow it to the end."""
+    from mlops_lib.airflow_api import AirflowApiError, AirflowClient
+
+    try:
+        conf_obj = json.loads(conf) if conf else {}
+    except json.JSONDecodeError as exc:
+        _fail(ValueError(f"--conf is not valid JSON: {exc}"))
+    if not isinstance(conf_obj, dict):
+        _fail(ValueError("--conf must be a JSON object"))
+    settings = _settings()
+    dag_id = f"{project_name}__{stage}"
+    client = AirflowClient.from_settings(settings)
+    try:
+        client.wait_for_dag(dag_id, timeout=90)
+        client.unpause(dag_id)
+        run_id = client.trigger(dag_id, conf_obj)
+        console.print(f"triggered {dag_id} run {run_id}")
+        state = client.follow(
+            dag_id,
+            run_id,
+            timeout=timeout,
+            on_change=lambda tis: console.print(
+                "  " + "  ".join(f"{k}={v}" for k, v in tis.items())
+            ),
+        )
+    except AirflowApiError as exc:
+        _fail(exc)
+    if state == "success":
+        console.print(f"[green]{dag_id} {run_id}: success[/]")
+        return
+    for ti in client.task_instances(dag_id, run_id):
+        if ti.get("state") == "failed":
+            console.print(f"[red]task {ti['task_id']} failed[/]; end of its log:")
+            tail = client.task_log_tail(dag_id, run_id, ti["task_id"], ti.get("try_number", 1))
+            console.print(tail, markup=False)
+    err_console.print(f"[bold red]{dag_id} {run_id}: {state}[/]")
+    sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -112,7 +112,6 @@ def generate(
 
 
 def _apply_faults(df: pd.DataFrame, scenario: str, rng) -> pd.DataFrame:
-    import numpy as np
 
     faults = FAULTS[:-1] if scenario == "corrupted" else (scenario,) if scenario in FAULTS else ()
     n = len(df)

@@ -10,14 +10,9 @@ CHECK_EXPERIMENT = "platform-check"
 
 def lakefs_client(settings: Settings | None = None):
     """A lakeFS SDK client for the configured server (created on demand)."""
-    import lakefs
+    from mlops_lib.versioning import client
 
-    settings = settings or get_settings()
-    return lakefs.Client(
-        host=settings.lakefs_url,
-        username=settings.secret("lakefs_access_key_id"),
-        password=settings.secret("lakefs_secret_access_key"),
-    )
+    return client(settings)
 
 
 def check_lakefs(settings: Settings | None = None) -> str:

@@ -12,11 +12,55 @@ if TYPE_CHECKING:
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
 
 
+def _lean_schema():
+    """Metrics the platform uses: distributions for numbers, frequent items for strings.
+
+    whylogs' standard resolver also tracks cardinality sketches on every column, which
+    doubles the profiling time and is not used by the drift tests (KS, chi-square).
+    """
+    from whylogs.core.datatypes import Fractional, Integral, String
+    from whylogs.core.metrics import StandardMetric
+    from whylogs.core.resolvers import MetricSpec, ResolverSpec
+    from whylogs.core.schema import DeclarativeSchema
+
+    numeric = [StandardMetric.counts, StandardMetric.types, StandardMetric.distribution]
+    text = [
+        StandardMetric.counts,
+        StandardMetric.types,
+        StandardMetric.frequent_items,
+        StandardMetric.cardinality,
+    ]
+    return DeclarativeSchema(
+        [
+            ResolverSpec(column_type=Integral, metrics=[MetricSpec(m.value) for m in numeric]),
+            ResolverSpec(column_type=Fractional, metrics=[MetricSpec(m.value) for m in numeric]),
+            ResolverSpec(column_type=String, metrics=[MetricSpec(m.value) for m in text]),
+        ]
+    )
+
+
+def profileable(df: pd.DataFrame) -> pd.DataFrame:
+    """Datetimes as epoch seconds (whylogs profiles datetime objects one by one, slowly)."""
+    from pandas.api import types as pt
+
+    conv = {c: df[c] for c in df.columns if pt.is_datetime64_any_dtype(df[c])}
+    if not conv:
+        return df
+    out = df.copy()
+    for c, s in conv.items():
+        out[c] = (
+            s.astype("int64") // 10**9
+            if not s.isna().any()
+            else s.map(lambda v: v.timestamp() if v == v else None)
+        )
+    return out
+
+
 def profile(df: pd.DataFrame) -> DatasetProfileView:
     """A whylogs profile (mergeable sketch) of a frame."""
     import whylogs as why
 
-    return why.log(df).profile().view()
+    return why.log(profileable(df), schema=_lean_schema()).profile().view()
 
 
 def serialize(view: DatasetProfileView) -> bytes:
@@ -24,8 +68,11 @@ def serialize(view: DatasetProfileView) -> bytes:
 
 
 def deserialize(data: bytes) -> DatasetProfileView:
+    import logging
+
     from whylogs.core import DatasetProfileView
 
+    logging.getLogger("whylogs.core.utils.protobuf_utils").setLevel(logging.WARNING)
     return DatasetProfileView.deserialize(data)
 
 

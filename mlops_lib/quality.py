@@ -196,7 +196,7 @@ def check_batch(
                     "types",
                     f"expected {schema.columns[name].type}, found {df[name].dtype}",
                     column=name,
-                    count=int(len(bad)) if bad is not None else 0,
+                    count=len(bad) if bad is not None else 0,
                     examples=_examples(bad) if bad is not None else [],
                 )
             )
@@ -206,12 +206,14 @@ def check_batch(
         if not schema.columns[name].nullable:
             nulls = int(df[name].isna().sum())
             if nulls:
-                violations.append(Violation("not_null", "nulls in a non-nullable column", name, nulls))
+                violations.append(
+                    Violation("not_null", "nulls in a non-nullable column", name, nulls)
+                )
 
     checked.append("ranges")
     for name in present:
         col = schema.columns[name]
-        if col.min is None and col.max is None or not typed_ok.get(name):
+        if (col.min is None and col.max is None) or not typed_ok.get(name):
             continue
         values = pd.to_numeric(df[name], errors="coerce")
         mask = pd.Series(False, index=df.index)
@@ -243,7 +245,7 @@ def check_batch(
                     "allowed_values",
                     f"values not in {col.allowed}",
                     name,
-                    int(len(bad)),
+                    len(bad),
                     sorted({str(v) for v in bad.unique()[:MAX_EXAMPLES]}),
                 )
             )
@@ -318,7 +320,9 @@ def check_batch(
                         f"{len(drifted)} of {len(columns)} columns drifted from the previous "
                         f"accepted batch (limit {rule.max_drift_fraction:.0%})",
                         count=len(drifted),
-                        examples=[f"{c} p={s['p_value']:.2g}" for c, s in drifted.items()][:MAX_EXAMPLES],
+                        examples=[f"{c} p={s['p_value']:.2g}" for c, s in drifted.items()][
+                            :MAX_EXAMPLES
+                        ],
                         severity=sev,
                     )
                 )

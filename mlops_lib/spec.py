@@ -22,7 +22,9 @@ class SpecError(ValueError):
     def __init__(self, path: Path | str, problems: list[str]):
         self.path = str(path)
         self.problems = problems
-        super().__init__(f"{path}: invalid project spec:\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__(
+            f"{path}: invalid project spec:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
 
 
 class _Strict(BaseModel):
@@ -115,7 +117,9 @@ class EventTimeNotInFutureRule(_Rule):
 
 class DistributionRule(_Rule):
     rule: Literal["distribution"]
-    columns: list[str] | None = Field(default=None, description="Default: numeric and categorical features.")
+    columns: list[str] | None = Field(
+        default=None, description="Default: numeric and categorical features."
+    )
     max_drift_fraction: float = Field(
         default=0.5, ge=0, le=1, description="Largest fraction of checked columns allowed to drift."
     )
@@ -250,7 +254,18 @@ def _loc(loc: tuple[Any, ...]) -> str:
         else:
             item = "schema" if item == "schema_" else item
             # Discriminated-union tags show up as path elements; they are not keys.
-            if item in {"min_rows", "max_null_fraction", "unique_key", "event_time_not_in_future", "distribution"} and parts and parts[-1].startswith("["):
+            if (
+                item
+                in {
+                    "min_rows",
+                    "max_null_fraction",
+                    "unique_key",
+                    "event_time_not_in_future",
+                    "distribution",
+                }
+                and parts
+                and parts[-1].startswith("[")
+            ):
                 continue
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "(top level)"

@@ -1,0 +1,182 @@
+"""DAG factory: the DAGs of every project spec in the projects folder.
+
+For each ``projects/<name>.yaml`` it generates ``<name>__ingest`` (and, as the platform
+grows, the train, deploy, monitor and continuous-training DAGs). Tasks only wire: each
+calls one ``mlops_lib`` function and passes references through XCom. A broken spec
+becomes a paused ``<name>__invalid_spec`` DAG whose docs and only task show the errors;
+the other projects are unaffected.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, Asset, Param, dag, task
+
+from mlops_lib.settings import get_settings
+from mlops_lib.spec import ProjectSpec, SpecError, discover
+
+INGEST_DOC = """
+### {name}: ingest
+
+{description}
+
+Each run lands one batch on its own lakeFS branch `ingest-<run id>` of repository
+`{repo}`, writes it as Parquet under `datasets/{name}/date=<logical date>/` with the
+validation report (`_validation.json`) and a whylogs profile (`_profile.bin`), commits with
+metadata, and merges into `main` only when every blocking rule passes. A successful run
+emits the asset `{name}_dataset` with the `main` commit id in its extra.
+
+* **Source**: `{source}`; override per run with conf `{{"source": "<path or glob>"}}`.
+* **Tasks**: `open_branch` -> `validate_and_commit` -> `publish`.
+
+**When it fails**
+
+* `publish` failed with *batch rejected*: the task log lists every violation (rule,
+  column, rows, examples). `main` is unchanged; the branch and its report stay in lakeFS
+  for inspection (the log gives the `lakefs://` URI). Fix the data and trigger again.
+* `open_branch` or `validate_and_commit` failed with a connection error: lakeFS is
+  down; `mlops stack status`, then `mlops stack up`. The task retries with backoff and
+  a retry starts from a clean branch; nothing partial reaches `main`.
+"""
+
+INVALID_DOC = """
+### Invalid project spec: `{path}`
+
+This spec does not validate, so its DAGs are not generated. Other projects are unaffected.
+
+```
+{errors}
+```
+
+**What to do**: fix the file (`mlops project validate {path}` prints the same errors); the
+DAG processor picks it up on its next pass and this placeholder disappears.
+"""
+
+
+def dataset_asset(spec: ProjectSpec) -> Asset:
+    """The project's dataset on lakeFS main (events carry the commit id)."""
+    repo = spec.name.replace("_", "-")
+    return Asset(name=f"{spec.name}_dataset", uri=f"lakefs://{repo}/main/datasets/{spec.name}")
+
+
+def default_args(spec: ProjectSpec) -> dict:
+    a = spec.airflow
+    return {
+        "owner": a.owner,
+        "retries": a.retries,
+        "retry_delay": timedelta(seconds=a.retry_delay_seconds),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(seconds=a.max_retry_delay_seconds),
+    }
+
+
+def build_ingest(spec: ProjectSpec) -> DAG:
+    """``<project>__ingest``: branch, validate and commit, merge or reject."""
+    project = spec.name
+    asset = dataset_asset(spec)
+
+    @dag(
+        dag_id=f"{project}__ingest",
+        schedule=spec.airflow.ingest_schedule,
+        catchup=False,
+        tags=["mlops", "ingest", f"project:{project}", *spec.airflow.tags],
+        doc_md=INGEST_DOC.format(
+            name=project,
+            description=spec.description.strip(),
+            repo=project.replace("_", "-"),
+            source=spec.source.path or "SQL query",
+        ),
+        default_args=default_args(spec),
+        params={"source": Param(None, type=["null", "string"], description="Path or glob")},
+        max_active_runs=1,
+    )
+    def ingest_dag() -> None:
+        @task
+        def open_branch(**context) -> dict:
+            from mlops_lib.ingest import open_branch as run
+
+            return run(project, context["run_id"])
+
+        @task
+        def validate_and_commit(opened: dict, **context) -> dict:
+            from mlops_lib.ingest import ingest_batch
+
+            dag_run = context["dag_run"]
+            when = context.get("logical_date") or dag_run.run_after
+            source = (dag_run.conf or {}).get("source") or context["params"].get("source")
+            return ingest_batch(
+                project,
+                opened["branch"],
+                day=when.strftime("%Y-%m-%d"),
+                run_id=context["run_id"],
+                dag_id=dag_run.dag_id,
+                source=source,
+            )
+
+        @task(outlets=[asset])
+        def publish(result: dict, **context) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from mlops_lib.ingest import publish as run
+            from mlops_lib.quality import DataQualityError
+
+            try:
+                out = run(project, result)
+            except DataQualityError as exc:
+                # Bad data does not get better by retrying.
+                raise AirflowFailException(str(exc)) from exc
+            context["outlet_events"][asset].extra = {
+                "commit_id": out["commit_id"],
+                "rows": out["rows"],
+                "partition": out["partition"],
+            }
+            return out
+
+        publish(validate_and_commit(open_branch()))
+
+    return ingest_dag()
+
+
+def build_invalid(path: str, error: SpecError) -> DAG:
+    """A paused placeholder that shows a broken spec's errors in the UI."""
+    stem = Path(path).stem
+    errors = "\n".join(error.problems)
+
+    @dag(
+        dag_id=f"{stem}__invalid_spec",
+        schedule=None,
+        catchup=False,
+        is_paused_upon_creation=True,
+        tags=["mlops", "invalid-spec", f"project:{stem}"],
+        doc_md=INVALID_DOC.format(path=path, errors=errors),
+        default_args={"owner": "ml-platform", "retries": 0},
+    )
+    def invalid_dag() -> None:
+        @task
+        def report_spec_errors() -> None:
+            raise ValueError(str(error))
+
+        report_spec_errors()
+
+    return invalid_dag()
+
+
+def generate(projects_dir: Path) -> dict[str, DAG]:
+    """Every DAG of every spec in the folder, by dag id."""
+    specs, errors = discover(projects_dir)
+    dags: dict[str, DAG] = {}
+    for spec in specs.values():
+        for builder in (build_ingest,):
+            built = builder(spec)
+            dags[built.dag_id] = built
+    for path, error in errors.items():
+        warnings.warn(str(error), stacklevel=1)
+        built = build_invalid(path, error)
+        dags[built.dag_id] = built
+    return dags
+
+
+globals().update(generate(get_settings().projects_dir))

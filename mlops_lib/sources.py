@@ -1,0 +1,82 @@
+"""Reading a batch from a project's source: CSV or Parquet files (path or glob), or SQL."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlops_lib.spec import ProjectSpec, SqlSource
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class SourceError(RuntimeError):
+    """The source cannot be read; the message names the path or URL and the cause."""
+
+
+def resolve_paths(pattern: str, base_dir: Path) -> list[Path]:
+    """Files matched by a path, folder or glob (relative to base_dir)."""
+    raw = Path(pattern).expanduser()
+    full = raw if raw.is_absolute() else base_dir / raw
+    if full.is_dir():
+        files = sorted(p for p in full.iterdir() if p.suffix in (".csv", ".parquet", ".pq"))
+    elif any(ch in str(full) for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(full), recursive=True))
+    else:
+        files = [full] if full.exists() else []
+    if not files:
+        raise SourceError(f"source {pattern!r} matched no files (looked in {full})")
+    return files
+
+
+def _read_file(path: Path, fmt: str) -> pd.DataFrame:
+    import pandas as pd
+
+    kind = fmt if fmt != "auto" else ("csv" if path.suffix == ".csv" else "parquet")
+    if path.stat().st_size == 0:
+        raise SourceError(f"source file {path} is empty (0 bytes)")
+    try:
+        if kind == "csv":
+            # Only empty cells are missing: 'N/A' and friends stay visible to the type checks.
+            return pd.read_csv(path, keep_default_na=False, na_values=[""])
+        return pd.read_parquet(path)
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise SourceError(f"cannot read {path} as {kind}: {type(exc).__name__}: {exc}") from exc
+
+
+def read_sql(sql: SqlSource) -> pd.DataFrame:
+    import pandas as pd
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(sql.url)
+        with engine.connect() as conn:
+            return pd.read_sql(sqlalchemy.text(sql.query), conn)
+    except Exception as exc:
+        safe = sqlalchemy.engine.make_url(sql.url).render_as_string(hide_password=True)
+        raise SourceError(f"SQL source {safe} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def read_source(
+    spec: ProjectSpec, *, override: str | None = None, base_dir: Path | None = None
+) -> tuple[pd.DataFrame, str]:
+    """Read a batch; ``override`` (a path or glob) replaces the spec's source.
+
+    Returns the frame and a description of where it came from.
+    """
+    import pandas as pd
+
+    base_dir = base_dir or Path.cwd()
+    if override is None and spec.source.sql is not None:
+        safe = spec.source.sql.url.split("@")[-1]
+        return read_sql(spec.source.sql), f"sql:{safe}"
+    pattern = override or spec.source.path
+    assert pattern is not None
+    files = resolve_paths(pattern, base_dir)
+    frames = [_read_file(p, spec.source.format) for p in files]
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return df, ",".join(str(p) for p in files)

@@ -1,0 +1,156 @@
+"""Data versioning on lakeFS: one repository per project, branches per ingest run."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from mlops_lib.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import lakefs
+
+MAIN = "main"
+_BRANCH_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+class VersioningError(RuntimeError):
+    """A lakeFS operation failed; the message names the repository, ref and path."""
+
+
+def client(settings: Settings | None = None) -> lakefs.Client:
+    """lakeFS SDK client for the configured server."""
+    import lakefs
+
+    settings = settings or get_settings()
+    return lakefs.Client(
+        host=settings.lakefs_url,
+        username=settings.secret("lakefs_access_key_id"),
+        password=settings.secret("lakefs_secret_access_key"),
+    )
+
+
+def repo_name(project: str) -> str:
+    """lakeFS repository of a project (lakeFS names allow lowercase, digits and '-')."""
+    return project.replace("_", "-")
+
+
+def ingest_branch_name(run_id: str) -> str:
+    """Branch of one ingest run: ``ingest-<run id>`` (lakeFS branch ids allow no '/' or ':')."""
+    return "ingest-" + _BRANCH_SAFE.sub("-", run_id).strip("-")[:200]
+
+
+def repository(project: str, settings: Settings | None = None) -> lakefs.Repository:
+    """The project's repository, created on first use with a local storage namespace."""
+    import lakefs
+
+    settings = settings or get_settings()
+    name = repo_name(project)
+    repo = lakefs.Repository(name, client=client(settings))
+    try:
+        return repo.create(storage_namespace=f"local://{name}", default_branch=MAIN, exist_ok=True)
+    except Exception as exc:  # lakeFS SDK raises several exception types
+        raise VersioningError(f"cannot open lakeFS repository {name!r}: {exc}") from exc
+
+
+def lakefs_uri(project: str, ref: str, path: str = "") -> str:
+    """lakefs://<repo>/<ref>/<path> URI of a path at a ref."""
+    return f"lakefs://{repo_name(project)}/{ref}/{path}".rstrip("/")
+
+
+def head(project: str, branch: str = MAIN, settings: Settings | None = None) -> str:
+    """Commit id at the head of a branch."""
+    return repository(project, settings).branch(branch).get_commit().id
+
+
+def fresh_branch(
+    project: str, branch: str, source: str = MAIN, settings: Settings | None = None
+) -> str:
+    """Create ``branch`` from ``source``; an existing one (from a failed try) is recreated."""
+    repo = repository(project, settings)
+    br = repo.branch(branch)
+    try:
+        br.get_commit()
+        br.delete()
+    except Exception:
+        pass
+    br.create(source_reference=source)
+    return br.get_commit().id
+
+
+def upload(
+    project: str,
+    branch: str,
+    path: str,
+    data: bytes,
+    content_type: str | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """Write one object on a branch (uncommitted until commit)."""
+    obj = repository(project, settings).branch(branch).object(path)
+    obj.upload(data=data, mode="wb", content_type=content_type)
+
+
+def read(project: str, ref: str, path: str, settings: Settings | None = None) -> bytes:
+    """Bytes of one object at a ref."""
+    with repository(project, settings).ref(ref).object(path).reader(mode="rb") as fh:
+        return fh.read()
+
+
+def exists(project: str, ref: str, path: str, settings: Settings | None = None) -> bool:
+    return repository(project, settings).ref(ref).object(path).exists()
+
+
+def list_paths(project: str, ref: str, prefix: str, settings: Settings | None = None) -> list[str]:
+    """Object paths under a prefix at a ref."""
+    return [o.path for o in repository(project, settings).ref(ref).objects(prefix=prefix)]
+
+
+def delete_prefix(project: str, branch: str, prefix: str, settings: Settings | None = None) -> int:
+    """Delete every object under a prefix on a branch; returns how many."""
+    paths = list_paths(project, branch, prefix, settings)
+    if paths:
+        repository(project, settings).branch(branch).delete_objects(paths)
+    return len(paths)
+
+
+def reset_uncommitted(project: str, branch: str, settings: Settings | None = None) -> None:
+    """Drop uncommitted changes of a branch (left by a failed try)."""
+    repository(project, settings).branch(branch).reset_changes(path_type="reset")
+
+
+def commit(
+    project: str,
+    branch: str,
+    message: str,
+    metadata: dict[str, object],
+    settings: Settings | None = None,
+) -> str:
+    """Commit a branch; metadata values are stringified (lakeFS requires strings)."""
+    meta = {k: str(v) for k, v in metadata.items()}
+    ref = repository(project, settings).branch(branch).commit(message=message, metadata=meta)
+    return ref.get_commit().id
+
+
+def merge(project: str, branch: str, into: str = MAIN, settings: Settings | None = None) -> str:
+    """Merge a branch into another; returns the destination's new head commit id."""
+    repo = repository(project, settings)
+    repo.branch(branch).merge_into(repo.branch(into))
+    return repo.branch(into).get_commit().id
+
+
+def delete_branch(project: str, branch: str, settings: Settings | None = None) -> None:
+    repository(project, settings).branch(branch).delete()
+
+
+def branch_exists(project: str, branch: str, settings: Settings | None = None) -> bool:
+    try:
+        repository(project, settings).branch(branch).get_commit()
+    except Exception:
+        return False
+    return True
+
+
+def commit_metadata(project: str, ref: str, settings: Settings | None = None) -> dict[str, str]:
+    """Metadata of the commit a ref points at."""
+    return dict(repository(project, settings).ref(ref).get_commit().metadata or {})
