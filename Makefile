@@ -31,7 +31,8 @@ setup-postgres: setup ## Also install PostgreSQL (Debian packages) for the postg
 demo: setup ## The main job: stack up, the platform's DAGs run by the scheduler, URLs printed
 	$(call timed,demo,$(MLOPS) demo)
 
-test: setup-postgres ## The whole test suite (unit, DAG integrity, integration on the real stack)
+test: setup-postgres ## The whole test suite: lint, unit, DAG integrity, integration on the real stack
+	$(call timed,lint,$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .)
 	$(call timed,pytest,$(VENV)/bin/pytest)
 
 lint: setup

@@ -1,8 +1,14 @@
-"""`mlops demo`: the stack up, the platform's DAGs run by the real scheduler, the UIs listed."""
+"""`mlops demo`: the stack up, the platform's DAGs driven through the real scheduler.
+
+Each stage triggers a DAG run over the Airflow REST API, follows it, and checks the
+outcome the scenario expects (a corrupted batch must be rejected with lakeFS main unchanged).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
@@ -11,7 +17,68 @@ from mlops_lib.airflow_api import AirflowApiError, AirflowClient
 from mlops_lib.settings import Settings, reload_settings
 from mlops_lib.stack import manager
 
-DEMO_DAGS = ("platform_check",)
+DEMO_PROJECT = "churn"
+
+
+@dataclass
+class Stage:
+    """One step of the scenario: a DAG run and the state it must end in."""
+
+    name: str
+    dag_id: str
+    expect: str = "success"
+    conf: dict | None = None
+    check: Callable[[], str | None] | None = None  # returns a problem, or None
+
+
+@dataclass
+class Outcome:
+    stage: str
+    run_id: str
+    result: str
+    seconds: float
+    ok: bool
+    note: str = ""
+
+
+def _stages(settings: Settings, console: Console) -> list[Stage]:
+    from mlops_lib import demo_data
+    from mlops_lib import versioning as vc
+
+    data_dir = settings.stack_dir / "demo-data"
+    clean = demo_data.write(demo_data.generate("clean", seed=1), data_dir / "churn-clean.parquet")
+    corrupted = demo_data.write(
+        demo_data.generate("corrupted", seed=2), data_dir / "churn-corrupted.csv"
+    )
+    console.print(f"demo batches written to {data_dir}")
+    heads: dict[str, str] = {}
+
+    def remember_head() -> str | None:
+        heads["main"] = vc.head(DEMO_PROJECT, settings=settings)
+        return None
+
+    def main_unchanged() -> str | None:
+        now = vc.head(DEMO_PROJECT, settings=settings)
+        if now != heads["main"]:
+            return f"lakeFS main moved from {heads['main'][:12]} to {now[:12]}"
+        return f"main still at {now[:12]}"
+
+    return [
+        Stage("platform check", "platform_check"),
+        Stage(
+            "ingest clean batch",
+            f"{DEMO_PROJECT}__ingest",
+            conf={"source": str(clean)},
+            check=remember_head,
+        ),
+        Stage(
+            "reject corrupted batch",
+            f"{DEMO_PROJECT}__ingest",
+            expect="failed",
+            conf={"source": str(corrupted)},
+            check=main_unchanged,
+        ),
+    ]
 
 
 def run_demo(settings: Settings, *, console: Console) -> bool:
@@ -20,45 +87,57 @@ def run_demo(settings: Settings, *, console: Console) -> bool:
     console.rule("stage: stack up")
     manager.up(settings, log=console.print)
     settings = reload_settings(settings)
-    results: list[tuple[str, str, str, float]] = [
-        ("stack up", "-", "healthy", time.monotonic() - t0)
-    ]
+    outcomes = [Outcome("stack up", "-", "healthy", time.monotonic() - t0, True)]
     client = AirflowClient.from_settings(settings)
-    ok = True
-    for dag_id in DEMO_DAGS:
-        console.rule(f"stage: {dag_id}")
+    for stage in _stages(settings, console):
+        console.rule(f"stage: {stage.name}")
         started = time.monotonic()
+        note = ""
         try:
-            client.wait_for_dag(dag_id)
-            client.unpause(dag_id)
-            run_id = client.trigger(dag_id)
-            console.print(f"triggered {dag_id} run {run_id}")
+            client.wait_for_dag(stage.dag_id)
+            client.unpause(stage.dag_id)
+            run_id = client.trigger(stage.dag_id, stage.conf)
+            console.print(f"triggered {stage.dag_id} run {run_id}")
             state = client.follow(
-                dag_id,
+                stage.dag_id,
                 run_id,
                 on_change=lambda tis: console.print(
-                    "  " + "  ".join(f"{k}={v}" for k, v in sorted(tis.items()))
+                    "  " + "  ".join(f"{k}={v}" for k, v in tis.items())
                 ),
             )
         except AirflowApiError as exc:
-            console.print(f"[red]{dag_id}: {exc}[/]")
+            console.print(f"[red]{stage.dag_id}: {exc}[/]")
             run_id, state = "-", "error"
-        ok &= state == "success"
-        results.append((dag_id, run_id, state, time.monotonic() - started))
+        ok = state == stage.expect
+        if ok and stage.check:
+            problem = stage.check()
+            if problem and problem.startswith("lakeFS main moved"):
+                ok = False
+            note = problem or ""
+        if state == "failed" and stage.expect == "failed":
+            note = (note + "; " if note else "") + "rejected as expected"
+        outcomes.append(Outcome(stage.name, run_id, state, time.monotonic() - started, ok, note))
 
     table = Table(title="demo summary")
-    for col in ("stage", "DAG run", "result", "time (s)"):
+    for col in ("stage", "DAG run", "result", "as expected", "time (s)", "note"):
         table.add_column(col)
-    for stage, run_id, state, secs in results:
-        color = "green" if state in ("success", "healthy") else "red"
-        table.add_row(stage, run_id, f"[{color}]{state}[/]", f"{secs:.1f}")
+    for o in outcomes:
+        color = "green" if o.ok else "red"
+        table.add_row(
+            o.stage,
+            o.run_id,
+            o.result,
+            f"[{color}]{'yes' if o.ok else 'NO'}[/]",
+            f"{o.seconds:.1f}",
+            o.note,
+        )
     console.print(table)
     console.print(f"Airflow UI : {settings.airflow_base_url}  (user {settings.airflow_user})")
     console.print(f"MLflow UI  : {settings.mlflow_url}")
     console.print(f"lakeFS UI  : {settings.lakefs_url}")
     console.print("credentials: `mlops stack credentials`; stop with `mlops stack down`")
-    if not ok:
-        failed = [r[0] for r in results if r[2] not in ("success", "healthy")]
+    failed = [o.stage for o in outcomes if not o.ok]
+    if failed:
         console.print(f"[bold red]demo failed at: {', '.join(failed)}[/]")
     console.print(f"total {time.monotonic() - t0:.1f}s")
-    return ok
+    return not failed

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,19 @@ DATA_FILE = "data.parquet"
 REPORT_FILE = "_validation.json"
 PROFILE_FILE = "_profile.bin"
 LATEST_FILE = "_latest.json"
+
+
+class _Timer:
+    """Wall time of consecutive stages."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
 
 
 def project_spec(project: str, settings: Settings | None = None) -> ProjectSpec:
@@ -97,9 +111,10 @@ def ingest_batch(
     """
     import pandas as pd
 
-    from mlops_lib.profiles import profile, serialize
+    from mlops_lib.profiles import profile, sample, serialize
 
     settings = settings or get_settings()
+    timer = _Timer()
     spec = project_spec(project, settings)
     vc.reset_uncommitted(project, branch, settings)
     part = partition_prefix(project, day)
@@ -109,6 +124,7 @@ def ingest_batch(
         read_error = None
     except SourceError as exc:
         df, origin, read_error = pd.DataFrame(), source or spec.source.path or "sql", str(exc)
+    timer.lap("read")
 
     if read_error:
         report = QualityReport(
@@ -122,6 +138,7 @@ def ingest_batch(
         report = check_batch(
             df, spec, previous_profile=_previous_profile(project, settings), now=now
         )
+    timer.lap("validate")
     for v in report.violations:
         (log.error if v.severity == "blocking" else log.warning)("%s", v.line())
     log.info("%s", report.summary())
@@ -134,6 +151,7 @@ def ingest_batch(
         df = coerce(df, spec)
     if len(df.columns):
         vc.upload(project, branch, f"{part}/{DATA_FILE}", _parquet_bytes(df), settings=settings)
+    timer.lap("write")
     vc.upload(
         project,
         branch,
@@ -142,15 +160,12 @@ def ingest_batch(
         content_type="application/json",
         settings=settings,
     )
-    profiled_cols = [c for c in df.columns if c != spec.schema.key]
     if report.passed and rows:
-        vc.upload(
-            project,
-            branch,
-            f"{part}/{PROFILE_FILE}",
-            serialize(profile(df[profiled_cols])),
-            settings=settings,
-        )
+        view = report.profile
+        if view is None:
+            view = profile(sample(df[[c for c in df.columns if c != spec.schema.key]]))
+        vc.upload(project, branch, f"{part}/{PROFILE_FILE}", serialize(view), settings=settings)
+        timer.lap("profile")
         pointer = {
             "partition": part,
             "data": f"{part}/{DATA_FILE}",
@@ -181,7 +196,9 @@ def ingest_batch(
     commit_id = vc.commit(
         project, branch, f"ingest {project} {day}: {verdict} ({rows} rows)", metadata, settings
     )
+    timer.lap("commit")
     log.info("lakeFS %s: committed %s on %s", vc.repo_name(project), commit_id, branch)
+    log.info("stage seconds: %s", timer.laps)
     return {
         "branch": branch,
         "commit_id": commit_id,
@@ -190,6 +207,7 @@ def ingest_batch(
         "partition": part,
         "report": f"{part}/{REPORT_FILE}",
         "summary": report.summary(),
+        "seconds": timer.laps,
     }
 
 

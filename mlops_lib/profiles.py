@@ -63,6 +63,16 @@ def profile(df: pd.DataFrame) -> DatasetProfileView:
     return why.log(profileable(df), schema=_lean_schema()).profile().view()
 
 
+# Batch profiles are built from a seeded sample of at most this many rows: the drift tests
+# (KS, chi-square) have all the power they need there, and profiling stays under a second.
+PROFILE_MAX_ROWS = 200_000
+
+
+def sample(df: pd.DataFrame, max_rows: int = PROFILE_MAX_ROWS) -> pd.DataFrame:
+    """A seeded uniform sample of at most ``max_rows`` rows (the frame itself when smaller)."""
+    return df if len(df) <= max_rows else df.sample(n=max_rows, random_state=0)
+
+
 def serialize(view: DatasetProfileView) -> bytes:
     return view.serialize()
 

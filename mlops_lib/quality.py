@@ -42,6 +42,8 @@ class QualityReport:
     violations: list[Violation]
     checked_rules: list[str]
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    # whylogs profile of the batch when a rule needed one (not part of the JSON report).
+    profile: Any = field(default=None, repr=False, compare=False)
 
     @property
     def blocking(self) -> list[Violation]:
@@ -114,6 +116,8 @@ def _type_ok(series: pd.Series, declared: str) -> tuple[bool, pd.Series | None]:
         coerced = pd.to_numeric(non_null, errors="coerce")
         return False, non_null[coerced.isna()]
     if declared in ("string", "category"):
+        if isinstance(series.dtype, pd.StringDtype):
+            return True, None
         if pt.is_string_dtype(series) or pt.is_object_dtype(series):
             bad = non_null[~non_null.map(lambda v: isinstance(v, str))]
             return bad.empty, bad
@@ -250,6 +254,7 @@ def check_batch(
                 )
             )
 
+    current = None
     for rule in spec.rules:
         checked.append(rule.rule)
         sev = rule.severity
@@ -308,10 +313,13 @@ def check_batch(
         elif rule.rule == "distribution":
             if previous_profile is None or len(df) == 0:
                 continue
-            from mlops_lib.profiles import drifted_columns, profile
+            from mlops_lib.profiles import drifted_columns, profile, sample
 
             columns = [c for c in (rule.columns or spec.features) if c in df and typed_ok.get(c)]
-            scores = drifted_columns(profile(df[columns]), previous_profile, p_value=rule.p_value)
+            profiled = [c for c in present if typed_ok.get(c) and c != schema.key]
+            current = profile(coerce(sample(df[profiled]), spec))
+            scores = drifted_columns(current, previous_profile, p_value=rule.p_value)
+            scores = {c: s for c, s in scores.items() if c in columns}
             drifted = {c: s for c, s in scores.items() if s["drift"]}
             if columns and len(drifted) / len(columns) > rule.max_drift_fraction:
                 violations.append(
@@ -332,4 +340,5 @@ def check_batch(
         columns=[str(c) for c in df.columns],
         violations=violations,
         checked_rules=checked,
+        profile=current,
     )

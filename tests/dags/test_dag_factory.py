@@ -1,0 +1,79 @@
+"""The DAG factory: DAG ids, wiring, retries from the spec, broken specs isolated."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+PROBE = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1], safe_mode=False)
+out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
+for dag_id, dag in bag.dags.items():
+    out["dags"][dag_id] = {
+        "tasks": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks},
+        "retries": dag.default_args.get("retries"),
+        "backoff": dag.default_args.get("retry_exponential_backoff"),
+        "owner": dag.default_args.get("owner"),
+        "tags": sorted(dag.tags),
+        "doc": dag.doc_md or "",
+        "outlets": {t.task_id: [getattr(o, "name", None) for o in t.outlets] for t in dag.tasks},
+    }
+print(json.dumps(out))
+"""
+
+
+def parse(tmp_path: Path, projects: Path) -> dict:
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "home"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "MLOPS_PROJECTS_DIR": str(projects),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(REPO / "dags" / "mlops_projects.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_ingest_dag_of_the_demo_project(tmp_path: Path) -> None:
+    result = parse(tmp_path, REPO / "projects")
+    assert result["errors"] == {}
+    dag = result["dags"]["churn__ingest"]
+    assert dag["tasks"] == {
+        "open_branch": ["validate_and_commit"],
+        "validate_and_commit": ["publish"],
+        "publish": [],
+    }
+    assert dag["outlets"]["publish"] == ["churn_dataset"]
+    assert dag["retries"] == 2 and dag["backoff"] is True and dag["owner"] == "ml-platform"
+    assert {"mlops", "ingest", "project:churn", "demo"} <= set(dag["tags"])
+    assert "When it fails" in dag["doc"]
+
+
+def test_broken_spec_is_isolated_and_explained(tmp_path: Path) -> None:
+    projects = tmp_path / "projects"
+    projects.mkdir()
+    good = yaml.safe_load((REPO / "projects" / "churn.yaml").read_text())
+    (projects / "churn.yaml").write_text(yaml.safe_dump(good))
+    bad = dict(good, name="broken", surprise=True)
+    (projects / "broken.yaml").write_text(yaml.safe_dump(bad))
+    result = parse(tmp_path, projects)
+    assert result["errors"] == {}
+    assert "churn__ingest" in result["dags"]
+    placeholder = result["dags"]["broken__invalid_spec"]
+    assert "surprise: unknown key" in placeholder["doc"]
+    assert "broken__ingest" not in result["dags"]

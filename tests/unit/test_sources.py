@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlops_lib import demo_data
+from mlops_lib.sources import SourceError, read_source
+from mlops_lib.spec import parse_spec
+
+from .test_spec import CHURN
+
+
+def spec_with(source: dict):
+    data = yaml.safe_load(CHURN.read_text())
+    data["source"] = source
+    return parse_spec(data)
+
+
+@pytest.fixture
+def batch():
+    return demo_data.generate("clean", rows=200)
+
+
+def test_csv_parquet_glob_and_folder(tmp_path: Path, batch) -> None:
+    demo_data.write(batch, tmp_path / "b1.csv")
+    demo_data.write(batch, tmp_path / "b2.parquet")
+    spec = spec_with({"path": "*.parquet"})
+    df, origin = read_source(spec, base_dir=tmp_path)
+    assert len(df) == 200 and origin.endswith("b2.parquet")
+    df, _ = read_source(spec, override=str(tmp_path / "b1.csv"))
+    assert len(df) == 200
+    df, _ = read_source(spec, override=str(tmp_path))
+    assert len(df) == 400
+
+
+def test_csv_keeps_na_strings_visible(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("a,b\n1,N/A\n2,\n")
+    df, _ = read_source(spec_with({"path": "x.csv"}), base_dir=tmp_path)
+    assert df["b"].tolist()[0] == "N/A"
+    assert df["b"].isna().tolist() == [False, True]
+
+
+def test_unknown_path_empty_and_unreadable_files(tmp_path: Path) -> None:
+    spec = spec_with({"path": "nothing/*.csv"})
+    with pytest.raises(SourceError, match="matched no files"):
+        read_source(spec, base_dir=tmp_path)
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(SourceError, match="is empty"):
+        read_source(spec, override=str(tmp_path / "empty.csv"))
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(SourceError, match=r"cannot read .*junk\.parquet as parquet"):
+        read_source(spec, override=str(tmp_path / "junk.parquet"))
+
+
+def test_sql_source(tmp_path: Path, batch) -> None:
+    import sqlalchemy
+
+    url = f"sqlite:///{tmp_path / 'src.db'}"
+    batch.to_sql("customers", sqlalchemy.create_engine(url), index=False)
+    spec = spec_with({"sql": {"url": url, "query": "SELECT * FROM customers LIMIT 50"}})
+    df, origin = read_source(spec)
+    assert len(df) == 50 and origin.startswith("sql:")
+    bad = spec_with({"sql": {"url": url, "query": "SELECT * FROM missing_table"}})
+    with pytest.raises(SourceError, match=r"SQL source .* failed"):
+        read_source(bad)
