@@ -25,7 +25,6 @@ import yaml
 
 from mlops_lib import demo_data, ingest
 from mlops_lib import versioning as vc
-from mlops_lib.settings import load_settings
 from mlops_lib.stack import manager
 
 BENCH_PROJECT = "bench_ingest"
@@ -39,7 +38,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="Runs of each; the best is kept.")
     args = parser.parse_args()
 
-    settings = load_settings()
+    settings = manager.current_settings()
     manager.up(settings, log=lambda _m: None)
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     projects = work / "projects"
@@ -50,7 +49,7 @@ def main() -> None:
         {"rule": "distribution", "severity": "warning"}
     ]
     (projects / f"{BENCH_PROJECT}.yaml").write_text(yaml.safe_dump(spec))
-    settings = load_settings(projects_dir=projects)
+    settings = manager.current_settings(projects_dir=projects)
 
     print(f"generating {args.rows:,} rows ...", flush=True)
     df = demo_data.generate("clean", rows=args.rows, seed=1)

@@ -140,6 +140,122 @@ def build_ingest(spec: ProjectSpec) -> DAG:
     return ingest_dag()
 
 
+TRAIN_DOC = """
+### {name}: train
+
+Runs on every accepted batch (the `{name}_dataset` asset) and on demand. Trains on exactly the
+lakeFS commit named in the triggering asset event (else `main`'s head):
+
+* `resolve_data`: the commit id;
+* `train`: AutoML ({families}; budget {trials} trials / {seconds} s, {folds}-fold CV on
+  {metric}), tracked as one MLflow parent run with a nested run per trial; the winner is
+  refit, logged with signature and the lakeFS dataset, registered as a new version of model
+  `{name}` and aliased `challenger`;
+* `gate`: challenger and `champion` scored on the same holdout; the decision, both metric
+  sets and the reason go to the version's tags, its description (model card) and the
+  lineage store;
+* `promote`: moves `champion` when the gate says so and emits the `{name}_champion` asset;
+  skipped otherwise (the champion stays).
+
+**When it fails**
+
+* `train` fails with *fewer rows*, *single class* or *missing column*: the data at that
+  commit cannot train a model; nothing was registered. Ingest better data.
+* `train` fails with a connection error: MLflow or lakeFS is down; `mlops stack up`. The
+  retry reuses a version the first try registered, so no duplicate appears.
+* `promote` skipped: the challenger lost or awaits `mlops model approve {name} <version>`;
+  see the version's `gate_reason` tag or `mlops lineage {name}`.
+"""
+
+
+def champion_asset(spec: ProjectSpec) -> Asset:
+    """The project's champion model (events carry the version)."""
+    return Asset(name=f"{spec.name}_champion", uri=f"mlflow://models/{spec.name}/champion")
+
+
+def build_train(spec: ProjectSpec) -> DAG:
+    """``<project>__train``: resolve commit, AutoML + register, gate, promote."""
+    project = spec.name
+    dataset = dataset_asset(spec)
+    champion = champion_asset(spec)
+    t = spec.training
+
+    @dag(
+        dag_id=f"{project}__train",
+        schedule=[dataset],
+        catchup=False,
+        tags=["mlops", "train", f"project:{project}", *spec.airflow.tags],
+        doc_md=TRAIN_DOC.format(
+            name=project,
+            families=", ".join(t.families),
+            trials=t.budget.trials,
+            seconds=t.budget.seconds,
+            folds=t.cv_folds,
+            metric=t.metric,
+        ),
+        default_args=default_args(spec),
+        max_active_runs=1,
+    )
+    def train_dag() -> None:
+        @task
+        def resolve_data(**context) -> str:
+            from mlops_lib.training import resolve_commit
+
+            events = context.get("triggering_asset_events") or {}
+            extra = None
+            for asset_events in events.values():
+                if asset_events:
+                    extra = asset_events[-1].extra
+            return resolve_commit(project, extra)
+
+        @task(execution_timeout=timedelta(seconds=t.budget.seconds * 3 + 600))
+        def train(commit: str, **context) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from mlops_lib.training import TrainingError
+            from mlops_lib.training import train as run
+
+            try:
+                return run(
+                    project,
+                    commit,
+                    dag_id=context["dag_run"].dag_id,
+                    run_id=context["run_id"],
+                    trigger=str(context["dag_run"].run_type),
+                )
+            except TrainingError as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        @task
+        def gate(trained: dict) -> dict:
+            from mlops_lib.registry import evaluate_gate
+
+            return evaluate_gate(project, trained["version"], trained["commit"])
+
+        @task(outlets=[champion])
+        def promote(decision: dict, **context) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from mlops_lib.registry import PROMOTE
+            from mlops_lib.registry import promote as run
+
+            if decision["decision"] != PROMOTE:
+                raise AirflowSkipException(
+                    f"champion unchanged: v{decision['version']} {decision['decision']}: "
+                    f"{decision['reason']}"
+                )
+            out = run(project, decision["version"])
+            context["outlet_events"][champion].extra = {
+                "version": out["version"],
+                "previous": out["previous"],
+            }
+            return out
+
+        promote(gate(train(resolve_data())))
+
+    return train_dag()
+
+
 def build_invalid(path: str, error: SpecError) -> DAG:
     """A paused placeholder that shows a broken spec's errors in the UI."""
     stem = Path(path).stem
@@ -169,7 +285,7 @@ def generate(projects_dir: Path) -> dict[str, DAG]:
     specs, errors = discover(projects_dir)
     dags: dict[str, DAG] = {}
     for spec in specs.values():
-        for builder in (build_ingest,):
+        for builder in (build_ingest, build_train):
             built = builder(spec)
             dags[built.dag_id] = built
     for path, error in errors.items():

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops_lib import __version__
-from mlops_lib.settings import load_settings, reload_settings
+from mlops_lib.settings import reload_settings
 from mlops_lib.stack.procs import StackError
 
 
@@ -27,21 +27,9 @@ err_console = _console(stderr=True)
 
 
 def _settings(backend: str | None = None):
-    from mlops_lib.stack.manager import read_state
+    from mlops_lib.stack.manager import current_settings
 
-    overrides = {"backend": backend} if backend else {}
-    settings = load_settings(**overrides)
-    if not backend:
-        recorded = read_state(settings).get("backend")
-        if recorded and "MLOPS_BACKEND" not in _env_names():
-            settings = load_settings(backend=recorded)
-    return settings
-
-
-def _env_names() -> set[str]:
-    import os
-
-    return set(os.environ)
+    return current_settings(backend)
 
 
 def _fail(exc: Exception) -> None:
@@ -260,7 +248,7 @@ def project_list(as_json: bool) -> None:
             console.print(f"[red]{r['file']}[/]: {problem}")
 
 
-STAGES = ("ingest",)
+STAGES = ("ingest", "train")
 
 
 @main.command("demo-data")
@@ -335,6 +323,68 @@ def run(project_name: str, stage: str, conf: str | None, timeout: float) -> None
             console.print(tail, markup=False)
     err_console.print(f"[bold red]{dag_id} {run_id}: {state}[/]")
     sys.exit(1)
+
+
+@main.group()
+def model() -> None:
+    """Registered models."""
+
+
+@model.command("approve")
+@click.argument("project_name", metavar="PROJECT")
+@click.argument("version", type=int)
+def model_approve(project_name: str, version: int) -> None:
+    """Promote a version the gate held for manual approval, and announce the new champion."""
+    from mlops_lib.airflow_api import AirflowApiError, AirflowClient
+    from mlops_lib.registry import RegistryError, approve
+
+    settings = _settings()
+    try:
+        out = approve(project_name, version, settings)
+    except RegistryError as exc:
+        _fail(exc)
+    console.print(f"{project_name}: @champion is now version {version} (was {out['previous']})")
+    try:
+        AirflowClient.from_settings(settings).emit_asset_event(
+            f"{project_name}_champion", {"version": version, "previous": out["previous"]}
+        )
+        console.print(f"asset event {project_name}_champion emitted")
+    except AirflowApiError as exc:
+        err_console.print(f"[yellow]warning:[/] could not emit the champion asset event: {exc}")
+
+
+@main.command("lineage")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--version", type=int, default=None, help="One model version only.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def lineage(project_name: str, version: int | None, as_json: bool) -> None:
+    """The chain from data commit to model version (and gate decisions)."""
+    from mlops_lib.lineage import lineage_store
+
+    settings = _settings()
+    chain = lineage_store(settings).chain(project_name, version)
+    if as_json:
+        click.echo(json.dumps({"project": project_name, "chain": chain}, indent=2, default=str))
+        return
+    if not chain:
+        console.print(f"no model versions recorded for {project_name!r}")
+        return
+    for link in chain:
+        ds, tr, mv = link["dataset"], link["training"] or {}, link["model_version"]
+        console.print(f"[bold]{project_name} v{mv['version']}[/]  {mv['model_uri']}")
+        console.print(
+            f"  data      lakeFS commit {ds['commit_id'][:16]}  rows {ds.get('rows', '?')}  "
+            f"schema {ds.get('schema_hash', '?')}  {ds.get('rule_summary', '')}"
+        )
+        if tr:
+            console.print(
+                f"  training  MLflow run {tr['mlflow_run_id']}  {tr['best_family']}  "
+                f"cv {tr['cv_score']:.4f}  {tr['trials']} trials  {tr['seconds']}s  "
+                f"code {tr['code_version']}  spec {tr['spec_hash']}  dag run {tr['dag_run_id']}"
+            )
+        console.print(f"  holdout   {json.dumps(mv['holdout_metrics'])}")
+        for d in link["decisions"]:
+            console.print(f"  gate      {d['decision']}: {d['reason']}", markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -229,6 +229,19 @@ def publish(
         )
     main_commit = vc.merge(project, branch, vc.MAIN, settings)
     vc.delete_branch(project, branch, settings)
+    meta = vc.commit_metadata(project, result["commit_id"], settings)
+    from mlops_lib.lineage import lineage_store
+
+    lineage_store(settings).record_dataset(
+        project=project,
+        commit_id=main_commit,
+        rows=int(result["rows"]),
+        schema_hash=meta.get("schema_hash", ""),
+        rule_summary=meta.get("rules", ""),
+        source=meta.get("source", ""),
+        partition=result["partition"],
+        dag_run_id=meta.get("run_id", ""),
+    )
     log.info(
         "lakeFS %s: merged %s into main -> %s; branch deleted",
         vc.repo_name(project),

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     )
     postgres_airflow_db: str = "airflow"
     postgres_mlflow_db: str = "mlflow"
+    postgres_lineage_db: str = "mlops"
+
+    # Metadata store (lineage); default follows the backend
+    lineage_db_url: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -144,8 +144,20 @@ class Training(_Strict):
     cv_folds: int = Field(default=3, ge=2, le=10)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
     seed: int = 42
-    families: list[str] = ["linear", "random_forest", "hist_gradient_boosting"]
+    families: list[Literal["linear", "random_forest", "extra_trees", "hist_gradient_boosting"]] = [
+        "linear",
+        "random_forest",
+        "hist_gradient_boosting",
+    ]
     min_rows: int = Field(default=1000, ge=10)
+    encoding: Literal["onehot", "ordinal"] = "onehot"
+    derived: dict[str, str] = Field(
+        default_factory=dict,
+        description="Derived features: name -> pandas expression over the columns.",
+    )
+    max_train_rows: int | None = Field(
+        default=None, ge=1000, description="Cap on training rows (most recent kept)."
+    )
 
 
 class Promotion(_Strict):

@@ -44,6 +44,18 @@ def _bin(name: str) -> str:
     return str(cand) if cand.exists() else name
 
 
+def current_settings(backend: str | None = None, **overrides: object) -> Settings:
+    """Settings of the stack as started: the backend recorded by `up` unless one is given."""
+    from mlops_lib.settings import load_settings
+
+    settings = load_settings(**overrides, **({"backend": backend} if backend else {}))
+    if backend is None and "backend" not in settings.model_fields_set:
+        recorded = read_state(settings).get("backend")
+        if recorded:
+            settings = load_settings(**overrides, backend=recorded)
+    return settings
+
+
 def read_state(settings: Settings) -> dict:
     try:
         return json.loads((settings.stack_dir / STATE_FILE).read_text())
@@ -278,6 +290,15 @@ def up(settings: Settings, *, log: Log = print) -> list[dict]:
     if generated:
         settings = reload_settings(settings)
         log(f"generated local credentials in {settings.credentials_file}")
+    recorded = read_state(settings).get("backend")
+    running = [
+        n for n in (x.name for x in _all_service_names(settings)) if _proc(settings, n).is_running()
+    ]
+    if recorded and recorded != settings.backend and running:
+        raise StackError(
+            f"the stack is running with the {recorded} backend; run `mlops stack down` before "
+            f"starting it with the {settings.backend} backend"
+        )
     _write_state(settings, backend=settings.backend)
     svcs = services(settings)
     procs = {s.name: _proc(settings, s.name) for s in svcs}
@@ -311,6 +332,9 @@ def up(settings: Settings, *, log: Log = print) -> list[dict]:
                 _after_start(settings, svc, log)
         for svc in to_start:
             procs[svc.name].wait_healthy(svc.health, settings.start_timeout)
+        if settings.backend == "postgres" and "postgres" not in started:
+            # A cluster made by an older version may lack a newer database.
+            _after_start(settings, next(s for s in svcs if s.name == "postgres"), log)
     except BaseException:
         for name in reversed(started):
             procs[name].stop()

@@ -194,7 +194,11 @@ def ensure_databases(settings: Settings) -> list[str]:
     created = []
     try:
         with conn.cursor() as cur:
-            for name in (settings.postgres_airflow_db, settings.postgres_mlflow_db):
+            for name in (
+                settings.postgres_airflow_db,
+                settings.postgres_mlflow_db,
+                settings.postgres_lineage_db,
+            ):
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 if cur.fetchone() is None:
                     cur.execute(f'CREATE DATABASE "{name}"')

@@ -1,0 +1,196 @@
+"""AutoML: a seeded Optuna search over model families and their hyperparameters.
+
+The budget comes from the spec (trials and wall-clock seconds); every trial is scored by
+cross-validation on the training split only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlops_lib.features import build_pipeline
+from mlops_lib.spec import ProjectSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Metrics where lower is better; everything else is maximised.
+LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
+SCORERS = {
+    "roc_auc": "roc_auc",
+    "accuracy": "accuracy",
+    "f1": "f1",
+    "log_loss": "neg_log_loss",
+    "rmse": "neg_root_mean_squared_error",
+    "mae": "neg_mean_absolute_error",
+    "r2": "r2",
+}
+
+
+@dataclass
+class Trial:
+    number: int
+    family: str
+    params: dict[str, Any]
+    cv_score: float
+    cv_std: float
+    seconds: float
+
+
+@dataclass
+class SearchResult:
+    best: Trial
+    trials: list[Trial] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def make_estimator(family: str, params: dict[str, Any], task: str, seed: int) -> Any:
+    """An unfitted scikit-learn estimator of a family with given hyperparameters."""
+    from sklearn import ensemble, linear_model
+
+    classify = task == "classification"
+    if family == "linear":
+        if classify:
+            return linear_model.LogisticRegression(C=params.get("C", 1.0), max_iter=2000)
+        return linear_model.Ridge(alpha=params.get("alpha", 1.0))
+    if family in ("random_forest", "extra_trees"):
+        cls = {
+            ("random_forest", True): ensemble.RandomForestClassifier,
+            ("random_forest", False): ensemble.RandomForestRegressor,
+            ("extra_trees", True): ensemble.ExtraTreesClassifier,
+            ("extra_trees", False): ensemble.ExtraTreesRegressor,
+        }[(family, classify)]
+        return cls(
+            n_estimators=params.get("n_estimators", 100),
+            max_depth=params.get("max_depth"),
+            min_samples_leaf=params.get("min_samples_leaf", 1),
+            max_features=params.get("max_features", "sqrt"),
+            random_state=seed,
+            n_jobs=1,
+        )
+    if family == "hist_gradient_boosting":
+        cls = (
+            ensemble.HistGradientBoostingClassifier
+            if classify
+            else ensemble.HistGradientBoostingRegressor
+        )
+        return cls(
+            learning_rate=params.get("learning_rate", 0.1),
+            max_leaf_nodes=params.get("max_leaf_nodes", 31),
+            min_samples_leaf=params.get("min_samples_leaf", 20),
+            l2_regularization=params.get("l2_regularization", 0.0),
+            max_iter=params.get("max_iter", 100),
+            random_state=seed,
+        )
+    raise ValueError(f"unknown model family {family!r}")
+
+
+def _suggest(trial: Any, family: str, task: str) -> dict[str, Any]:
+    if family == "linear":
+        if task == "classification":
+            return {"C": trial.suggest_float("C", 1e-3, 1e2, log=True)}
+        return {"alpha": trial.suggest_float("alpha", 1e-3, 1e2, log=True)}
+    if family in ("random_forest", "extra_trees"):
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 50, 200, step=50),
+            "max_depth": trial.suggest_categorical("max_depth", [6, 10, 16, None]),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 20, log=True),
+            "max_features": trial.suggest_categorical("max_features", ["sqrt", 0.5]),
+        }
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+        "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 8, 64, log=True),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 10, 100, log=True),
+        "l2_regularization": trial.suggest_float("l2_regularization", 1e-4, 1.0, log=True),
+        "max_iter": trial.suggest_int("max_iter", 50, 300, step=50),
+    }
+
+
+def search(
+    spec: ProjectSpec,
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    on_trial: Callable[[Trial], None] | None = None,
+) -> SearchResult:
+    """Run the search within the spec's budget; returns the best trial and all trials."""
+    import optuna
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t = spec.training
+    task = spec.target.task
+    scoring = SCORERS[t.metric]
+    cv = (
+        StratifiedKFold(n_splits=t.cv_folds, shuffle=True, random_state=t.seed)
+        if task == "classification"
+        else KFold(n_splits=t.cv_folds, shuffle=True, random_state=t.seed)
+    )
+    trials: list[Trial] = []
+    started = time.monotonic()
+
+    def objective(trial: Any) -> float:
+        family = trial.suggest_categorical("family", list(t.families))
+        params = _suggest(trial, family, task)
+        t0 = time.monotonic()
+        pipe = build_pipeline(spec, make_estimator(family, params, task, t.seed))
+        scores = cross_val_score(pipe, X, y, cv=cv, scoring=scoring, n_jobs=1)
+        sign = -1.0 if scoring.startswith("neg_") else 1.0
+        result = Trial(
+            number=trial.number,
+            family=family,
+            params=params,
+            cv_score=float(sign * scores.mean()),
+            cv_std=float(scores.std()),
+            seconds=time.monotonic() - t0,
+        )
+        trials.append(result)
+        if on_trial:
+            on_trial(result)
+        return result.cv_score
+
+    direction = "minimize" if t.metric in LOWER_IS_BETTER else "maximize"
+    sampler = optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=len(t.families))
+    study = optuna.create_study(direction=direction, sampler=sampler)
+    # Every family gets one trial with defaults first, then TPE explores.
+    for family in t.families:
+        study.enqueue_trial({"family": family}, skip_if_exists=True)
+    study.optimize(objective, n_trials=t.budget.trials, timeout=t.budget.seconds)
+    if not trials:
+        raise RuntimeError("the AutoML search finished no trial within its budget")
+    best = (
+        min(trials, key=lambda r: r.cv_score)
+        if direction == "minimize"
+        else max(trials, key=lambda r: r.cv_score)
+    )
+    return SearchResult(best=best, trials=trials, seconds=time.monotonic() - started)
+
+
+def holdout_metrics(model: Any, X: pd.DataFrame, y: pd.Series, task: str) -> dict[str, float]:
+    """Metrics of a fitted model on the holdout."""
+    import numpy as np
+    from sklearn import metrics
+
+    if task == "classification":
+        proba = model.predict_proba(X)
+        pred = model.predict(X)
+        out = {
+            "accuracy": metrics.accuracy_score(y, pred),
+            "f1": metrics.f1_score(y, pred, average="binary" if proba.shape[1] == 2 else "macro"),
+            "log_loss": metrics.log_loss(y, proba, labels=model.classes_),
+        }
+        if proba.shape[1] == 2:
+            out["roc_auc"] = metrics.roc_auc_score(y, proba[:, 1])
+        else:
+            out["roc_auc"] = metrics.roc_auc_score(y, proba, multi_class="ovr")
+    else:
+        pred = model.predict(X)
+        out = {
+            "rmse": float(np.sqrt(metrics.mean_squared_error(y, pred))),
+            "mae": metrics.mean_absolute_error(y, pred),
+            "r2": metrics.r2_score(y, pred),
+        }
+    return {k: round(float(v), 6) for k, v in out.items()}

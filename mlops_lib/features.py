@@ -1,0 +1,99 @@
+"""Feature pipeline built from a project spec: the same fitted object trains and serves."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from mlops_lib.spec import ProjectSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+
+class DerivedFeatures(TransformerMixin, BaseEstimator):
+    """Adds columns computed by pandas expressions (``name -> expression``)."""
+
+    def __init__(self, expressions: dict[str, str] | None = None):
+        self.expressions = expressions
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> DerivedFeatures:
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        out = X.copy()
+        for name, expr in (self.expressions or {}).items():
+            out[name] = out.eval(expr, engine="python").astype("float64")
+        return out
+
+    def get_feature_names_out(self, input_features=None):
+        return list(input_features or []) + list(self.expressions or {})
+
+
+def column_groups(spec: ProjectSpec) -> tuple[list[str], list[str]]:
+    """Numeric and categorical model inputs (derived features are numeric)."""
+    numeric, categorical = [], []
+    for name in spec.features:
+        kind = spec.schema.columns[name].type
+        if kind in ("int", "float", "bool"):
+            numeric.append(name)
+        elif kind in ("string", "category"):
+            categorical.append(name)
+    return numeric + list(spec.training.derived), categorical
+
+
+def build_pipeline(spec: ProjectSpec, estimator: Any) -> Pipeline:
+    """Derived features -> impute/scale numbers, impute/encode categories -> estimator."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    numeric, categorical = column_groups(spec)
+    if spec.training.encoding == "onehot":
+        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    else:
+        encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
+    pre = ColumnTransformer(
+        [
+            (
+                "num",
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                ),
+                numeric,
+            ),
+            (
+                "cat",
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="most_frequent")), ("encode", encoder)]
+                ),
+                categorical,
+            ),
+        ],
+        remainder="drop",
+        verbose_feature_names_out=False,
+    )
+    return Pipeline(
+        [
+            ("derive", DerivedFeatures(dict(spec.training.derived))),
+            ("pre", pre),
+            ("model", estimator),
+        ]
+    )
+
+
+def model_input(df: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
+    """The raw feature columns the pipeline takes (as served), in spec order."""
+    import pandas as pd
+
+    out = df[spec.features].copy()
+    for name in spec.features:
+        kind = spec.schema.columns[name].type
+        if kind in ("int", "float"):
+            out[name] = pd.to_numeric(out[name]).astype("float64")
+        elif kind in ("string", "category"):
+            out[name] = out[name].astype(object).where(out[name].notna(), None)
+    return out

@@ -1,0 +1,88 @@
+"""Tables of the metadata store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DatasetVersion(Base):
+    """An accepted batch on lakeFS main."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("project", "commit_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    commit_id: Mapped[str] = mapped_column(String(80))
+    rows: Mapped[int] = mapped_column(Integer)
+    schema_hash: Mapped[str] = mapped_column(String(32))
+    rule_summary: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(Text, default="")
+    partition: Mapped[str] = mapped_column(Text, default="")
+    dag_run_id: Mapped[str] = mapped_column(String(250), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class TrainingRun(Base):
+    """One AutoML training (the MLflow parent run)."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    mlflow_run_id: Mapped[str] = mapped_column(String(64), unique=True)
+    data_commit: Mapped[str] = mapped_column(String(80))
+    spec_hash: Mapped[str] = mapped_column(String(32))
+    code_version: Mapped[str] = mapped_column(String(64))
+    dag_id: Mapped[str] = mapped_column(String(250), default="")
+    dag_run_id: Mapped[str] = mapped_column(String(250), default="")
+    best_family: Mapped[str] = mapped_column(String(64), default="")
+    cv_score: Mapped[float | None] = mapped_column(default=None)
+    trials: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(default=0.0)
+    trigger: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ModelVersion(Base):
+    """A registered version of a project's model."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("project", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    model_uri: Mapped[str] = mapped_column(Text)
+    mlflow_run_id: Mapped[str] = mapped_column(String(64))
+    data_commit: Mapped[str] = mapped_column(String(80))
+    holdout_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class GateDecision(Base):
+    """The promotion gate's verdict on a challenger."""
+
+    __tablename__ = "gate_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    champion_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    challenger_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    champion_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

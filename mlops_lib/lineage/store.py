@@ -1,0 +1,161 @@
+"""Access to the metadata store; the schema is migrated with Alembic on first use."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from mlops_lib.lineage.models import DatasetVersion, GateDecision, ModelVersion, TrainingRun
+from mlops_lib.settings import Settings, get_settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def database_url(settings: Settings) -> str:
+    """The metadata store's URL for the configured backend."""
+    if settings.lineage_db_url:
+        return settings.lineage_db_url
+    if settings.backend == "postgres":
+        return settings.postgres_url(settings.postgres_lineage_db)
+    return f"sqlite:///{settings.stack_dir / 'lineage.db'}"
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the latest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    out = {c.name: getattr(obj, c.name) for c in obj.__table__.columns}
+    if out.get("created_at") is not None:
+        out["created_at"] = out["created_at"].isoformat()
+    return out
+
+
+class LineageStore:
+    """Writes and reads of the lineage chain."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def _add(self, obj: Any) -> dict[str, Any]:
+        with Session(self.engine) as session, session.begin():
+            session.add(obj)
+            session.flush()
+            return _row(obj)
+
+    def record_dataset(self, **values: Any) -> dict[str, Any]:
+        """Record an accepted dataset version (idempotent per project and commit)."""
+        with Session(self.engine) as session, session.begin():
+            found = session.scalar(
+                select(DatasetVersion).where(
+                    DatasetVersion.project == values["project"],
+                    DatasetVersion.commit_id == values["commit_id"],
+                )
+            )
+            if found:
+                return _row(found)
+            obj = DatasetVersion(**values)
+            session.add(obj)
+            session.flush()
+            return _row(obj)
+
+    def record_training(self, **values: Any) -> dict[str, Any]:
+        with Session(self.engine) as session, session.begin():
+            found = session.scalar(
+                select(TrainingRun).where(TrainingRun.mlflow_run_id == values["mlflow_run_id"])
+            )
+            if found:
+                for k, v in values.items():
+                    setattr(found, k, v)
+                return _row(found)
+            obj = TrainingRun(**values)
+            session.add(obj)
+            session.flush()
+            return _row(obj)
+
+    def record_model_version(self, **values: Any) -> dict[str, Any]:
+        with Session(self.engine) as session, session.begin():
+            found = session.scalar(
+                select(ModelVersion).where(
+                    ModelVersion.project == values["project"],
+                    ModelVersion.version == values["version"],
+                )
+            )
+            if found:
+                for k, v in values.items():
+                    setattr(found, k, v)
+                return _row(found)
+            obj = ModelVersion(**values)
+            session.add(obj)
+            session.flush()
+            return _row(obj)
+
+    def record_decision(self, **values: Any) -> dict[str, Any]:
+        return self._add(GateDecision(**values))
+
+    def chain(self, project: str, version: int | None = None) -> list[dict[str, Any]]:
+        """Data commit -> training run -> model version -> gate decisions, newest first."""
+        with Session(self.engine) as session:
+            query = select(ModelVersion).where(ModelVersion.project == project)
+            if version is not None:
+                query = query.where(ModelVersion.version == version)
+            versions = session.scalars(query.order_by(ModelVersion.version.desc())).all()
+            out = []
+            for mv in versions:
+                dataset = session.scalar(
+                    select(DatasetVersion).where(
+                        DatasetVersion.project == project,
+                        DatasetVersion.commit_id == mv.data_commit,
+                    )
+                )
+                training = session.scalar(
+                    select(TrainingRun).where(TrainingRun.mlflow_run_id == mv.mlflow_run_id)
+                )
+                decisions = session.scalars(
+                    select(GateDecision)
+                    .where(GateDecision.project == project, GateDecision.version == mv.version)
+                    .order_by(GateDecision.id)
+                ).all()
+                out.append(
+                    {
+                        "dataset": _row(dataset) if dataset else {"commit_id": mv.data_commit},
+                        "training": _row(training) if training else None,
+                        "model_version": _row(mv),
+                        "decisions": [_row(d) for d in decisions],
+                    }
+                )
+            return out
+
+    def datasets(self, project: str) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(DatasetVersion)
+                .where(DatasetVersion.project == project)
+                .order_by(DatasetVersion.id.desc())
+            ).all()
+            return [_row(r) for r in rows]
+
+
+@lru_cache(maxsize=4)
+def _store(url: str) -> LineageStore:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    migrate(url)
+    return LineageStore(create_engine(url, pool_pre_ping=True))
+
+
+def lineage_store(settings: Settings | None = None) -> LineageStore:
+    """The store for the configured backend, migrated to the latest revision."""
+    return _store(database_url(settings or get_settings()))

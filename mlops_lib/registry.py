@@ -1,0 +1,205 @@
+"""Model registry and promotion gate (MLflow aliases ``challenger`` and ``champion``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from mlops_lib.automl import LOWER_IS_BETTER
+from mlops_lib.settings import Settings, get_settings
+from mlops_lib.spec import ProjectSpec
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PROMOTE = "promote"
+REJECT = "reject"
+AWAIT = "awaiting_approval"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation was refused; the message names the model and version."""
+
+
+def _client(settings: Settings):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(settings.mlflow_url)
+
+
+def champion_version(project: str, settings: Settings | None = None) -> int | None:
+    """Version behind ``@champion``, or None when there is none yet."""
+    settings = settings or get_settings()
+    try:
+        return int(_client(settings).get_model_version_by_alias(project, CHAMPION).version)
+    except Exception:
+        return None
+
+
+def decide(
+    spec: ProjectSpec, challenger: dict[str, float], champion: dict[str, float] | None
+) -> tuple[str, str]:
+    """Apply the spec's promotion policy; returns (decision, reason)."""
+    metric = spec.training.metric
+    policy = spec.promotion
+    if champion is None:
+        decision, reason = PROMOTE, "no current champion"
+    else:
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        gain = sign * (challenger[metric] - champion[metric])
+        problems = []
+        if gain < policy.min_improvement:
+            problems.append(
+                f"{metric} {challenger[metric]:.4f} vs champion {champion[metric]:.4f}: "
+                f"improvement {gain:+.4f} below the required {policy.min_improvement:+.4f}"
+            )
+        for guard, limit in policy.guards.items():
+            if guard not in challenger or guard not in champion:
+                continue
+            gsign = -1.0 if guard in LOWER_IS_BETTER else 1.0
+            regression = gsign * (champion[guard] - challenger[guard])
+            if regression > limit:
+                problems.append(
+                    f"guard {guard} regressed by {regression:.4f} (limit {limit:.4f}): "
+                    f"{challenger[guard]:.4f} vs {champion[guard]:.4f}"
+                )
+        if problems:
+            decision, reason = REJECT, "; ".join(problems)
+        else:
+            decision, reason = (
+                PROMOTE,
+                (
+                    f"{metric} {challenger[metric]:.4f} vs champion {champion[metric]:.4f} "
+                    f"(improvement {gain:+.4f} >= {policy.min_improvement:+.4f}); guards hold"
+                ),
+            )
+    if decision == PROMOTE and policy.manual_approval:
+        return AWAIT, reason + "; waiting for `mlops model approve`"
+    return decision, reason
+
+
+def model_card(
+    spec: ProjectSpec,
+    version: int,
+    commit: str,
+    metrics: dict[str, float],
+    decision: str,
+    reason: str,
+    champion: dict[str, float] | None,
+) -> str:
+    """Short markdown model card written into the version's description."""
+    feats = ", ".join(spec.features + list(spec.training.derived))
+    champ = json.dumps(champion) if champion else "none"
+    return (
+        f"## {spec.name} v{version}\n\n"
+        f"**Intended use**: {spec.description.strip() or spec.name} "
+        f"({spec.target.task} of `{spec.target.column}`).\n\n"
+        f"**Data**: lakeFS `{spec.name.replace('_', '-')}` commit `{commit}`; time-ordered "
+        f"holdout of {spec.training.holdout_fraction:.0%}.\n\n"
+        f"**Features**: {feats}.\n\n"
+        f"**Holdout metrics**: {json.dumps(metrics)}; champion at gate time: {champ}.\n\n"
+        f"**Gate**: {decision}: {reason}.\n\n"
+        f"**Limits**: trained on the data described above only; watch the monitoring DAG for "
+        f"drift; unseen categories are encoded as all-zero."
+    )
+
+
+def evaluate_gate(
+    project: str, version: int, commit: str, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Score challenger and champion on the same holdout and decide; records the decision."""
+    import mlflow.sklearn
+
+    from mlops_lib.automl import holdout_metrics
+    from mlops_lib.ingest import project_spec
+    from mlops_lib.lineage import lineage_store
+    from mlops_lib.training import holdout_for
+
+    settings = settings or get_settings()
+    spec = project_spec(project, settings)
+    client = _client(settings)
+    mlflow.set_tracking_uri(settings.mlflow_url)
+    X, y = holdout_for(project, commit, settings)
+    challenger_model = mlflow.sklearn.load_model(f"models:/{project}/{version}")
+    challenger = holdout_metrics(challenger_model, X, y, spec.target.task)
+    champ_v = champion_version(project, settings)
+    champion = None
+    if champ_v is not None and champ_v != version:
+        champion_model = mlflow.sklearn.load_model(f"models:/{project}/{champ_v}")
+        champion = holdout_metrics(champion_model, X, y, spec.target.task)
+    decision, reason = decide(spec, challenger, champion)
+    tags = {
+        "gate_decision": decision,
+        "gate_reason": reason[:4000],
+        "gate_challenger_metrics": json.dumps(challenger),
+        "gate_champion_metrics": json.dumps(champion or {}),
+        "gate_champion_version": str(champ_v or ""),
+        "gate_data_commit": commit,
+    }
+    for k, v in tags.items():
+        client.set_model_version_tag(project, str(version), k, v)
+    client.update_model_version(
+        project,
+        str(version),
+        description=model_card(spec, version, commit, challenger, decision, reason, champion),
+    )
+    lineage_store(settings).record_decision(
+        project=project,
+        version=version,
+        decision=decision,
+        reason=reason,
+        champion_version=champ_v,
+        challenger_metrics=challenger,
+        champion_metrics=champion or {},
+    )
+    log.info("gate for %s v%s: %s (%s)", project, version, decision, reason)
+    return {
+        "version": version,
+        "decision": decision,
+        "reason": reason,
+        "champion_version": champ_v,
+        "challenger_metrics": challenger,
+        "champion_metrics": champion,
+    }
+
+
+def promote(project: str, version: int, settings: Settings | None = None) -> dict[str, Any]:
+    """Move ``@champion`` to a version."""
+    settings = settings or get_settings()
+    client = _client(settings)
+    previous = champion_version(project, settings)
+    client.set_registered_model_alias(project, CHAMPION, str(version))
+    client.set_model_version_tag(project, str(version), "promoted_from", str(previous or ""))
+    log.info("%s: @champion moved from %s to version %s", project, previous, version)
+    return {"version": version, "previous": previous, "model_uri": f"models:/{project}@{CHAMPION}"}
+
+
+def approve(project: str, version: int, settings: Settings | None = None) -> dict[str, Any]:
+    """Operator approval of a version the gate held for approval; promotes it."""
+    from mlops_lib.lineage import lineage_store
+
+    settings = settings or get_settings()
+    client = _client(settings)
+    try:
+        mv = client.get_model_version(project, str(version))
+    except Exception as exc:
+        raise RegistryError(f"model {project!r} has no version {version}") from exc
+    state = (mv.tags or {}).get("gate_decision")
+    if state != AWAIT:
+        raise RegistryError(
+            f"{project} v{version} is not awaiting approval (gate decision: {state or 'none'})"
+        )
+    out = promote(project, version, settings)
+    client.set_model_version_tag(project, str(version), "gate_decision", "approved")
+    lineage_store(settings).record_decision(
+        project=project,
+        version=version,
+        decision="approved",
+        reason="approved by operator",
+        champion_version=out["previous"],
+        challenger_metrics={},
+        champion_metrics={},
+    )
+    return out
