@@ -126,6 +126,21 @@ class AirflowClient:
             content = "\n".join(events)
         return "\n".join(str(content).splitlines()[-lines:])
 
+    def wait_for_asset_run(self, dag_id: str, *, since: str = "", timeout: float = 300.0) -> str:
+        """Run id of the first asset-triggered run of a DAG queued after ``since`` (ISO time)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.request(
+                "GET",
+                f"/dags/{dag_id}/dagRuns",
+                params={"run_type": "asset_triggered", "limit": 20, "order_by": "-queued_at"},
+            ).json()["dag_runs"]
+            fresh = [r for r in runs if (r.get("queued_at") or "") >= since]
+            if fresh:
+                return min(fresh, key=lambda r: r.get("queued_at") or "")["dag_run_id"]
+            time.sleep(2)
+        raise AirflowApiError(f"no asset-triggered run of {dag_id} within {timeout:.0f}s")
+
     def emit_asset_event(self, asset_name: str, extra: dict) -> dict:
         """Create an asset event (as a task would) for the asset with this name."""
         assets = self.request("GET", "/assets", params={"name_pattern": asset_name}).json()

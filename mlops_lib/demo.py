@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.table import Table
@@ -29,6 +30,8 @@ class Stage:
     expect: str = "success"
     conf: dict | None = None
     check: Callable[[], str | None] | None = None  # returns a problem, or None
+    # False: the stage waits for the run an asset event starts instead of triggering one.
+    trigger: bool = True
 
 
 @dataclass
@@ -63,6 +66,14 @@ def _stages(settings: Settings, console: Console) -> list[Stage]:
             return f"lakeFS main moved from {heads['main'][:12]} to {now[:12]}"
         return f"main still at {now[:12]}"
 
+    def champion_exists() -> str | None:
+        from mlops_lib.registry import champion_version
+
+        version = champion_version(DEMO_PROJECT, settings)
+        if version is None:
+            return "problem: no champion after training"
+        return f"champion is v{version}"
+
     return [
         Stage("platform check", "platform_check"),
         Stage(
@@ -70,6 +81,12 @@ def _stages(settings: Settings, console: Console) -> list[Stage]:
             f"{DEMO_PROJECT}__ingest",
             conf={"source": str(clean)},
             check=remember_head,
+        ),
+        Stage(
+            "train on it (asset-triggered)",
+            f"{DEMO_PROJECT}__train",
+            trigger=False,
+            check=champion_exists,
         ),
         Stage(
             "reject corrupted batch",
@@ -89,15 +106,21 @@ def run_demo(settings: Settings, *, console: Console) -> bool:
     settings = reload_settings(settings)
     outcomes = [Outcome("stack up", "-", "healthy", time.monotonic() - t0, True)]
     client = AirflowClient.from_settings(settings)
+    last_end = ""
     for stage in _stages(settings, console):
         console.rule(f"stage: {stage.name}")
         started = time.monotonic()
+        started_wall = datetime.now(UTC).isoformat()
         note = ""
         try:
             client.wait_for_dag(stage.dag_id)
             client.unpause(stage.dag_id)
-            run_id = client.trigger(stage.dag_id, stage.conf)
-            console.print(f"triggered {stage.dag_id} run {run_id}")
+            if stage.trigger:
+                run_id = client.trigger(stage.dag_id, stage.conf)
+                console.print(f"triggered {stage.dag_id} run {run_id}")
+            else:
+                run_id = client.wait_for_asset_run(stage.dag_id, since=last_end)
+                console.print(f"asset event started {stage.dag_id} run {run_id}")
             state = client.follow(
                 stage.dag_id,
                 run_id,
@@ -111,12 +134,13 @@ def run_demo(settings: Settings, *, console: Console) -> bool:
         ok = state == stage.expect
         if ok and stage.check:
             problem = stage.check()
-            if problem and problem.startswith("lakeFS main moved"):
+            if problem and problem.startswith(("lakeFS main moved", "problem:")):
                 ok = False
             note = problem or ""
         if state == "failed" and stage.expect == "failed":
             note = (note + "; " if note else "") + "rejected as expected"
         outcomes.append(Outcome(stage.name, run_id, state, time.monotonic() - started, ok, note))
+        last_end = started_wall
 
     table = Table(title="demo summary")
     for col in ("stage", "DAG run", "result", "as expected", "time (s)", "note"):

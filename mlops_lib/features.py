@@ -20,6 +20,8 @@ class DerivedFeatures(TransformerMixin, BaseEstimator):
         self.expressions = expressions
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> DerivedFeatures:
+        self.feature_names_in_ = [str(c) for c in X.columns]
+        self.n_features_in_ = len(self.feature_names_in_)
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -29,7 +31,10 @@ class DerivedFeatures(TransformerMixin, BaseEstimator):
         return out
 
     def get_feature_names_out(self, input_features=None):
-        return list(input_features or []) + list(self.expressions or {})
+        import numpy as np
+
+        base = list(input_features) if input_features is not None else self.feature_names_in_
+        return np.asarray([*base, *(self.expressions or {})], dtype=object)
 
 
 def column_groups(spec: ProjectSpec) -> tuple[list[str], list[str]]:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     mlflow_port: int = 5000
     mlflow_tracking_uri: str | None = None
     mlflow_workers: int = 1
+    mlflow_http_retries: int = Field(
+        default=2, description="MLflow client retries in tasks; Airflow retries the task itself."
+    )
 
     # Airflow
     airflow_port: int = 8080
@@ -71,6 +74,9 @@ class Settings(BaseSettings):
     airflow_secret_key: SecretStr | None = None
     airflow_fernet_key: SecretStr | None = None
     airflow_parallelism: int = 4
+    airflow_dags_paused: bool = Field(
+        default=False, description="New DAGs start paused (tests unpause what they run)."
+    )
 
     # PostgreSQL (backend=postgres)
     postgres_port: int = 5432

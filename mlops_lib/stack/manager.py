@@ -86,6 +86,10 @@ def base_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env.update(settings_env(settings))
     env["WHYLOGS_NO_ANALYTICS"] = "True"
+    # Fail fast when MLflow is down: the Airflow task retry (with backoff) takes over.
+    env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow_http_retries)
+    env["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    env["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "60"
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env
 
@@ -102,7 +106,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.repo_root / "plugins"),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": str(settings.airflow_dags_paused),
             "AIRFLOW__CORE__PARALLELISM": str(settings.airflow_parallelism),
             "AIRFLOW__CORE__FERNET_KEY": settings.secret("airflow_fernet_key"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",

@@ -13,9 +13,28 @@ from mlops_lib.settings import Settings, load_settings, reload_settings
 from mlops_lib.stack import manager
 from mlops_lib.stack.procs import free_port
 
+REPO = Path(__file__).resolve().parents[2]
+FAULTS_PROJECT = "churn_faults"
+
+
+def test_projects(folder: Path) -> Path:
+    """The repo's specs with a small training budget, plus a project for training faults."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = yaml.safe_load((REPO / "projects" / "churn.yaml").read_text())
+    spec["training"].update(
+        budget={"trials": 3, "seconds": 900}, max_train_rows=10_000, min_rows=1000
+    )
+    (folder / "churn.yaml").write_text(yaml.safe_dump(spec))
+    (folder / f"{FAULTS_PROJECT}.yaml").write_text(yaml.safe_dump(spec | {"name": FAULTS_PROJECT}))
+    return folder
+
 
 def stack_settings(stack_dir: Path, **extra: object) -> Settings:
     """Settings of a throw-away stack: its own folder and free ports, the shared lakeFS cache."""
+    extra.setdefault("projects_dir", test_projects(stack_dir.parent / f"{stack_dir.name}-projects"))
+    extra.setdefault("airflow_dags_paused", True)
     return load_settings(
         stack_dir=stack_dir,
         lakefs_port=free_port(),

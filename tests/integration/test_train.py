@@ -1,0 +1,305 @@
+"""Training on the real stack: asset-triggered AutoML, MLflow registry, gate, lineage, faults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from mlops_lib import demo_data
+from mlops_lib import versioning as vc
+from mlops_lib.airflow_api import AirflowClient
+from mlops_lib.settings import Settings
+from mlops_lib.stack import manager
+
+from .conftest import FAULTS_PROJECT
+
+pytestmark = pytest.mark.integration
+
+PROJECT = "churn"
+INGEST, TRAIN = f"{PROJECT}__ingest", f"{PROJECT}__train"
+
+
+def mlflow_client(stack: Settings):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(stack.mlflow_url)
+
+
+def xcom(client: AirflowClient, dag_id: str, run_id: str, task_id: str):
+    path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+    return client.request("GET", path, params={"deserialize": "true"}).json()["value"]
+
+
+def versions_of(stack: Settings, project: str) -> list:
+    try:
+        return list(mlflow_client(stack).search_model_versions(f"name = '{project}'"))
+    except Exception:
+        return []
+
+
+@pytest.fixture(scope="module")
+def airflow(stack: Settings) -> AirflowClient:
+    client = AirflowClient.from_settings(stack)
+    for dag_id in (INGEST, TRAIN):
+        client.wait_for_dag(dag_id, timeout=180)
+        client.unpause(dag_id)
+    return client
+
+
+@pytest.fixture(scope="module")
+def auto_run(stack: Settings, airflow: AirflowClient, tmp_path_factory) -> dict:
+    """Ingest a batch through the DAG and follow the train run its asset event starts."""
+    folder = tmp_path_factory.mktemp("train-batches")
+    src = demo_data.write(demo_data.generate("clean", seed=201), folder / "clean.parquet")
+    run_id = airflow.trigger(INGEST, {"source": str(src)})
+    assert airflow.follow(INGEST, run_id, timeout=600) == "success"
+    commit = vc.head(PROJECT, settings=stack)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        runs = airflow.request(
+            "GET", f"/dags/{TRAIN}/dagRuns", params={"run_type": "asset_triggered", "limit": 50}
+        ).json()["dag_runs"]
+        for r in runs:
+            if r["state"] not in ("success", "failed"):
+                continue
+            try:
+                used = xcom(airflow, TRAIN, r["dag_run_id"], "resolve_data")
+            except Exception:
+                continue
+            if used == commit:
+                assert r["state"] == "success", r
+                trained = xcom(airflow, TRAIN, r["dag_run_id"], "train")
+                return {"run_id": r["dag_run_id"], "commit": commit, "trained": trained}
+        time.sleep(3)
+    raise AssertionError(f"no asset-triggered {TRAIN} run trained on {commit}")
+
+
+def test_asset_event_trains_on_that_exact_commit(stack: Settings, auto_run: dict) -> None:
+    trained = auto_run["trained"]
+    assert trained["commit"] == auto_run["commit"]
+    run = mlflow_client(stack).get_run(trained["mlflow_run_id"])
+    tags = run.data.tags
+    assert tags["lakefs_commit"] == auto_run["commit"]
+    assert tags["dag_id"] == TRAIN and tags["dag_run_id"] == auto_run["run_id"]
+    assert tags["spec_hash"] and tags["code_version"]
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.source_type == "lakefs"
+    assert f"lakefs://churn/{auto_run['commit']}/datasets/churn" in inputs[0].dataset.source
+
+
+def test_parent_run_has_a_nested_run_per_trial(stack: Settings, auto_run: dict) -> None:
+    client = mlflow_client(stack)
+    parent = client.get_run(auto_run["trained"]["mlflow_run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    families = {c.data.params["family"] for c in children}
+    assert len(children) == 3
+    assert families == {"linear", "random_forest", "hist_gradient_boosting"}
+    assert all("cv_roc_auc" in c.data.metrics for c in children)
+    assert "holdout_roc_auc" in parent.data.metrics
+
+
+def test_version_is_registered_with_aliases_and_model_card(stack: Settings, auto_run: dict) -> None:
+    client = mlflow_client(stack)
+    version = str(auto_run["trained"]["version"])
+    mv = client.get_model_version(PROJECT, version)
+    assert mv.tags["gate_decision"] in ("promote", "reject")
+    assert "holdout metrics" in mv.description.lower()
+    assert auto_run["commit"] in mv.description
+    assert client.get_model_version_by_alias(PROJECT, "challenger").version == version
+    champion = client.get_model_version_by_alias(PROJECT, "champion")
+    if mv.tags["gate_decision"] == "promote":
+        assert champion.version == version
+
+
+def test_lineage_shows_the_chain(stack: Settings, auto_run: dict) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from mlops_lib.settings import settings_env
+
+    mlops = str(Path(sys.executable).parent / "mlops")
+    version = auto_run["trained"]["version"]
+    proc = subprocess.run(
+        [mlops, "lineage", PROJECT, "--version", str(version), "--json"],
+        env={**os.environ, **settings_env(stack)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    chain = json.loads(proc.stdout)["chain"]
+    assert len(chain) == 1
+    link = chain[0]
+    assert link["dataset"]["commit_id"] == auto_run["commit"]
+    assert link["dataset"]["rows"] > 0 and link["dataset"]["rule_summary"].startswith("passed")
+    assert link["training"]["mlflow_run_id"] == auto_run["trained"]["mlflow_run_id"]
+    assert link["model_version"]["version"] == version
+    assert link["decisions"][0]["decision"] in ("promote", "reject")
+
+
+def test_losing_challenger_leaves_champion_and_records_why(
+    stack: Settings, airflow: AirflowClient, auto_run: dict
+) -> None:
+    client = mlflow_client(stack)
+    champion_before = client.get_model_version_by_alias(PROJECT, "champion").version
+    run_id = airflow.trigger(TRAIN)
+    assert airflow.follow(TRAIN, run_id, timeout=900) == "success"
+    tis = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(TRAIN, run_id)}
+    assert tis["promote"] == "skipped"
+    decision = xcom(airflow, TRAIN, run_id, "gate")
+    assert decision["decision"] == "reject"
+    assert "below the required" in decision["reason"]
+    assert client.get_model_version_by_alias(PROJECT, "champion").version == champion_before
+    mv = client.get_model_version(PROJECT, str(decision["version"]))
+    assert mv.tags["gate_decision"] == "reject"
+    assert mv.tags["gate_reason"] == decision["reason"]
+
+
+def test_retraining_same_commit_reproduces_metrics_and_predictions(
+    stack: Settings, auto_run: dict
+) -> None:
+    import mlflow.sklearn
+    import numpy as np
+
+    from mlops_lib.training import holdout_for, train
+
+    again = train(
+        PROJECT, auto_run["commit"], dag_id="repro", run_id=f"r{time.time_ns()}", settings=stack
+    )
+    assert again["holdout_metrics"] == auto_run["trained"]["holdout_metrics"]
+    mlflow.set_tracking_uri(stack.mlflow_url)
+    X, _ = holdout_for(PROJECT, auto_run["commit"], stack)
+    first = mlflow.sklearn.load_model(auto_run["trained"]["model_uri"]).predict_proba(X)
+    second = mlflow.sklearn.load_model(again["model_uri"]).predict_proba(X)
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("few_rows", "fewer than training.min_rows=1000"),
+        ("one_class", "has a single class [0]"),
+        ("no_target", "target column 'churned' is missing"),
+    ],
+)
+def test_untrainable_data_fails_naming_the_cause(stack: Settings, fault: str, message: str) -> None:
+    import io
+
+    from mlops_lib.training import TrainingError, train
+
+    df = demo_data.generate("clean", rows=5000, seed=301)
+    if fault == "few_rows":
+        df = df.head(50)
+    elif fault == "one_class":
+        df["churned"] = 0
+    else:
+        df = df.drop(columns=["churned"])
+    branch = f"fault-{fault}-{time.time_ns()}"
+    vc.fresh_branch(FAULTS_PROJECT, branch, settings=stack)
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    vc.upload(
+        FAULTS_PROJECT,
+        branch,
+        f"datasets/{FAULTS_PROJECT}/date=2026-01-01/data.parquet",
+        buf.getvalue(),
+        settings=stack,
+    )
+    commit = vc.commit(FAULTS_PROJECT, branch, fault, {"fault": fault}, stack)
+    before = len(versions_of(stack, FAULTS_PROJECT))
+    with pytest.raises(TrainingError) as err:
+        train(FAULTS_PROJECT, commit, dag_id="faults", run_id=fault, settings=stack)
+    assert message in str(err.value)
+    assert commit[:12] in str(err.value)
+    assert len(versions_of(stack, FAULTS_PROJECT)) == before
+
+
+def test_mlflow_down_mid_training_retries_without_duplicate_version(
+    stack: Settings, airflow: AirflowClient, auto_run: dict
+) -> None:
+    run_id = airflow.trigger(TRAIN)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(TRAIN, run_id)}
+        if states.get("train") == "running":
+            break
+        time.sleep(0.5)
+    time.sleep(3)  # inside the search: trials are being logged
+    pid = {r["service"]: r["pid"] for r in manager.status(stack)}["mlflow"]
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 600
+    states = {}
+    while time.monotonic() < deadline:
+        states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(TRAIN, run_id)}
+        if states.get("train") in ("up_for_retry", "failed", "success"):
+            break
+        time.sleep(1)
+    assert states.get("train") == "up_for_retry", states
+    manager.up(stack, log=lambda _m: None)
+    assert airflow.follow(TRAIN, run_id, timeout=900) == "success"
+    key = f"{TRAIN}:{run_id}"
+    mine = [mv for mv in versions_of(stack, PROJECT) if mv.tags.get("mlops.run_key") == key]
+    assert len(mine) == 1
+
+
+def test_manual_approval_promotes_and_announces_the_champion(
+    stack: Settings, airflow: AirflowClient, auto_run: dict
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from mlops_lib.lineage import lineage_store
+    from mlops_lib.settings import settings_env
+    from mlops_lib.training import train
+
+    held = train(
+        PROJECT, auto_run["commit"], dag_id="approval", run_id=f"a{time.time_ns()}", settings=stack
+    )
+    version = str(held["version"])
+    client = mlflow_client(stack)
+    mlops = str(Path(sys.executable).parent / "mlops")
+    env = {**os.environ, **settings_env(stack)}
+    # Not held by the gate: approval is refused and nothing moves.
+    champion_before = client.get_model_version_by_alias(PROJECT, "champion").version
+    proc = subprocess.run(
+        [mlops, "model", "approve", PROJECT, version],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert f"{PROJECT} v{version} is not awaiting approval" in proc.stderr
+    assert client.get_model_version_by_alias(PROJECT, "champion").version == champion_before
+
+    client.set_model_version_tag(PROJECT, version, "gate_decision", "awaiting_approval")
+    proc = subprocess.run(
+        [mlops, "model", "approve", PROJECT, version],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert client.get_model_version_by_alias(PROJECT, "champion").version == version
+    chain = lineage_store(stack).chain(PROJECT, int(version))
+    assert chain[0]["decisions"][-1]["decision"] == "approved"
+    events = airflow.request(
+        "GET", "/assets/events", params={"limit": 50, "order_by": "-timestamp"}
+    ).json()["asset_events"]
+    mine = [
+        e
+        for e in events
+        if e["uri"] == "mlflow://models/churn/champion"
+        and e["extra"].get("version") == int(version)
+    ]
+    assert mine, json.dumps(events)[:2000]

@@ -1,0 +1,88 @@
+"""Pure training logic: split, pipeline, gate policy, trainability checks."""
+
+import pytest
+import yaml
+
+from mlops_lib import demo_data
+from mlops_lib.features import build_pipeline, model_input
+from mlops_lib.registry import AWAIT, PROMOTE, REJECT, decide
+from mlops_lib.spec import load_spec, parse_spec
+from mlops_lib.training import TrainingError, check_trainable, split
+
+from .test_spec import CHURN
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(CHURN)
+
+
+def with_policy(**promotion):
+    data = yaml.safe_load(CHURN.read_text())
+    data["promotion"].update(promotion)
+    return parse_spec(data)
+
+
+def test_time_split_is_fixed_and_puts_the_newest_rows_in_the_holdout(spec) -> None:
+    df = demo_data.generate("clean", rows=4000)
+    train, holdout = split(df, spec)
+    _, again_holdout = split(df.sample(frac=1, random_state=3), spec)
+    assert holdout["customer_id"].tolist() == again_holdout["customer_id"].tolist()
+    assert train["event_time"].max() <= holdout["event_time"].min()
+    assert len(holdout) == 800
+
+
+def test_pipeline_derives_encodes_and_tolerates_unseen_categories(spec) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    df = demo_data.generate("clean", rows=3000)
+    pipe = build_pipeline(spec, LogisticRegression(max_iter=500))
+    pipe.fit(model_input(df, spec), df["churned"])
+    names = list(pipe[:-1].get_feature_names_out())
+    assert "charges_per_tenure" in names and "contract_two_year" in names
+    odd = model_input(df.head(3), spec)
+    odd.loc[0, "region"] = "mars"
+    odd.loc[1, "monthly_charges"] = None
+    assert pipe.predict_proba(odd).shape == (3, 2)
+
+
+def test_gate_promotes_without_champion_and_on_enough_improvement() -> None:
+    s = with_policy(min_improvement=0.01, guards={"accuracy": 0.01})
+    assert decide(s, {"roc_auc": 0.8, "accuracy": 0.7}, None) == (PROMOTE, "no current champion")
+    decision, reason = decide(
+        s, {"roc_auc": 0.82, "accuracy": 0.7}, {"roc_auc": 0.8, "accuracy": 0.7}
+    )
+    assert decision == PROMOTE and "guards hold" in reason
+
+
+def test_gate_rejects_small_gain_and_guard_regressions_listing_both() -> None:
+    s = with_policy(min_improvement=0.01, guards={"accuracy": 0.01})
+    decision, reason = decide(
+        s, {"roc_auc": 0.805, "accuracy": 0.65}, {"roc_auc": 0.8, "accuracy": 0.7}
+    )
+    assert decision == REJECT
+    assert "below the required +0.0100" in reason
+    assert "guard accuracy regressed by 0.0500" in reason
+
+
+def test_manual_approval_holds_a_winner() -> None:
+    s = with_policy(manual_approval=True)
+    decision, reason = decide(s, {"roc_auc": 0.8, "accuracy": 0.7}, None)
+    assert decision == AWAIT and "mlops model approve" in reason
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda df: df.head(10), "fewer than training.min_rows"),
+        (lambda df: df.assign(churned=1), "single class [1]"),
+        (lambda df: df.drop(columns=["churned"]), "target column 'churned' is missing"),
+        (lambda df: df.drop(columns=["age"]), "feature columns ['age'] are missing"),
+        (lambda df: df.iloc[0:0], "no accepted data"),
+    ],
+)
+def test_untrainable_data(spec, mutate, message: str) -> None:
+    df = mutate(demo_data.generate("clean", rows=2000))
+    with pytest.raises(TrainingError) as err:
+        check_trainable(df, spec, "abc123def4567890")
+    assert message in str(err.value) and "abc123def456" in str(err.value)
