@@ -55,52 +55,36 @@ class LineageStore:
             session.flush()
             return _row(obj)
 
+    def _upsert(
+        self, model: Any, match: dict[str, Any], values: dict[str, Any], *, update: bool = True
+    ) -> dict[str, Any]:
+        """Insert a row, or return (and with ``update``, refresh) the one matching ``match``."""
+        with Session(self.engine) as session, session.begin():
+            query = select(model).where(*(getattr(model, k) == v for k, v in match.items()))
+            found = session.scalar(query)
+            if found is not None:
+                if update:
+                    for k, v in values.items():
+                        setattr(found, k, v)
+                return _row(found)
+            obj = model(**values)
+            session.add(obj)
+            session.flush()
+            return _row(obj)
+
     def record_dataset(self, **values: Any) -> dict[str, Any]:
         """Record an accepted dataset version (idempotent per project and commit)."""
-        with Session(self.engine) as session, session.begin():
-            found = session.scalar(
-                select(DatasetVersion).where(
-                    DatasetVersion.project == values["project"],
-                    DatasetVersion.commit_id == values["commit_id"],
-                )
-            )
-            if found:
-                return _row(found)
-            obj = DatasetVersion(**values)
-            session.add(obj)
-            session.flush()
-            return _row(obj)
+        match = {"project": values["project"], "commit_id": values["commit_id"]}
+        return self._upsert(DatasetVersion, match, values, update=False)
 
     def record_training(self, **values: Any) -> dict[str, Any]:
-        with Session(self.engine) as session, session.begin():
-            found = session.scalar(
-                select(TrainingRun).where(TrainingRun.mlflow_run_id == values["mlflow_run_id"])
-            )
-            if found:
-                for k, v in values.items():
-                    setattr(found, k, v)
-                return _row(found)
-            obj = TrainingRun(**values)
-            session.add(obj)
-            session.flush()
-            return _row(obj)
+        """Record a training run (keyed by its MLflow run id)."""
+        return self._upsert(TrainingRun, {"mlflow_run_id": values["mlflow_run_id"]}, values)
 
     def record_model_version(self, **values: Any) -> dict[str, Any]:
-        with Session(self.engine) as session, session.begin():
-            found = session.scalar(
-                select(ModelVersion).where(
-                    ModelVersion.project == values["project"],
-                    ModelVersion.version == values["version"],
-                )
-            )
-            if found:
-                for k, v in values.items():
-                    setattr(found, k, v)
-                return _row(found)
-            obj = ModelVersion(**values)
-            session.add(obj)
-            session.flush()
-            return _row(obj)
+        """Record a registered model version (keyed by project and version)."""
+        match = {"project": values["project"], "version": values["version"]}
+        return self._upsert(ModelVersion, match, values)
 
     def record_decision(self, **values: Any) -> dict[str, Any]:
         return self._add(GateDecision(**values))

@@ -159,19 +159,26 @@ def server_command(settings: Settings, bin_dir: Path) -> list[str]:
     ]
 
 
+def connect(settings: Settings, dbname: str = "postgres", timeout: int = 5):
+    """A psycopg2 connection to one database of the platform's server."""
+    import psycopg2
+
+    return psycopg2.connect(
+        host=settings.pg_host,
+        port=settings.postgres_port,
+        user=settings.postgres_user,
+        password=settings.secret("postgres_password"),
+        dbname=dbname,
+        connect_timeout=timeout,
+    )
+
+
 def is_ready(settings: Settings) -> bool:
     """True when the server accepts an authenticated connection."""
     import psycopg2
 
     try:
-        conn = psycopg2.connect(
-            host=settings.pg_host,
-            port=settings.postgres_port,
-            user=settings.postgres_user,
-            password=settings.secret("postgres_password"),
-            dbname="postgres",
-            connect_timeout=2,
-        )
+        conn = connect(settings, timeout=2)
     except psycopg2.OperationalError:
         return False
     conn.close()
@@ -180,16 +187,7 @@ def is_ready(settings: Settings) -> bool:
 
 def ensure_databases(settings: Settings) -> list[str]:
     """Create the Airflow and MLflow databases when missing; returns those created."""
-    import psycopg2
-
-    conn = psycopg2.connect(
-        host=settings.pg_host,
-        port=settings.postgres_port,
-        user=settings.postgres_user,
-        password=settings.secret("postgres_password"),
-        dbname="postgres",
-        connect_timeout=5,
-    )
+    conn = connect(settings)
     conn.autocommit = True
     created = []
     try:

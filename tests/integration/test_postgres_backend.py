@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 
-import psycopg2
 import pytest
 
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings, reload_settings
 from mlops_lib.stack import manager
+from mlops_lib.stack.postgres import connect
 
 from .conftest import stack_settings, world_traversable_tmpdir
 
@@ -37,30 +37,17 @@ def test_every_service_healthy_on_postgres(pg_stack: Settings) -> None:
 
 
 def test_airflow_and_mlflow_use_their_postgres_databases(pg_stack: Settings) -> None:
-    conn = psycopg2.connect(
-        host=pg_stack.pg_host,
-        port=pg_stack.postgres_port,
-        user=pg_stack.postgres_user,
-        password=pg_stack.secret("postgres_password"),
-        dbname=pg_stack.postgres_airflow_db,
-    )
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'dag_run'")
-        assert cur.fetchone()[0] == 1
-    conn.close()
-    conn = psycopg2.connect(
-        host=pg_stack.pg_host,
-        port=pg_stack.postgres_port,
-        user=pg_stack.postgres_user,
-        password=pg_stack.secret("postgres_password"),
-        dbname=pg_stack.postgres_mlflow_db,
-    )
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'experiments'"
-        )
-        assert cur.fetchone()[0] == 1
-    conn.close()
+    for dbname, table in (
+        (pg_stack.postgres_airflow_db, "dag_run"),
+        (pg_stack.postgres_mlflow_db, "experiments"),
+    ):
+        conn = connect(pg_stack, dbname)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = %s", (table,)
+            )
+            assert cur.fetchone()[0] == 1, (dbname, table)
+        conn.close()
 
 
 def test_platform_check_dag_runs_on_postgres(pg_stack: Settings) -> None:

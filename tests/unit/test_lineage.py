@@ -1,0 +1,86 @@
+"""Metadata store on SQLite: Alembic migration, idempotent records, the chain."""
+
+from pathlib import Path
+
+from sqlalchemy import create_engine, inspect
+
+from mlops_lib.lineage.store import LineageStore, migrate
+
+
+def store(tmp_path: Path) -> LineageStore:
+    url = f"sqlite:///{tmp_path / 'lineage.db'}"
+    migrate(url)
+    return LineageStore(create_engine(url))
+
+
+def test_migration_creates_the_tables_and_is_repeatable(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lineage.db'}"
+    migrate(url)
+    migrate(url)
+    tables = set(inspect(create_engine(url)).get_table_names())
+    assert {"dataset_versions", "training_runs", "model_versions", "gate_decisions"} <= tables
+    assert "alembic_version" in tables
+
+
+def test_chain_from_data_commit_to_gate(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    first = s.record_dataset(
+        project="p",
+        commit_id="c1",
+        rows=10,
+        schema_hash="h",
+        rule_summary="passed",
+        source="x.csv",
+        partition="d",
+        dag_run_id="r",
+    )
+    again = s.record_dataset(
+        project="p",
+        commit_id="c1",
+        rows=99,
+        schema_hash="h",
+        rule_summary="passed",
+        source="x.csv",
+        partition="d",
+        dag_run_id="r",
+    )
+    assert again["id"] == first["id"] and again["rows"] == 10
+    s.record_training(
+        project="p",
+        mlflow_run_id="m1",
+        data_commit="c1",
+        spec_hash="s",
+        code_version="abc",
+        dag_id="p__train",
+        dag_run_id="run",
+        best_family="linear",
+        cv_score=0.8,
+        trials=3,
+        seconds=1.0,
+        trigger="manual",
+    )
+    s.record_model_version(
+        project="p",
+        version=1,
+        model_uri="models:/p/1",
+        mlflow_run_id="m1",
+        data_commit="c1",
+        holdout_metrics={"roc_auc": 0.8},
+    )
+    s.record_decision(
+        project="p",
+        version=1,
+        decision="promote",
+        reason="no current champion",
+        champion_version=None,
+        challenger_metrics={"roc_auc": 0.8},
+        champion_metrics={},
+    )
+    chain = s.chain("p")
+    assert len(chain) == 1
+    link = chain[0]
+    assert link["dataset"]["rows"] == 10
+    assert link["training"]["best_family"] == "linear"
+    assert link["model_version"]["holdout_metrics"] == {"roc_auc": 0.8}
+    assert [d["decision"] for d in link["decisions"]] == ["promote"]
+    assert s.chain("p", version=2) == []
