@@ -201,12 +201,12 @@ def build_train(spec: ProjectSpec) -> DAG:
         def resolve_data(**context) -> str:
             from mlops_lib.training import resolve_commit
 
-            events = context.get("triggering_asset_events") or {}
-            extra = None
-            for asset_events in events.values():
-                if asset_events:
-                    extra = asset_events[-1].extra
-            return resolve_commit(project, extra)
+            # Several batches may have arrived since the last run: train on the newest.
+            events = [
+                e for evs in (context.get("triggering_asset_events") or {}).values() for e in evs
+            ]
+            newest = max(events, key=lambda e: e.timestamp) if events else None
+            return resolve_commit(project, newest.extra if newest else None)
 
         @task(execution_timeout=timedelta(seconds=t.budget.seconds * 3 + 600))
         def train(commit: str, **context) -> dict:
