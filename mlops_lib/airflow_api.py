@@ -133,7 +133,7 @@ class AirflowClient:
             runs = self.request(
                 "GET",
                 f"/dags/{dag_id}/dagRuns",
-                params={"run_type": "asset_triggered", "limit": 20, "order_by": "-queued_at"},
+                params={"run_type": "asset_triggered", "limit": 100, "order_by": "-run_after"},
             ).json()["dag_runs"]
             fresh = [r for r in runs if (r.get("queued_at") or "") >= since]
             if fresh:
