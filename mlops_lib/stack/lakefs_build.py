@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mlops_lib.settings import Settings
+from mlops_lib.settings import Settings, process_env
 from mlops_lib.stack.procs import StackError
 
 WRAPPER_DIR = Path(__file__).resolve().parents[2] / "stack" / "lakefs"
@@ -49,7 +49,7 @@ def build_lakefs(settings: Settings, *, log=print) -> Path:
     target = cached_binary(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"lakefs.build-{os.getpid()}")
-    env = dict(os.environ)
+    env = process_env()
     # Several of lakeFS's dependencies are not in the public checksum database;
     # go.sum in the wrapper module pins every hash instead.
     env.setdefault("GOSUMDB", "off")

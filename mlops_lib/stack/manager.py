@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from mlops_lib.settings import Settings, reload_settings, settings_env
+from mlops_lib.settings import Settings, process_env, reload_settings, settings_env
 from mlops_lib.stack import postgres as pg
 from mlops_lib.stack.credentials import ensure_credentials
 from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
@@ -83,7 +83,7 @@ def mlflow_backend_uri(settings: Settings) -> str:
 
 def base_env(settings: Settings) -> dict[str, str]:
     """Environment shared by every child process: the caller's plus the settings."""
-    env = dict(os.environ)
+    env = process_env()
     env.update(settings_env(settings))
     env["WHYLOGS_NO_ANALYTICS"] = "True"
     # Fail fast when MLflow is down: the Airflow task retry (with backoff) takes over.

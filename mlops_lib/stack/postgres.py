@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from mlops_lib.settings import Settings
+from mlops_lib.settings import Settings, process_env
 from mlops_lib.stack.procs import StackError
 
 SERVER_USER = "postgres"
@@ -57,7 +57,7 @@ def install_postgres(settings: Settings, *, log=print) -> Path:
             )
         prefix = [sudo, "-n"]
     log("installing PostgreSQL from Debian packages (apt-get install postgresql)...")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    env = {**process_env(), "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in ([apt, "update", "-q"], [apt, "install", "-y", "-q", "postgresql"]):
         proc = subprocess.run(prefix + cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0 and cmd[1] == "install":
