@@ -1,0 +1,1 @@
+"""Serving: request schemas generated from project specs (used by the BentoML services)."""

@@ -1,0 +1,55 @@
+"""Request schema of a project's prediction endpoint, generated from its spec.
+
+Names, types, allowed values and ranges come from the spec, so a malformed request is
+refused with an error naming each bad field, the same rules the ingestion gate applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, create_model
+
+from mlops_lib.spec import Column, ProjectSpec
+
+
+def _field_type(col: Column) -> Any:
+    if col.allowed:
+        return Literal[tuple(col.allowed)]  # type: ignore[valid-type]
+    if col.type == "int":
+        # Strict: "5" or 5.5 is a wrong type, not something to coerce silently.
+        return int
+    if col.type == "float":
+        return float
+    if col.type == "bool":
+        return StrictBool
+    return StrictStr
+
+
+def instance_model(spec: ProjectSpec) -> type[BaseModel]:
+    """One row of features: every feature required (null allowed where nullable), no extras."""
+    fields: dict[str, Any] = {}
+    for name in spec.features:
+        col = spec.schema.columns[name]
+        base = _field_type(col)
+        limits = {k: v for k, v in (("ge", col.min), ("le", col.max)) if v is not None}
+        annotation = base | None if col.nullable else base
+        fields[name] = (annotation, Field(..., description=col.description or None, **limits))
+    return create_model(
+        f"{spec.name.title().replace('_', '')}Instance",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        **fields,
+    )
+
+
+def request_model(spec: ProjectSpec) -> type[BaseModel]:
+    """``{"instances": [row, ...]}`` with 1..serving.max_batch_size rows."""
+    instance = instance_model(spec)
+    return create_model(
+        f"{spec.name.title().replace('_', '')}PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        instances=(
+            list[instance],  # type: ignore[valid-type]
+            Field(..., min_length=1, max_length=spec.serving.max_batch_size),
+        ),
+    )

@@ -1,0 +1,56 @@
+"""The prediction request schema generated from the demo spec."""
+
+import pytest
+from pydantic import ValidationError
+
+from mlops_lib import demo_data
+from mlops_lib.serving.schema import request_model
+from mlops_lib.spec import load_spec
+
+from .test_spec import CHURN
+
+
+@pytest.fixture(scope="module")
+def model():
+    return request_model(load_spec(CHURN))
+
+
+def row() -> dict:
+    df = demo_data.generate("clean", rows=1)
+    spec = load_spec(CHURN)
+    out = df[spec.features].iloc[0].to_dict()
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}
+
+
+def errors(model, body) -> set[tuple]:
+    with pytest.raises(ValidationError) as err:
+        model.model_validate(body)
+    return {(tuple(e["loc"]), e["type"]) for e in err.value.errors()}
+
+
+def test_valid_rows_pass(model) -> None:
+    parsed = model.model_validate({"instances": [row(), row()]})
+    assert len(parsed.instances) == 2
+
+
+def test_each_bad_field_is_named(model) -> None:
+    bad = row() | {"age": "old", "contract": "three_year", "support_calls": -1, "planet": "mars"}
+    del bad["region"]
+    found = errors(model, {"instances": [row(), bad]})
+    locs = {loc for loc, _ in found}
+    assert ("instances", 1, "age") in locs
+    assert ("instances", 1, "contract") in locs
+    assert ("instances", 1, "support_calls") in locs
+    assert ("instances", 1, "planet") in locs  # unknown field
+    assert (("instances", 1, "region"), "missing") in found
+
+
+def test_nullable_features_accept_null_but_must_be_present(model) -> None:
+    assert model.model_validate({"instances": [row() | {"monthly_charges": None}]})
+    found = errors(model, {"instances": [row() | {"contract": None}]})
+    assert ("instances", 0, "contract") in {loc for loc, _ in found}
+
+
+def test_empty_and_oversized_batches_are_refused(model) -> None:
+    assert (("instances",), "too_short") in errors(model, {"instances": []})
+    assert (("instances",), "too_long") in errors(model, {"instances": [row()] * 1001})
