@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         default=False, description="New DAGs start paused (tests unpause what they run)."
     )
 
+    # BentoML (serving)
+    bentoml_home: Path | None = Field(
+        default=None, description="BentoML model and bento store; default <stack_dir>/bentoml."
+    )
+
     # PostgreSQL (backend=postgres)
     postgres_port: int = 5432
     postgres_host: str | None = None
@@ -121,6 +126,11 @@ class Settings(BaseSettings):
         password = self.postgres_password.get_secret_value() if self.postgres_password else ""
         auth = f"{self.postgres_user}:{password}@" if password else f"{self.postgres_user}@"
         return f"{driver}://{auth}{self.pg_host}:{self.postgres_port}/{database}"
+
+    @property
+    def bento_store(self) -> Path:
+        """BentoML home (model store and bentos) of the platform."""
+        return self.bentoml_home or self.stack_dir / "bentoml"
 
     @property
     def bin_dir(self) -> Path:

@@ -1,0 +1,133 @@
+"""The BentoML service of a registered model, served for real and probed over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from mlops_lib import demo_data
+from mlops_lib.settings import Settings
+from mlops_lib.stack.procs import ManagedProcess, free_port, http_ok
+
+from .conftest import FAULTS_PROJECT
+
+pytestmark = pytest.mark.integration
+PROJECT = FAULTS_PROJECT  # same schema as the demo project, its own registry entry
+
+
+@pytest.fixture(scope="module")
+def registered(stack: Settings) -> dict:
+    """A small model of the project logged and registered as MLflow would for training."""
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_lib.features import build_pipeline, model_input
+    from mlops_lib.ingest import project_spec
+    from mlops_lib.training import pip_requirements, trusted_types
+
+    spec = project_spec(PROJECT, stack)
+    df = demo_data.generate("clean", rows=5000, seed=401)
+    model = build_pipeline(spec, LogisticRegression(max_iter=1000))
+    model.fit(model_input(df, spec), df["churned"])
+    mlflow.set_tracking_uri(stack.mlflow_url)
+    mlflow.set_experiment(f"{PROJECT}-serving-test")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            sk_model=model,
+            name="model",
+            input_example=model_input(df.head(3), spec),
+            pip_requirements=pip_requirements(),
+            serialization_format="skops",
+            skops_trusted_types=trusted_types(model),
+        )
+    mv = mlflow.register_model(info.model_uri, PROJECT)
+    return {"version": int(mv.version), "uri": f"models:/{PROJECT}/{mv.version}", "spec": spec}
+
+
+@pytest.fixture(scope="module")
+def service(stack: Settings, registered: dict, tmp_path_factory) -> Iterator[str]:
+    from mlops_lib.serving.package import import_model, serve_command, serve_env
+
+    tag = import_model(PROJECT, registered["uri"], registered["version"], stack)
+    port = free_port()
+    folder = tmp_path_factory.mktemp("serving")
+    proc = ManagedProcess("bento", folder / "run", folder / "logs")
+    proc.start(serve_command(PROJECT, tag, registered["version"], port), env=serve_env(stack))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        proc.wait_healthy(lambda: http_ok(f"{url}/readyz"), timeout=120)
+        yield url
+    finally:
+        proc.stop()
+
+
+def rows(n: int = 5, seed: int = 402) -> list[dict]:
+    from mlops_lib.spec import load_spec
+
+    from .conftest import REPO
+
+    spec = load_spec(REPO / "projects" / "churn.yaml")  # same features as PROJECT
+    df = demo_data.generate("clean", rows=n, seed=seed)
+    return json.loads(df[spec.features].to_json(orient="records"))
+
+
+def test_predictions_match_the_mlflow_model(service: str, registered: dict) -> None:
+    import mlflow.sklearn
+    import pandas as pd
+
+    from mlops_lib.features import model_input
+
+    batch = rows(20)
+    resp = httpx.post(f"{service}/predict", json={"instances": batch}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["model_version"] == str(registered["version"])
+    assert len(body["predictions"]) == 20 and len(body["probabilities"]) == 20
+    model = mlflow.sklearn.load_model(registered["uri"])
+    expected = model.predict_proba(model_input(pd.DataFrame(batch), registered["spec"]))[:, 1]
+    served = [p["1"] for p in body["probabilities"]]
+    assert served == pytest.approx(expected.tolist(), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: r | {"age": "old"}, "age"),
+        (lambda r: {k: v for k, v in r.items() if k != "region"}, "region"),
+        (lambda r: r | {"planet": "mars"}, "planet"),
+        (lambda r: r | {"support_calls": 99}, "support_calls"),
+        (lambda r: r | {"contract": "three_year"}, "contract"),
+    ],
+)
+def test_malformed_rows_get_400_naming_the_field(service: str, mutate, field: str) -> None:
+    good = rows(2)
+    resp = httpx.post(f"{service}/predict", json={"instances": [good[0], mutate(good[1])]})
+    assert resp.status_code == 400, resp.text
+    locs = [d["loc"] for d in resp.json()["detail"]]
+    assert ["instances", 1, field] in locs
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{not json",
+        b'{"instances": []}',
+        b'{"rows": []}',
+        json.dumps({"instances": [{}] * 1001}).encode(),
+    ],
+)
+def test_bad_payloads_get_4xx_not_5xx(service: str, payload: bytes) -> None:
+    resp = httpx.post(
+        f"{service}/predict", content=payload, headers={"content-type": "application/json"}
+    )
+    assert 400 <= resp.status_code < 500, resp.text
+
+
+def test_health_and_metrics_endpoints(service: str) -> None:
+    assert httpx.get(f"{service}/livez").status_code == 200
+    assert httpx.get(f"{service}/readyz").status_code == 200
+    metrics = httpx.get(f"{service}/metrics")
+    assert metrics.status_code == 200 and "request" in metrics.text
