@@ -131,3 +131,11 @@ def test_health_and_metrics_endpoints(service: str) -> None:
     assert httpx.get(f"{service}/readyz").status_code == 200
     metrics = httpx.get(f"{service}/metrics")
     assert metrics.status_code == 200 and "request" in metrics.text
+
+
+def test_openapi_describes_the_spec_schema(service: str) -> None:
+    doc = httpx.get(f"{service}/docs.json").json()
+    text = json.dumps(doc)
+    assert "/predict" in doc["paths"]
+    for name in ("tenure_months", "contract", "month_to_month", "support_calls"):
+        assert name in text, name
