@@ -2,36 +2,66 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_lib.spec import ProjectSpec
 
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 
 class Predictor:
-    """Turns validated rows into one DataFrame, predicts once, shapes the response."""
+    """Rows -> one model-input frame -> scores -> response; the model is optional (API side)."""
 
-    def __init__(self, spec: ProjectSpec, model: Any, version: str):
+    def __init__(self, spec: ProjectSpec, model: Any | None, version: str):
         self.spec = spec
         self.model = model
         self.version = str(version)
-        self.classes = [
-            c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])
-        ]
+        self.classify = spec.target.task == "classification"
+        allowed = spec.schema.columns[spec.target.column].allowed
+        classes = getattr(model, "classes_", None) if model is not None else None
+        if classes is None:
+            classes = sorted(allowed) if allowed else []
+        self.classes = [c.item() if hasattr(c, "item") else c for c in classes]
 
-    def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """The pipeline's input for validated rows (spec column order and dtypes)."""
         import pandas as pd
 
         from mlops_lib.features import model_input
 
-        frame = model_input(pd.DataFrame.from_records(rows, columns=self.spec.features), self.spec)
+        raw = pd.DataFrame.from_records(rows, columns=self.spec.features)
+        return model_input(raw, self.spec)
+
+    def from_array(self, rows: np.ndarray) -> pd.DataFrame:
+        """A frame from an object array in feature order (the batching transport)."""
+        import pandas as pd
+
+        from mlops_lib.features import model_input
+
+        return model_input(pd.DataFrame(rows, columns=self.spec.features), self.spec)
+
+    def scores(self, frame: pd.DataFrame) -> np.ndarray:
+        """Class probabilities (classification) or predictions (regression)."""
+        import numpy as np
+
+        if self.classify and hasattr(self.model, "predict_proba"):
+            return np.asarray(self.model.predict_proba(frame), dtype="float64")
+        return np.asarray(self.model.predict(frame), dtype="float64")
+
+    def response(self, scores: np.ndarray) -> dict[str, Any]:
+        """JSON body: predictions in request order, probabilities, model version."""
         out: dict[str, Any] = {"model_version": self.version}
-        if self.spec.target.task == "classification" and hasattr(self.model, "predict_proba"):
-            proba = self.model.predict_proba(frame)
-            best = proba.argmax(axis=1)
+        if self.classify and scores.ndim == 2:
+            best = scores.argmax(axis=1)
             out["predictions"] = [self.classes[i] for i in best]
-            out["probabilities"] = [
-                dict(zip(map(str, self.classes), map(float, p), strict=True)) for p in proba
-            ]
+            names = [str(c) for c in self.classes]
+            out["probabilities"] = [dict(zip(names, map(float, p), strict=True)) for p in scores]
         else:
-            out["predictions"] = [float(v) for v in self.model.predict(frame)]
+            out["predictions"] = [float(v) for v in scores]
         return out
+
+    def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """All three steps in-process (used where no batching service sits in between)."""
+        return self.response(self.scores(self.frame(rows)))
