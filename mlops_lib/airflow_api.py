@@ -150,6 +150,29 @@ class AirflowClient:
         body = {"asset_id": match[0]["id"], "extra": extra}
         return self.request("POST", "/assets/events", json=body).json()
 
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """State of each task of a run ('none' before it is scheduled)."""
+        return {
+            ti["task_id"]: ti.get("state") or "none" for ti in self.task_instances(dag_id, run_id)
+        }
+
+    def wait_until(
+        self,
+        dag_id: str,
+        run_id: str,
+        done: Callable[[dict[str, str]], bool],
+        *,
+        timeout: float = 300.0,
+        poll: float = 0.5,
+    ) -> dict[str, str]:
+        """Poll a run's task states until ``done(states)``; returns the last states seen."""
+        deadline = time.monotonic() + timeout
+        states = self.task_states(dag_id, run_id)
+        while not done(states) and time.monotonic() < deadline:
+            time.sleep(poll)
+            states = self.task_states(dag_id, run_id)
+        return states
+
     def follow(
         self,
         dag_id: str,
@@ -162,10 +185,7 @@ class AirflowClient:
         deadline = time.monotonic() + timeout
         seen: dict[str, str] = {}
         while time.monotonic() < deadline:
-            tis = {
-                ti["task_id"]: ti.get("state") or "none"
-                for ti in self.task_instances(dag_id, run_id)
-            }
+            tis = self.task_states(dag_id, run_id)
             if tis != seen:
                 seen = tis
                 if on_change:
@@ -175,3 +195,28 @@ class AirflowClient:
                 return state
             time.sleep(2)
         raise AirflowApiError(f"run {run_id} of {dag_id} did not finish within {timeout:.0f}s")
+
+    def prepare(self, dag_id: str, timeout: float = 120.0) -> None:
+        """Wait until the DAG is parsed, then unpause it."""
+        self.wait_for_dag(dag_id, timeout=timeout)
+        self.unpause(dag_id)
+
+    def run(
+        self,
+        dag_id: str,
+        conf: dict | None = None,
+        *,
+        timeout: float = 900.0,
+        on_trigger: Callable[[str], None] | None = None,
+        on_change: Callable[[dict[str, str]], None] | None = None,
+    ) -> tuple[str, str]:
+        """Trigger a run and follow it to the end; returns (run id, final state)."""
+        run_id = self.trigger(dag_id, conf)
+        if on_trigger:
+            on_trigger(run_id)
+        return run_id, self.follow(dag_id, run_id, timeout=timeout, on_change=on_change)
+
+
+def describe_states(states: dict[str, str]) -> str:
+    """One line of task states, e.g. ``  open_branch=success  publish=running``."""
+    return "  " + "  ".join(f"{task}={state}" for task, state in states.items())

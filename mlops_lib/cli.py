@@ -287,7 +287,7 @@ def demo_data(scenario: str, out: Path, rows: int | None, seed: int) -> None:
 @click.option("--timeout", default=1800.0, show_default=True, help="Seconds to follow the run.")
 def run(project_name: str, stage: str, conf: str | None, timeout: float) -> None:
     """Trigger <PROJECT>__<STAGE> on the running Airflow and follow it to the end."""
-    from mlops_lib.airflow_api import AirflowApiError, AirflowClient
+    from mlops_lib.airflow_api import AirflowApiError, AirflowClient, describe_states
 
     try:
         conf_obj = json.loads(conf) if conf else {}
@@ -299,17 +299,13 @@ def run(project_name: str, stage: str, conf: str | None, timeout: float) -> None
     dag_id = f"{project_name}__{stage}"
     client = AirflowClient.from_settings(settings)
     try:
-        client.wait_for_dag(dag_id, timeout=90)
-        client.unpause(dag_id)
-        run_id = client.trigger(dag_id, conf_obj)
-        console.print(f"triggered {dag_id} run {run_id}")
-        state = client.follow(
+        client.prepare(dag_id, timeout=90)
+        run_id, state = client.run(
             dag_id,
-            run_id,
+            conf_obj,
             timeout=timeout,
-            on_change=lambda tis: console.print(
-                "  " + "  ".join(f"{k}={v}" for k, v in tis.items())
-            ),
+            on_trigger=lambda rid: console.print(f"triggered {dag_id} run {rid}"),
+            on_change=lambda states: console.print(describe_states(states)),
         )
     except AirflowApiError as exc:
         _fail(exc)

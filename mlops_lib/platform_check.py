@@ -8,24 +8,11 @@ CHECK_REPOSITORY = "platform-check"
 CHECK_EXPERIMENT = "platform-check"
 
 
-def lakefs_client(settings: Settings | None = None):
-    """A lakeFS SDK client for the configured server (created on demand)."""
-    from mlops_lib.versioning import client
-
-    return client(settings)
-
-
 def check_lakefs(settings: Settings | None = None) -> str:
     """Ensure the check repository exists on lakeFS; returns its main head commit id."""
-    import lakefs
+    from mlops_lib import versioning as vc
 
-    settings = settings or get_settings()
-    client = lakefs_client(settings)
-    namespace = f"local://{CHECK_REPOSITORY}"
-    repo = lakefs.Repository(CHECK_REPOSITORY, client=client).create(
-        storage_namespace=namespace, default_branch="main", exist_ok=True
-    )
-    return repo.branch("main").get_commit().id
+    return vc.head(CHECK_REPOSITORY, vc.MAIN, settings or get_settings())
 
 
 def check_mlflow(settings: Settings | None = None) -> str:

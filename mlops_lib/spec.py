@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -127,10 +127,16 @@ class DistributionRule(_Rule):
     severity: Severity = "warning"
 
 
-Rule = Annotated[
-    MinRowsRule | MaxNullFractionRule | UniqueKeyRule | EventTimeNotInFutureRule | DistributionRule,
-    Field(discriminator="rule"),
-]
+RULE_TYPES = (
+    MinRowsRule,
+    MaxNullFractionRule,
+    UniqueKeyRule,
+    EventTimeNotInFutureRule,
+    DistributionRule,
+)
+Rule = Annotated[Union[RULE_TYPES], Field(discriminator="rule")]  # noqa: UP007
+# The `rule:` tags; pydantic puts the tag into error locations after the list index.
+RULE_KINDS = frozenset(get_args(t.model_fields["rule"].annotation)[0] for t in RULE_TYPES)
 
 
 class Budget(_Strict):
@@ -266,18 +272,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
         else:
             item = "schema" if item == "schema_" else item
             # Discriminated-union tags show up as path elements; they are not keys.
-            if (
-                item
-                in {
-                    "min_rows",
-                    "max_null_fraction",
-                    "unique_key",
-                    "event_time_not_in_future",
-                    "distribution",
-                }
-                and parts
-                and parts[-1].startswith("[")
-            ):
+            if item in RULE_KINDS and parts and parts[-1].startswith("["):
                 continue
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "(top level)"

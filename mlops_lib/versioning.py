@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from mlops_lib.settings import Settings, get_settings
@@ -19,15 +20,20 @@ class VersioningError(RuntimeError):
 
 
 def client(settings: Settings | None = None) -> lakefs.Client:
-    """lakeFS SDK client for the configured server."""
+    """lakeFS SDK client for the configured server (one per server and credentials)."""
+    settings = settings or get_settings()
+    return _client(
+        settings.lakefs_url,
+        settings.secret("lakefs_access_key_id"),
+        settings.secret("lakefs_secret_access_key"),
+    )
+
+
+@lru_cache(maxsize=8)
+def _client(host: str, key_id: str, secret: str) -> lakefs.Client:
     import lakefs
 
-    settings = settings or get_settings()
-    return lakefs.Client(
-        host=settings.lakefs_url,
-        username=settings.secret("lakefs_access_key_id"),
-        password=settings.secret("lakefs_secret_access_key"),
-    )
+    return lakefs.Client(host=host, username=key_id, password=secret)
 
 
 def repo_name(project: str) -> str:
@@ -41,12 +47,18 @@ def ingest_branch_name(run_id: str) -> str:
 
 
 def repository(project: str, settings: Settings | None = None) -> lakefs.Repository:
-    """The project's repository, created on first use with a local storage namespace."""
+    """The project's repository, created on first use with a local storage namespace.
+
+    The create call is made once per process and repository, not on every operation.
+    """
+    return _repository(client(settings), repo_name(project))
+
+
+@lru_cache(maxsize=64)
+def _repository(lakefs_client: lakefs.Client, name: str) -> lakefs.Repository:
     import lakefs
 
-    settings = settings or get_settings()
-    name = repo_name(project)
-    repo = lakefs.Repository(name, client=client(settings))
+    repo = lakefs.Repository(name, client=lakefs_client)
     try:
         return repo.create(storage_namespace=f"local://{name}", default_branch=MAIN, exist_ok=True)
     except Exception as exc:  # lakeFS SDK raises several exception types
@@ -67,13 +79,9 @@ def fresh_branch(
     project: str, branch: str, source: str = MAIN, settings: Settings | None = None
 ) -> str:
     """Create ``branch`` from ``source``; an existing one (from a failed try) is recreated."""
-    repo = repository(project, settings)
-    br = repo.branch(branch)
-    try:
-        br.get_commit()
+    br = repository(project, settings).branch(branch)
+    if branch_exists(project, branch, settings):
         br.delete()
-    except Exception:
-        pass
     br.create(source_reference=source)
     return br.get_commit().id
 

@@ -61,7 +61,3 @@ class Predictor:
         else:
             out["predictions"] = [float(v) for v in scores]
         return out
-
-    def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """All three steps in-process (used where no batching service sits in between)."""
-        return self.response(self.scores(self.frame(rows)))

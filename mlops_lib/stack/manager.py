@@ -20,6 +20,14 @@ from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
 from mlops_lib.stack.procs import ManagedProcess, StackError, http_ok, port_in_use, tail
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer")
+# Every service `up` may start, in start order (postgres only with that backend).
+SERVICE_NAMES = (
+    "postgres",
+    "lakefs",
+    "mlflow",
+    "airflow-api-server",
+    *(f"airflow-{c}" for c in AIRFLOW_COMPONENTS),
+)
 STATE_FILE = "stack.json"
 Log = Callable[[str], None]
 
@@ -129,13 +137,28 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+_MONITOR_CACHE: dict[str, tuple[float, dict]] = {}
+
+
+def _airflow_monitor(base_url: str, max_age: float = 1.0) -> dict:
+    """Airflow's /monitor/health document, shared by the component checks of one poll."""
+    now = time.monotonic()
+    cached = _MONITOR_CACHE.get(base_url)
+    if cached and now - cached[0] < max_age:
+        return cached[1]
+    try:
+        resp = httpx.get(f"{base_url}/api/v2/monitor/health", timeout=3)
+        doc = resp.json() if resp.is_success else {}
+    except (httpx.HTTPError, ValueError):
+        doc = {}
+    _MONITOR_CACHE[base_url] = (now, doc)
+    return doc
+
+
 def _airflow_component_health(settings: Settings, key: str) -> Callable[[], bool]:
     def check() -> bool:
-        try:
-            resp = httpx.get(f"{settings.airflow_base_url}/api/v2/monitor/health", timeout=3)
-            return resp.is_success and resp.json().get(key, {}).get("status") == "healthy"
-        except (httpx.HTTPError, ValueError):
-            return False
+        component = _airflow_monitor(settings.airflow_base_url).get(key, {})
+        return component.get("status") == "healthy"
 
     return check
 
@@ -145,15 +168,13 @@ def services(settings: Settings) -> list[Service]:
     host = settings.host
     out: list[Service] = []
     if settings.backend == "postgres":
-        bin_dir = pg.find_bin_dir(settings)
         out.append(
             Service(
                 name="postgres",
                 port=settings.postgres_port,
                 url=f"postgresql://{settings.pg_host}:{settings.postgres_port}",
-                command=lambda: pg.server_command(
-                    settings, bin_dir or pg.install_postgres(settings)
-                ),
+                # Looked up only when starting: status() builds the list on every poll.
+                command=lambda: pg.server_command(settings, pg.install_postgres(settings)),
                 health=lambda: pg.is_ready(settings),
                 env=lambda: base_env(settings),
                 user=pg.server_user(),
@@ -277,11 +298,8 @@ def _prepare(settings: Settings, svc: Service, log: Log) -> None:
             )
 
 
-def _after_start(settings: Settings, svc: Service, log: Log) -> None:
-    if svc.name == "postgres":
-        created = pg.ensure_databases(settings)
-        if created:
-            log(f"created PostgreSQL databases: {', '.join(created)}")
+# Services whose dependants may only start once they are healthy.
+WAIT_BEFORE_DEPENDANTS = ("postgres", "mlflow", "airflow-api-server")
 
 
 def up(settings: Settings, *, log: Log = print) -> list[dict]:
@@ -295,9 +313,7 @@ def up(settings: Settings, *, log: Log = print) -> list[dict]:
         settings = reload_settings(settings)
         log(f"generated local credentials in {settings.credentials_file}")
     recorded = read_state(settings).get("backend")
-    running = [
-        n for n in (x.name for x in _all_service_names(settings)) if _proc(settings, n).is_running()
-    ]
+    running = [name for name in SERVICE_NAMES if _proc(settings, name).is_running()]
     if recorded and recorded != settings.backend and running:
         raise StackError(
             f"the stack is running with the {recorded} backend; run `mlops stack down` before "
@@ -320,25 +336,26 @@ def up(settings: Settings, *, log: Log = print) -> list[dict]:
             + ", ".join(f"MLOPS_{s.name.split('-')[0].upper()}_PORT" for s in busy)
             + ")"
         )
-    if settings.backend == "sqlite":
-        (settings.stack_dir / "airflow").mkdir(parents=True, exist_ok=True)
     started: list[str] = []
     try:
-        for svc in to_start:
-            _prepare(settings, svc, log)
+        for svc in svcs:
             proc = procs[svc.name]
-            pid = proc.start(svc.command(), env=svc.env(), cwd=settings.stack_dir, user=svc.user)
-            started.append(svc.name)
-            log(f"{svc.name}: started (pid {pid}, log {proc.log_file})")
-            # Databases and the Airflow API must be up before their dependants start.
-            if svc.name in ("postgres", "airflow-api-server", "mlflow"):
-                proc.wait_healthy(svc.health, settings.start_timeout)
-                _after_start(settings, svc, log)
+            if svc in to_start:
+                _prepare(settings, svc, log)
+                pid = proc.start(
+                    svc.command(), env=svc.env(), cwd=settings.stack_dir, user=svc.user
+                )
+                started.append(svc.name)
+                log(f"{svc.name}: started (pid {pid}, log {proc.log_file})")
+                if svc.name in WAIT_BEFORE_DEPENDANTS:
+                    proc.wait_healthy(svc.health, settings.start_timeout)
+            if svc.name == "postgres":
+                # Also on a running cluster: one made by an older version may lack a database.
+                created = pg.ensure_databases(settings)
+                if created:
+                    log(f"created PostgreSQL databases: {', '.join(created)}")
         for svc in to_start:
             procs[svc.name].wait_healthy(svc.health, settings.start_timeout)
-        if settings.backend == "postgres" and "postgres" not in started:
-            # A cluster made by an older version may lack a newer database.
-            _after_start(settings, next(s for s in svcs if s.name == "postgres"), log)
     except BaseException:
         for name in reversed(started):
             procs[name].stop()
@@ -348,24 +365,12 @@ def up(settings: Settings, *, log: Log = print) -> list[dict]:
 
 def down(settings: Settings, *, log: Log = print) -> dict[str, str]:
     """Stop what `up` started (by pid file), dependants first."""
-    names = [s.name for s in _all_service_names(settings)]
     result = {}
-    for name in reversed(names):
+    for name in reversed(SERVICE_NAMES):
         outcome = _proc(settings, name).stop()
         result[name] = outcome
         log(f"{name}: {outcome}")
     return result
-
-
-@dataclass
-class _Named:
-    name: str
-
-
-def _all_service_names(settings: Settings) -> list[_Named]:
-    names = ["postgres", "lakefs", "mlflow", "airflow-api-server"]
-    names += [f"airflow-{c}" for c in AIRFLOW_COMPONENTS]
-    return [_Named(n) for n in names]
 
 
 def status(settings: Settings) -> list[dict]:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mlops_lib.settings import Settings, load_settings, reload_settings
+from mlops_lib.settings import Settings, load_settings, reload_settings, settings_env
 from mlops_lib.stack import manager
 from mlops_lib.stack.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+MLOPS = str(Path(sys.executable).parent / "mlops")
 FAULTS_PROJECT = "churn_faults"
 
 
@@ -29,6 +32,12 @@ def test_projects(folder: Path) -> Path:
     (folder / "churn.yaml").write_text(yaml.safe_dump(spec))
     (folder / f"{FAULTS_PROJECT}.yaml").write_text(yaml.safe_dump(spec | {"name": FAULTS_PROJECT}))
     return folder
+
+
+def mlops_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `mlops` command against a stack (its settings as MLOPS_* variables)."""
+    env = {**os.environ, **settings_env(settings)}
+    return subprocess.run([MLOPS, *args], env=env, capture_output=True, text=True, timeout=600)
 
 
 def stack_settings(stack_dir: Path, **extra: object) -> Settings:

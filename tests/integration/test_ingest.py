@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,7 @@ DAG_ID = f"{PROJECT}__ingest"
 @pytest.fixture(scope="module")
 def airflow(stack: Settings) -> AirflowClient:
     client = AirflowClient.from_settings(stack)
-    client.wait_for_dag(DAG_ID, timeout=180)
-    client.unpause(DAG_ID)
+    client.prepare(DAG_ID, timeout=180)
     return client
 
 
@@ -43,8 +41,8 @@ def batches(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(client: AirflowClient, source: str) -> tuple[str, str]:
-    run_id = client.trigger(DAG_ID, {"source": source})
-    return client.follow(DAG_ID, run_id, timeout=600), run_id
+    run_id, state = client.run(DAG_ID, {"source": source}, timeout=600)
+    return state, run_id
 
 
 def failed_log(client: AirflowClient, run_id: str) -> str:
@@ -171,22 +169,16 @@ def test_lakefs_down_mid_run_fails_then_retry_succeeds(
 ) -> None:
     head_before = vc.head(PROJECT, settings=stack)
     run_id = airflow.trigger(DAG_ID, {"source": str(batches / "clean.parquet")})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(DAG_ID, run_id)}
-        if states.get("open_branch") == "success":
-            break
-        time.sleep(0.3)
+    airflow.wait_until(
+        DAG_ID, run_id, lambda states: states.get("open_branch") == "success", timeout=120
+    )
     lakefs_pid = {r["service"]: r["pid"] for r in manager.status(stack)}["lakefs"]
     os.killpg(lakefs_pid, signal.SIGKILL)
     # The running task fails and is scheduled for a retry.
-    deadline = time.monotonic() + 180
-    retried = False
-    while time.monotonic() < deadline and not retried:
-        tis = airflow.task_instances(DAG_ID, run_id)
-        retried = any(ti["state"] == "up_for_retry" for ti in tis)
-        time.sleep(0.5)
-    assert retried, tis
+    states = airflow.wait_until(
+        DAG_ID, run_id, lambda states: "up_for_retry" in states.values(), timeout=180
+    )
+    assert "up_for_retry" in states.values(), states
     manager.up(stack, log=lambda _m: None)
     assert vc.head(PROJECT, settings=stack) == head_before, "nothing partial reached main"
     assert airflow.follow(DAG_ID, run_id, timeout=600) == "success"

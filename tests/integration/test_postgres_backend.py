@@ -52,7 +52,6 @@ def test_airflow_and_mlflow_use_their_postgres_databases(pg_stack: Settings) -> 
 
 def test_platform_check_dag_runs_on_postgres(pg_stack: Settings) -> None:
     client = AirflowClient.from_settings(pg_stack)
-    client.wait_for_dag("platform_check")
-    client.unpause("platform_check")
-    run_id = client.trigger("platform_check")
-    assert client.follow("platform_check", run_id, timeout=300) == "success"
+    client.prepare("platform_check")
+    _, state = client.run("platform_check", timeout=300)
+    assert state == "success"

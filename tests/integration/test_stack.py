@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 
 from mlops_lib.airflow_api import AirflowClient
-from mlops_lib.platform_check import lakefs_client
-from mlops_lib.settings import Settings, settings_env
+from mlops_lib.settings import Settings
 from mlops_lib.stack import manager
 from mlops_lib.stack.procs import StackError, port_in_use
+from mlops_lib.versioning import client as lakefs_client
 
+from .conftest import mlops_cli as cli
 from .conftest import stack_settings
 
 pytestmark = pytest.mark.integration
 
-MLOPS = str(Path(sys.executable).parent / "mlops")
 SERVICES = {
     "lakefs",
     "mlflow",
@@ -32,11 +32,6 @@ SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
 }
-
-
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings_env(settings)}
-    return subprocess.run([MLOPS, *args], env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_status_json_lists_every_service_healthy(stack: Settings) -> None:
@@ -66,10 +61,9 @@ def test_up_twice_starts_nothing_twice(stack: Settings) -> None:
 
 def test_platform_check_dag_runs_on_the_scheduler(stack: Settings) -> None:
     client = AirflowClient.from_settings(stack)
-    client.wait_for_dag("platform_check")
-    client.unpause("platform_check")
-    run_id = client.trigger("platform_check")
-    assert client.follow("platform_check", run_id, timeout=300) == "success"
+    client.prepare("platform_check")
+    run_id, state = client.run("platform_check", timeout=300)
+    assert state == "success"
     states = {ti["task_id"]: ti["state"] for ti in client.task_instances("platform_check", run_id)}
     assert states == {"check_lakefs": "success", "check_mlflow": "success"}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 from mlops_lib.stack import manager
 
-from .conftest import FAULTS_PROJECT
+from .conftest import FAULTS_PROJECT, mlops_cli
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +44,7 @@ def versions_of(stack: Settings, project: str) -> list:
 def airflow(stack: Settings) -> AirflowClient:
     client = AirflowClient.from_settings(stack)
     for dag_id in (INGEST, TRAIN):
-        client.wait_for_dag(dag_id, timeout=180)
-        client.unpause(dag_id)
+        client.prepare(dag_id, timeout=180)
     return client
 
 
@@ -55,8 +53,8 @@ def auto_run(stack: Settings, airflow: AirflowClient, tmp_path_factory) -> dict:
     """Ingest a batch through the DAG and follow the train run its asset event starts."""
     folder = tmp_path_factory.mktemp("train-batches")
     src = demo_data.write(demo_data.generate("clean", seed=201), folder / "clean.parquet")
-    run_id = airflow.trigger(INGEST, {"source": str(src)})
-    assert airflow.follow(INGEST, run_id, timeout=600) == "success"
+    _, state = airflow.run(INGEST, {"source": str(src)}, timeout=600)
+    assert state == "success"
     commit = vc.head(PROJECT, settings=stack)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
@@ -120,20 +118,9 @@ def test_version_is_registered_with_aliases_and_model_card(stack: Settings, auto
 
 def test_lineage_shows_the_chain(stack: Settings, auto_run: dict) -> None:
     import json
-    import subprocess
-    import sys
 
-    from mlops_lib.settings import settings_env
-
-    mlops = str(Path(sys.executable).parent / "mlops")
     version = auto_run["trained"]["version"]
-    proc = subprocess.run(
-        [mlops, "lineage", PROJECT, "--version", str(version), "--json"],
-        env={**os.environ, **settings_env(stack)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = mlops_cli(stack, "lineage", PROJECT, "--version", str(version), "--json")
     assert proc.returncode == 0, proc.stderr
     chain = json.loads(proc.stdout)["chain"]
     assert len(chain) == 1
@@ -150,9 +137,9 @@ def test_losing_challenger_leaves_champion_and_records_why(
 ) -> None:
     client = mlflow_client(stack)
     champion_before = client.get_model_version_by_alias(PROJECT, "champion").version
-    run_id = airflow.trigger(TRAIN)
-    assert airflow.follow(TRAIN, run_id, timeout=900) == "success"
-    tis = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(TRAIN, run_id)}
+    run_id, state = airflow.run(TRAIN, timeout=900)
+    assert state == "success"
+    tis = airflow.task_states(TRAIN, run_id)
     assert tis["promote"] == "skipped"
     decision = xcom(airflow, TRAIN, run_id, "gate")
     assert decision["decision"] == "reject"
@@ -226,22 +213,17 @@ def test_mlflow_down_mid_training_retries_without_duplicate_version(
     stack: Settings, airflow: AirflowClient, auto_run: dict
 ) -> None:
     run_id = airflow.trigger(TRAIN)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(TRAIN, run_id)}
-        if states.get("train") == "running":
-            break
-        time.sleep(0.5)
+    airflow.wait_until(TRAIN, run_id, lambda states: states.get("train") == "running", timeout=300)
     time.sleep(3)  # inside the search: trials are being logged
     pid = {r["service"]: r["pid"] for r in manager.status(stack)}["mlflow"]
     os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 600
-    states = {}
-    while time.monotonic() < deadline:
-        states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(TRAIN, run_id)}
-        if states.get("train") in ("up_for_retry", "failed", "success"):
-            break
-        time.sleep(1)
+    states = airflow.wait_until(
+        TRAIN,
+        run_id,
+        lambda states: states.get("train") in ("up_for_retry", "failed", "success"),
+        timeout=600,
+        poll=1,
+    )
     assert states.get("train") == "up_for_retry", states
     manager.up(stack, log=lambda _m: None)
     assert airflow.follow(TRAIN, run_id, timeout=900) == "success"
@@ -254,11 +236,8 @@ def test_manual_approval_promotes_and_announces_the_champion(
     stack: Settings, airflow: AirflowClient, auto_run: dict
 ) -> None:
     import json
-    import subprocess
-    import sys
 
     from mlops_lib.lineage import lineage_store
-    from mlops_lib.settings import settings_env
     from mlops_lib.training import train
 
     held = train(
@@ -266,29 +245,15 @@ def test_manual_approval_promotes_and_announces_the_champion(
     )
     version = str(held["version"])
     client = mlflow_client(stack)
-    mlops = str(Path(sys.executable).parent / "mlops")
-    env = {**os.environ, **settings_env(stack)}
     # Not held by the gate: approval is refused and nothing moves.
     champion_before = client.get_model_version_by_alias(PROJECT, "champion").version
-    proc = subprocess.run(
-        [mlops, "model", "approve", PROJECT, version],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = mlops_cli(stack, "model", "approve", PROJECT, version)
     assert proc.returncode == 1
     assert f"{PROJECT} v{version} is not awaiting approval" in proc.stderr
     assert client.get_model_version_by_alias(PROJECT, "champion").version == champion_before
 
     client.set_model_version_tag(PROJECT, version, "gate_decision", "awaiting_approval")
-    proc = subprocess.run(
-        [mlops, "model", "approve", PROJECT, version],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = mlops_cli(stack, "model", "approve", PROJECT, version)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert client.get_model_version_by_alias(PROJECT, "champion").version == version
     chain = lineage_store(stack).chain(PROJECT, int(version))

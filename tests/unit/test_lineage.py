@@ -24,26 +24,18 @@ def test_migration_creates_the_tables_and_is_repeatable(tmp_path: Path) -> None:
 
 def test_chain_from_data_commit_to_gate(tmp_path: Path) -> None:
     s = store(tmp_path)
-    first = s.record_dataset(
-        project="p",
-        commit_id="c1",
-        rows=10,
-        schema_hash="h",
-        rule_summary="passed",
-        source="x.csv",
-        partition="d",
-        dag_run_id="r",
-    )
-    again = s.record_dataset(
-        project="p",
-        commit_id="c1",
-        rows=99,
-        schema_hash="h",
-        rule_summary="passed",
-        source="x.csv",
-        partition="d",
-        dag_run_id="r",
-    )
+    dataset = {
+        "project": "p",
+        "commit_id": "c1",
+        "rows": 10,
+        "schema_hash": "h",
+        "rule_summary": "passed",
+        "source": "x.csv",
+        "partition": "d",
+        "dag_run_id": "r",
+    }
+    first = s.record_dataset(**dataset)
+    again = s.record_dataset(**(dataset | {"rows": 99}))
     assert again["id"] == first["id"] and again["rows"] == 10
     s.record_training(
         project="p",
