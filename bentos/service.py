@@ -3,24 +3,42 @@
     bentoml serve service:ModelService --working-dir bentos \
         --arg project=churn --arg model_tag=churn:<tag> --arg model_version=3
 
+(``mlops_lib.serving.package.build_bento`` packages the same service as a Bento whose
+arguments also carry the project spec, so a Bento serves exactly what it was built with.)
+
 ``ModelService`` validates requests against the schema generated from the project spec
-(a malformed request gets HTTP 400 naming each bad field) and hands one DataFrame per
+(a malformed request gets HTTP 400 naming each bad field) and hands one object array per
 request to ``Inference``, whose batchable API lets BentoML's adaptive batching merge
-concurrent requests into one vectorised call of the fitted scikit-learn pipeline.
+concurrent requests into one vectorised call of the fitted scikit-learn pipeline. Every
+served row goes to the prediction log (buffered, flushed in the background to lakeFS).
 """
 
+import json
+import uuid
 from typing import Annotated
 
+import aiohttp
 import bentoml
 import numpy as np
 from pydantic import Field
 
-from mlops_lib.ingest import project_spec
 from mlops_lib.serving.predictor import Predictor
 from mlops_lib.serving.schema import instance_model
+from mlops_lib.spec import ProjectSpec
 
 ARGS = bentoml.use_arguments()
-SPEC = project_spec(ARGS.project)
+
+
+def _spec() -> ProjectSpec:
+    embedded = getattr(ARGS, "spec", None)
+    if embedded:
+        return ProjectSpec.model_validate(json.loads(embedded))
+    from mlops_lib.ingest import project_spec
+
+    return project_spec(ARGS.project)
+
+
+SPEC = _spec()
 Instance = instance_model(SPEC)
 MAX_ROWS = SPEC.serving.max_batch_size
 NAME = SPEC.name.replace("_", "-")
@@ -58,13 +76,43 @@ class ModelService:
     inference = bentoml.depends(Inference)
 
     def __init__(self) -> None:
+        from mlops_lib.serving.prediction_log import PredictionLog, lakefs_shipper, spool_dir
+        from mlops_lib.settings import get_settings
+
+        settings = get_settings()
         self.predictor = Predictor(SPEC, None, version=str(ARGS.model_version))
+        self.prediction_log = PredictionLog(
+            SPEC.name,
+            str(ARGS.model_version),
+            spool_dir(settings, SPEC.name),
+            lakefs_shipper(SPEC.name, settings),
+            flush_seconds=settings.prediction_log_flush_seconds,
+            max_rows=settings.prediction_log_max_rows,
+        ).start()
 
     @bentoml.api(route="/predict")
     async def predict(
         self, instances: Annotated[list[Instance], Field(min_length=1, max_length=MAX_ROWS)]
     ) -> dict:
-        """Predictions (same order as ``instances``), class probabilities and model version."""
-        frame = self.predictor.frame([row.model_dump() for row in instances])
-        scores = await self.inference.to_async.scores(frame.to_numpy(dtype=object))
-        return self.predictor.response(np.asarray(scores))
+        """Predictions (same order as ``instances``), class probabilities, model version and
+        the request id under which the rows are kept in the prediction log."""
+        rows = [row.model_dump() for row in instances]
+        batch = self.predictor.frame(rows).to_numpy(dtype=object)
+        try:
+            scores = await self.inference.to_async.scores(batch)
+        except aiohttp.ClientConnectionError:
+            # BentoML's internal client may reuse a keep-alive connection the dependency
+            # just closed (bentoml/BentoML#4971); scoring is idempotent, so retry once.
+            scores = await self.inference.to_async.scores(batch)
+        scores = np.asarray(scores)
+        out = self.predictor.response(scores)
+        out["request_id"] = uuid.uuid4().hex
+        self.prediction_log.record(
+            out["request_id"], rows, out["predictions"], self.predictor.log_scores(scores)
+        )
+        return out
+
+    @bentoml.on_shutdown
+    def close_prediction_log(self) -> None:
+        """Flush and ship what the prediction log still holds."""
+        self.prediction_log.close()

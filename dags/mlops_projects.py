@@ -1,7 +1,7 @@
 """DAG factory: the DAGs of every project spec in the projects folder.
 
-For each ``projects/<name>.yaml`` it generates ``<name>__ingest`` (and, as the platform
-grows, the train, deploy, monitor and continuous-training DAGs). Tasks only wire: each
+For each ``projects/<name>.yaml`` it generates ``<name>__ingest``, ``<name>__train`` and
+``<name>__deploy``. Tasks only wire: each
 calls one ``mlops_lib`` function and passes references through XCom. A broken spec
 becomes a paused ``<name>__invalid_spec`` DAG whose docs and only task show the errors;
 the other projects are unaffected.
@@ -256,6 +256,94 @@ def build_train(spec: ProjectSpec) -> DAG:
     return train_dag()
 
 
+DEPLOY_DOC = """
+### {name}: deploy
+
+Runs whenever `{name}` gets a new champion (the `{name}_champion` asset: the training DAG's
+`promote`, or `mlops model approve`) and on demand. The project's stable endpoint is
+`{endpoint}` (`/predict`, `/readyz`, `/metrics`, `/docs`).
+
+* `package`: imports `models:/{name}/<champion version>` into the BentoML store and runs
+  `bentoml build` (pinned requirements, the spec and model version baked into the Bento);
+  the Bento tag is recorded as a new deployment in the lineage store;
+* `start`: serves the Bento on a free port until `/readyz` answers;
+* `smoke_test`: {smoke_rows} holdout rows of the model's training commit must get exactly the
+  MLflow model's predictions and probabilities over HTTP;
+* `switch`: points the stable endpoint at the new deployment, then stops and retires the
+  previous one. Every served row goes to the prediction log (lakeFS branch `monitoring`).
+
+**When it fails**
+
+* `start` or `smoke_test` failed: the new Bento never took traffic; the previous deployment
+  keeps serving; the deployment is marked `failed` with the reason
+  (`mlops deploy list {name}`; its server log is `.stack/logs/serving-{name}-<id>.log`).
+  Usually the model does not accept the project's schema or differs from its registry copy.
+* `package` failed with a connection error: MLflow is down; `mlops stack up`, the task retries.
+* To go back to the previous model: `mlops deploy rollback {name}`.
+"""
+
+
+def build_deploy(spec: ProjectSpec) -> DAG:
+    """``<project>__deploy``: package the champion, start, smoke-test, switch."""
+    project = spec.name
+    settings = get_settings()
+
+    @dag(
+        dag_id=f"{project}__deploy",
+        schedule=[champion_asset(spec)],
+        catchup=False,
+        tags=["mlops", "deploy", f"project:{project}", *spec.airflow.tags],
+        doc_md=DEPLOY_DOC.format(
+            name=project,
+            endpoint=f"{settings.serving_base_url}/{project}",
+            smoke_rows=settings.smoke_rows,
+        ),
+        default_args=default_args(spec),
+        max_active_runs=1,
+    )
+    def deploy_dag() -> None:
+        @task
+        def package(**context) -> dict:
+            from mlops_lib.serving.deploy import package as run
+
+            # The champion now, not the one in the event: a newer promotion may have landed.
+            return run(project, dag_run_id=context["run_id"])
+
+        @task(retries=0)
+        def start(built: dict) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from mlops_lib.serving.deploy import DeploymentError
+            from mlops_lib.serving.deploy import start as run
+
+            try:
+                return run(built["id"])
+            except DeploymentError as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        @task(retries=0)
+        def smoke_test(started: dict) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from mlops_lib.serving.deploy import DeploymentError
+            from mlops_lib.serving.deploy import smoke_test as run
+
+            try:
+                return run(started["id"])
+            except DeploymentError as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        @task(retries=0)
+        def switch(checked: dict) -> dict:
+            from mlops_lib.serving.deploy import switch as run
+
+            return run(checked["id"])
+
+        switch(smoke_test(start(package())))
+
+    return deploy_dag()
+
+
 def build_invalid(path: str, error: SpecError) -> DAG:
     """A paused placeholder that shows a broken spec's errors in the UI."""
     stem = Path(path).stem
@@ -285,7 +373,7 @@ def generate(projects_dir: Path) -> dict[str, DAG]:
     specs, errors = discover(projects_dir)
     dags: dict[str, DAG] = {}
     for spec in specs.values():
-        for builder in (build_ingest, build_train):
+        for builder in (build_ingest, build_train, build_deploy):
             built = builder(spec)
             dags[built.dag_id] = built
     for path, error in errors.items():

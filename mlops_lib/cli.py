@@ -132,7 +132,7 @@ def stack_credentials() -> None:
 
 def _print_status(rows: list[dict]) -> None:
     table = Table(title="local stack")
-    for col in ("service", "state", "url", "pid", "log"):
+    for col in ("service", "state", "url", "model", "pid", "log"):
         table.add_column(col)
     for row in rows:
         color = "green" if row["state"] == "healthy" else "red"
@@ -140,6 +140,7 @@ def _print_status(rows: list[dict]) -> None:
             row["service"],
             f"[{color}]{row['state']}[/]",
             row["url"] or "",
+            f"v{row['model_version']}" if row.get("model_version") else "",
             str(row["pid"] or ""),
             row["log"],
         )
@@ -358,9 +359,16 @@ def lineage(project_name: str, version: int | None, as_json: bool) -> None:
     from mlops_lib.lineage import lineage_store
 
     settings = _settings()
-    chain = lineage_store(settings).chain(project_name, version)
+    store = lineage_store(settings)
+    chain = store.chain(project_name, version)
+    deployments = [
+        d
+        for d in store.deployments(project_name)
+        if version is None or d["model_version"] == version
+    ]
     if as_json:
-        click.echo(json.dumps({"project": project_name, "chain": chain}, indent=2, default=str))
+        doc = {"project": project_name, "chain": chain, "deployments": deployments}
+        click.echo(json.dumps(doc, indent=2, default=str))
         return
     if not chain:
         console.print(f"no model versions recorded for {project_name!r}")
@@ -381,6 +389,63 @@ def lineage(project_name: str, version: int | None, as_json: bool) -> None:
         console.print(f"  holdout   {json.dumps(mv['holdout_metrics'])}")
         for d in link["decisions"]:
             console.print(f"  gate      {d['decision']}: {d['reason']}", markup=False)
+        for dep in deployments:
+            if dep["model_version"] == mv["version"]:
+                console.print(
+                    f"  deploy    #{dep['id']} {dep['state']}  bento {dep['bento_tag']}  "
+                    f"{dep['url'] or '-'}  {dep['created_at'][:19]}"
+                    + (f"  {dep['reason']}" if dep["reason"] else ""),
+                    markup=False,
+                )
+
+
+@main.group()
+def deploy() -> None:
+    """Deployments of the projects' models (the `<project>__deploy` DAG makes them)."""
+
+
+@deploy.command("rollback")
+@click.argument("project_name", metavar="PROJECT")
+def deploy_rollback(project_name: str) -> None:
+    """Serve the deployment that was live before the current one again."""
+    from mlops_lib.serving.deploy import DeploymentError, rollback
+
+    settings = _settings()
+    try:
+        out = rollback(project_name, settings)
+    except DeploymentError as exc:
+        _fail(exc)
+    console.print(
+        f"{project_name}: deployment {out['id']} (model v{out['model_version']}, "
+        f"{out['bento_tag']}) serves {out['endpoint']} again; rolled back {out['previous']}"
+    )
+
+
+@deploy.command("list")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def deploy_list(project_name: str, as_json: bool) -> None:
+    """A project's deployments, newest first."""
+    from mlops_lib.lineage import lineage_store
+
+    rows = lineage_store(_settings()).deployments(project_name)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=f"{project_name} deployments")
+    for col in ("id", "state", "model", "bento", "url", "created", "reason"):
+        table.add_column(col)
+    for d in rows:
+        table.add_row(
+            str(d["id"]),
+            d["state"],
+            f"v{d['model_version']}",
+            d["bento_tag"],
+            d["url"],
+            d["created_at"][:19],
+            d["reason"][:80],
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

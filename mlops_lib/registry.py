@@ -29,6 +29,14 @@ def _client(settings: Settings):
     return MlflowClient(settings.mlflow_url)
 
 
+def model_version_tags(
+    project: str, version: int | str, settings: Settings | None = None
+) -> dict[str, str]:
+    """Tags of one registered version (lakefs_commit, gate_*, mlops.run_key, ...)."""
+    mv = _client(settings or get_settings()).get_model_version(project, str(version))
+    return dict(mv.tags or {})
+
+
 def champion_version(project: str, settings: Settings | None = None) -> int | None:
     """Version behind ``@champion``, or None when there is none yet."""
     settings = settings or get_settings()

@@ -98,6 +98,22 @@ class Settings(BaseSettings):
     # Metadata store (lineage); default follows the backend
     lineage_db_url: str | None = None
 
+    # Serving
+    serving_port: int = Field(
+        default=3000, description="Stable endpoint (gateway): http://host:port/<project>/predict."
+    )
+    serving_url: str | None = None
+    serving_start_timeout: float = Field(
+        default=120.0, description="Seconds a new deployment has to become ready."
+    )
+    smoke_rows: int = Field(default=200, ge=1, description="Holdout rows a deployment must match.")
+    prediction_log_flush_seconds: float = Field(
+        default=2.0, gt=0, description="How often served predictions are flushed to lakeFS."
+    )
+    prediction_log_max_rows: int = Field(
+        default=20_000, ge=1, description="Buffered rows that trigger an early flush."
+    )
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def lakefs_url(self) -> str:
@@ -115,6 +131,12 @@ class Settings(BaseSettings):
     def airflow_base_url(self) -> str:
         """Base URL of the Airflow API server and web UI."""
         return (self.airflow_url or f"http://{self.host}:{self.airflow_port}").rstrip("/")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def serving_base_url(self) -> str:
+        """Base URL of the serving gateway (each project under /<project>)."""
+        return (self.serving_url or f"http://{self.host}:{self.serving_port}").rstrip("/")
 
     @property
     def pg_host(self) -> str:

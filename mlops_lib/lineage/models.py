@@ -9,7 +9,7 @@ from sqlalchemy import JSON, DateTime, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
-def _now() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
@@ -32,7 +32,7 @@ class DatasetVersion(Base):
     source: Mapped[str] = mapped_column(Text, default="")
     partition: Mapped[str] = mapped_column(Text, default="")
     dag_run_id: Mapped[str] = mapped_column(String(250), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class TrainingRun(Base):
@@ -53,7 +53,7 @@ class TrainingRun(Base):
     trials: Mapped[int] = mapped_column(Integer, default=0)
     seconds: Mapped[float] = mapped_column(default=0.0)
     trigger: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ModelVersion(Base):
@@ -69,7 +69,7 @@ class ModelVersion(Base):
     mlflow_run_id: Mapped[str] = mapped_column(String(64))
     data_commit: Mapped[str] = mapped_column(String(80))
     holdout_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class GateDecision(Base):
@@ -85,4 +85,30 @@ class GateDecision(Base):
     champion_version: Mapped[int | None] = mapped_column(Integer, default=None)
     challenger_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     champion_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Deployment(Base):
+    """A bento of one model version started for a project's endpoint.
+
+    ``state``: starting -> active (serving behind the project's stable endpoint) ->
+    retired (replaced by a newer one) or rolled_back; failed when it never passed its
+    smoke test. ``activated_at`` marks deployments that once served (rollback targets).
+    """
+
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    bento_tag: Mapped[str] = mapped_column(String(200))
+    model_tag: Mapped[str] = mapped_column(String(200), default="")
+    model_version: Mapped[int] = mapped_column(Integer)
+    model_uri: Mapped[str] = mapped_column(Text, default="")
+    port: Mapped[int | None] = mapped_column(Integer, default=None)
+    url: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(32), default="starting")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    dag_run_id: Mapped[str] = mapped_column(String(250), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -10,7 +10,14 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from mlops_lib.lineage.models import DatasetVersion, GateDecision, ModelVersion, TrainingRun
+from mlops_lib.lineage.models import (
+    DatasetVersion,
+    Deployment,
+    GateDecision,
+    ModelVersion,
+    TrainingRun,
+    utcnow,
+)
 from mlops_lib.settings import Settings, get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -38,8 +45,9 @@ def migrate(url: str) -> None:
 
 def _row(obj: Any) -> dict[str, Any]:
     out = {c.name: getattr(obj, c.name) for c in obj.__table__.columns}
-    if out.get("created_at") is not None:
-        out["created_at"] = out["created_at"].isoformat()
+    for key in ("created_at", "activated_at", "updated_at"):
+        if out.get(key) is not None:
+            out[key] = out[key].isoformat()
     return out
 
 
@@ -121,6 +129,41 @@ class LineageStore:
                     }
                 )
             return out
+
+    def record_deployment(self, **values: Any) -> dict[str, Any]:
+        """A new deployment (state ``starting`` unless given)."""
+        return self._add(Deployment(**values))
+
+    def update_deployment(self, deployment_id: int, **values: Any) -> dict[str, Any]:
+        """Change a deployment's fields (``updated_at`` is set)."""
+        with Session(self.engine) as session, session.begin():
+            dep = session.get(Deployment, deployment_id)
+            if dep is None:
+                raise KeyError(f"no deployment {deployment_id}")
+            for k, v in (values | {"updated_at": utcnow()}).items():
+                setattr(dep, k, v)
+            session.flush()
+            return _row(dep)
+
+    def deployment(self, deployment_id: int) -> dict[str, Any] | None:
+        with Session(self.engine) as session:
+            dep = session.get(Deployment, deployment_id)
+            return _row(dep) if dep else None
+
+    def deployments(
+        self, project: str | None = None, state: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Deployments, newest first (optionally of one project and in one state)."""
+        with Session(self.engine) as session:
+            query = select(Deployment)
+            if project is not None:
+                query = query.where(Deployment.project == project)
+            if state is not None:
+                query = query.where(Deployment.state == state)
+            query = query.order_by(Deployment.id.desc())
+            if limit:
+                query = query.limit(limit)
+            return [_row(r) for r in session.scalars(query).all()]
 
     def datasets(self, project: str) -> list[dict[str, Any]]:
         with Session(self.engine) as session:

@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from mlops_lib.settings import Settings, get_settings, process_env
+from mlops_lib.spec import ProjectSpec
 
-BENTOS_DIR = Path(__file__).resolve().parents[2] / "bentos"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+BENTOS_DIR = PACKAGE_DIR.parent / "bentos"
+# What a Bento's service imports at run time, pinned to this environment (the lock file).
+BENTO_REQUIREMENTS = (
+    "bentoml",
+    "aiohttp",
+    "mlflow",
+    "scikit-learn",
+    "scipy",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "skops",
+    "cloudpickle",
+    "pydantic",
+    "pydantic-settings",
+    "PyYAML",
+    "lakefs",
+    "lakefs-sdk",
+)
+
+
+class PackagingError(RuntimeError):
+    """A Bento could not be built; the message names the project and model."""
 
 
 def use_store(settings: Settings) -> Path:
@@ -37,6 +65,88 @@ def import_model(
         metadata={"model_uri": model_uri},
     )
     return str(model.tag)
+
+
+def requirements() -> list[str]:
+    """``name==version`` of each runtime dependency of a Bento, as installed (locked)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in BENTO_REQUIREMENTS]
+
+
+def bento_name(project: str) -> str:
+    return f"mlops-{project.replace('_', '-')}"
+
+
+def build_bento(
+    spec: ProjectSpec, model_tag: str, version: int | str, settings: Settings | None = None
+) -> str:
+    """``bentoml build`` of the project's service around an imported model; returns the tag.
+
+    The Bento carries the service code, the platform package, pinned requirements and, as
+    Bento arguments, the project, model tag, model version and the spec it was built with.
+    """
+    settings = settings or get_settings()
+    store = use_store(settings)
+    # Staged outside the stack folder: BentoML refuses paths under hidden folders (.stack).
+    with tempfile.TemporaryDirectory(prefix="mlops-bento-") as tmp:
+        ctx = Path(tmp)
+        for name in ("bentofile.yaml", "service.py", "README.md"):
+            shutil.copy(BENTOS_DIR / name, ctx / name)
+        shutil.copytree(
+            PACKAGE_DIR, ctx / "mlops_lib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        (ctx / "requirements.txt").write_text("\n".join(requirements()) + "\n")
+        args = {
+            "project": spec.name,
+            "model_tag": model_tag,
+            "model_version": str(version),
+            "spec": json.dumps(spec.model_dump(mode="json", by_alias=True)),
+        }
+        (ctx / "args.json").write_text(json.dumps(args))
+        cmd = [
+            str(Path(sys.executable).parent / "bentoml"),
+            "build",
+            "-f",
+            str(ctx / "bentofile.yaml"),
+            "--arg-file",
+            str(ctx / "args.json"),
+            "--name",
+            bento_name(spec.name),
+            "--label",
+            f"project={spec.name}",
+            "--label",
+            f"model_version={version}",
+            "--label",
+            f"model_tag={model_tag.replace(':', '_')}",
+            "-o",
+            "tag",
+            str(ctx),
+        ]
+        env = {**process_env(), "BENTOML_HOME": str(store), "BENTOML_DO_NOT_TRACK": "True"}
+        proc = subprocess.run(cmd, cwd=ctx, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PackagingError(
+            f"bentoml build of {spec.name} v{version} ({model_tag}) failed:\n"
+            f"{(proc.stdout + proc.stderr)[-3000:]}"
+        )
+    tags = [ln.split("__tag__:", 1)[1] for ln in proc.stdout.splitlines() if "__tag__:" in ln]
+    if not tags:
+        raise PackagingError(f"bentoml build of {spec.name} printed no tag:\n{proc.stdout[-2000:]}")
+    return tags[-1].strip()
+
+
+def serve_bento_command(bento_tag: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    """``bentoml serve`` of a built Bento (its arguments come from the Bento)."""
+    return [
+        str(Path(sys.executable).parent / "bentoml"),
+        "serve",
+        bento_tag,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
 
 
 def serve_command(project: str, model_tag: str, version: int | str, port: int) -> list[str]:

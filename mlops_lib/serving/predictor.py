@@ -61,3 +61,10 @@ class Predictor:
         else:
             out["predictions"] = [float(v) for v in scores]
         return out
+
+    def log_scores(self, scores: np.ndarray) -> list[float]:
+        """One number per row for the prediction log: the probability of the last class
+        (the positive one of a binary classifier), else the prediction."""
+        if scores.ndim == 2:
+            return scores[:, -1].astype(float).tolist()
+        return scores.astype(float).tolist()

@@ -25,6 +25,7 @@ SERVICE_NAMES = (
     "postgres",
     "lakefs",
     "mlflow",
+    "serving-gateway",
     "airflow-api-server",
     *(f"airflow-{c}" for c in AIRFLOW_COMPONENTS),
 )
@@ -237,6 +238,18 @@ def services(settings: Settings) -> list[Service]:
         )
     )
 
+    out.append(
+        Service(
+            name="serving-gateway",
+            port=settings.serving_port,
+            url=settings.serving_base_url,
+            command=lambda: [sys.executable, "-m", "mlops_lib.serving.gateway"],
+            health=lambda: http_ok(f"{settings.serving_base_url}/healthz"),
+            env=lambda: base_env(settings),
+            health_url=f"{settings.serving_base_url}/healthz",
+        )
+    )
+
     def af_env() -> dict[str, str]:
         return airflow_env(settings)
 
@@ -360,11 +373,18 @@ def up(settings: Settings, *, log: Log = print) -> list[dict]:
         for name in reversed(started):
             procs[name].stop()
         raise
+    # Deployments that were serving before a stop or crash come back behind the gateway.
+    from mlops_lib.serving import deploy
+
+    deploy.restore(settings, log_line=log)
     return status(settings)
 
 
 def down(settings: Settings, *, log: Log = print) -> dict[str, str]:
-    """Stop what `up` started (by pid file), dependants first."""
+    """Stop what `up` started (by pid file), dependants first; deployments before all."""
+    from mlops_lib.serving import deploy
+
+    deploy.stop_all(settings, log_line=log)
     result = {}
     for name in reversed(SERVICE_NAMES):
         outcome = _proc(settings, name).stop()
@@ -394,7 +414,25 @@ def status(settings: Settings) -> list[dict]:
                 "log": str(proc.log_file),
             }
         )
-    return rows
+    return rows + _serving_status(settings)
+
+
+def _serving_status(settings: Settings) -> list[dict]:
+    """Each project's endpoint and served model version (nothing when none is deployed)."""
+    from mlops_lib.serving import deploy
+
+    try:
+        return deploy.status(settings)
+    except Exception as exc:  # the metadata store may be down with the stack
+        return [
+            {
+                "service": "serving",
+                "state": f"unknown ({type(exc).__name__})",
+                "url": None,
+                "pid": None,
+                "log": "",
+            }
+        ]
 
 
 def wait_all_healthy(settings: Settings, timeout: float = 60.0) -> list[dict]:

@@ -1,0 +1,396 @@
+"""Deployments: package the champion as a Bento, start it, smoke-test it, switch to it.
+
+Each step is one function the ``<project>__deploy`` DAG calls with a deployment id:
+
+* ``package``: import ``models:/<project>/<champion version>`` into the BentoML store,
+  ``bentoml build`` it, record a deployment (state ``built``) with the Bento tag;
+* ``start``: serve the Bento on a free port until ``/readyz`` (state ``starting``);
+* ``smoke_test``: holdout rows of the model's training commit must get exactly the MLflow
+  model's predictions through HTTP;
+* ``switch``: point the project's stable endpoint (the gateway) at it (state ``active``),
+  stop and retire the previous deployment.
+
+A failed ``start`` or ``smoke_test`` stops the candidate and marks it ``failed`` with the
+reason; the route is untouched, so the previous deployment keeps serving. ``rollback``
+returns to the last deployment that served before the current one, ``restore`` brings the
+active deployments back after a stop or crash (`mlops stack up`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from mlops_lib.serving.gateway import read_routes, write_route
+from mlops_lib.settings import Settings, get_settings
+from mlops_lib.stack.procs import ManagedProcess, StackError, free_port, http_ok, port_in_use
+
+log = logging.getLogger(__name__)
+Log = Callable[[str], None]
+
+BUILT, STARTING, ACTIVE, RETIRED, FAILED, ROLLED_BACK = (
+    "built",
+    "starting",
+    "active",
+    "retired",
+    "failed",
+    "rolled_back",
+)
+
+
+class DeploymentError(RuntimeError):
+    """A deployment could not go live; the message names project, deployment and cause."""
+
+
+def _store(settings: Settings):
+    from mlops_lib.lineage import lineage_store
+
+    return lineage_store(settings)
+
+
+def process(settings: Settings, deployment: dict[str, Any]) -> ManagedProcess:
+    """The supervised ``bentoml serve`` process of one deployment."""
+    name = f"serving-{deployment['project']}-{deployment['id']}"
+    return ManagedProcess(name, settings.stack_dir / "run", settings.stack_dir / "logs")
+
+
+def endpoint(settings: Settings, project: str) -> str:
+    """The project's stable URL (prefix of /predict, /readyz, /metrics, ...)."""
+    return f"{settings.serving_base_url}/{project}"
+
+
+def _describe(dep: dict[str, Any]) -> str:
+    return (
+        f"deployment {dep['id']} of {dep['project']} (v{dep['model_version']}, {dep['bento_tag']})"
+    )
+
+
+def _get(deployment_id: int, settings: Settings) -> dict[str, Any]:
+    dep = _store(settings).deployment(int(deployment_id))
+    if dep is None:
+        raise DeploymentError(f"no deployment {deployment_id}")
+    return dep
+
+
+def _fail(dep: dict[str, Any], reason: str, settings: Settings) -> DeploymentError:
+    """Stop a candidate, mark it failed; the route (old deployment) is left alone."""
+    process(settings, dep).stop()
+    _store(settings).update_deployment(dep["id"], state=FAILED, reason=reason)
+    log.error("%s failed: %s", _describe(dep), reason)
+    return DeploymentError(f"{_describe(dep)} failed: {reason}")
+
+
+def package(
+    project: str,
+    version: int | None = None,
+    *,
+    dag_run_id: str = "",
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Import the champion (or ``version``) into the Bento store and build its Bento."""
+    from mlops_lib.ingest import project_spec
+    from mlops_lib.registry import champion_version
+    from mlops_lib.serving.package import build_bento, import_model
+
+    settings = settings or get_settings()
+    spec = project_spec(project, settings)
+    if version is None:
+        version = champion_version(project, settings)
+        if version is None:
+            raise DeploymentError(f"model {project!r} has no champion to deploy")
+    store = _store(settings)
+    # A candidate left behind by an interrupted deploy run never went live: retire it.
+    for stale in store.deployments(project):
+        if stale["state"] in (BUILT, STARTING):
+            _fail(stale, "superseded by a newer deployment before it went live", settings)
+    model_uri = f"models:/{project}/{version}"
+    model_tag = import_model(project, model_uri, version, settings)
+    bento_tag = build_bento(spec, model_tag, version, settings)
+    dep = store.record_deployment(
+        project=project,
+        bento_tag=bento_tag,
+        model_tag=model_tag,
+        model_version=int(version),
+        model_uri=model_uri,
+        url="",
+        state=BUILT,
+        reason="",
+        dag_run_id=dag_run_id,
+    )
+    log.info("%s: built bento %s from %s (model %s)", project, bento_tag, model_uri, model_tag)
+    return _ref(dep)
+
+
+def _ref(dep: dict[str, Any]) -> dict[str, Any]:
+    """What a DAG passes on: ids and tags, no data."""
+    keys = ("id", "project", "bento_tag", "model_version", "model_uri", "port", "url", "state")
+    return {k: dep[k] for k in keys}
+
+
+def _serve(dep: dict[str, Any], port: int, settings: Settings) -> None:
+    """Start the Bento on a port and wait for /readyz (raises StackError)."""
+    from mlops_lib.serving.package import serve_bento_command, serve_env, use_store
+
+    use_store(settings)
+    proc = process(settings, dep)
+    proc.start(
+        serve_bento_command(dep["bento_tag"], port, settings.host),
+        env=serve_env(settings),
+        cwd=settings.stack_dir,
+    )
+    url = f"http://{settings.host}:{port}"
+    proc.wait_healthy(lambda: http_ok(f"{url}/readyz"), settings.serving_start_timeout)
+
+
+def start(deployment_id: int, settings: Settings | None = None) -> dict[str, Any]:
+    """Serve a built deployment on a free port; ready when its /readyz answers."""
+    settings = settings or get_settings()
+    dep = _get(deployment_id, settings)
+    port = free_port(settings.host)
+    url = f"http://{settings.host}:{port}"
+    dep = _store(settings).update_deployment(dep["id"], state=STARTING, port=port, url=url)
+    try:
+        _serve(dep, port, settings)
+    except StackError as exc:
+        raise _fail(dep, f"did not become ready: {exc}", settings) from exc
+    log.info("%s: serving on %s (log %s)", _describe(dep), url, process(settings, dep).log_file)
+    return _ref(dep)
+
+
+def smoke_rows(project: str, version: int, n: int, settings: Settings) -> list[dict[str, Any]]:
+    """Raw feature rows of the holdout of the commit the version was trained on."""
+    from mlops_lib.ingest import project_spec
+    from mlops_lib.registry import model_version_tags
+    from mlops_lib.training import check_trainable, load_data, split
+
+    spec = project_spec(project, settings)
+    commit = model_version_tags(project, version, settings).get("lakefs_commit")
+    if not commit:
+        raise DeploymentError(f"{project} v{version} has no lakefs_commit tag (no holdout)")
+    df = load_data(project, commit, settings)
+    check_trainable(df, spec, commit)
+    _, holdout = split(df, spec)
+    rows = holdout[spec.features].head(n)
+    return json.loads(rows.to_json(orient="records", date_format="iso"))
+
+
+def smoke_test(deployment_id: int, settings: Settings | None = None) -> dict[str, Any]:
+    """The candidate must answer holdout rows exactly as the MLflow model does."""
+    import httpx
+    import mlflow
+    import mlflow.sklearn
+    import numpy as np
+    import pandas as pd
+
+    from mlops_lib.features import model_input
+    from mlops_lib.ingest import project_spec
+    from mlops_lib.serving.predictor import Predictor
+
+    settings = settings or get_settings()
+    dep = _get(deployment_id, settings)
+    project = dep["project"]
+    spec = project_spec(project, settings)
+    try:
+        rows = smoke_rows(project, dep["model_version"], settings.smoke_rows, settings)
+        mlflow.set_tracking_uri(settings.mlflow_url)
+        model = mlflow.sklearn.load_model(dep["model_uri"])
+        predictor = Predictor(spec, model, version=str(dep["model_version"]))
+        expected = predictor.response(predictor.scores(model_input(pd.DataFrame(rows), spec)))
+    except Exception as exc:
+        raise _fail(dep, f"smoke test could not prepare: {exc}", settings) from exc
+    served: dict[str, list] = {"predictions": [], "probabilities": []}
+    step = spec.serving.max_batch_size
+    with httpx.Client(base_url=dep["url"], timeout=60, trust_env=False) as http:
+        for i in range(0, len(rows), step):
+            try:
+                resp = http.post("/predict", json={"instances": rows[i : i + step]})
+            except httpx.HTTPError as exc:
+                raise _fail(dep, f"smoke test request failed: {exc}", settings) from exc
+            if resp.status_code != 200:
+                raise _fail(
+                    dep,
+                    f"smoke test: /predict answered {resp.status_code} on holdout rows "
+                    f"{i}-{i + step - 1}: {resp.text[:500]}",
+                    settings,
+                )
+            body = resp.json()
+            if body.get("model_version") != str(dep["model_version"]):
+                raise _fail(
+                    dep,
+                    f"smoke test: served model version {body.get('model_version')!r}, "
+                    f"expected {dep['model_version']}",
+                    settings,
+                )
+            for key in served:
+                served[key].extend(body.get(key) or [])
+    if served["predictions"] != expected["predictions"]:
+        diff = sum(
+            a != b for a, b in zip(served["predictions"], expected["predictions"], strict=False)
+        )
+        raise _fail(
+            dep,
+            f"smoke test: {diff} of {len(rows)} holdout predictions differ from the MLflow "
+            f"model's ({dep['model_uri']})",
+            settings,
+        )
+    max_diff = 0.0
+    if expected.get("probabilities"):
+        names = list(expected["probabilities"][0])
+        got = np.array([[p[c] for c in names] for p in served["probabilities"]])
+        want = np.array([[p[c] for c in names] for p in expected["probabilities"]])
+        max_diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+        if max_diff > 1e-9:
+            raise _fail(
+                dep,
+                f"smoke test: probabilities differ from the MLflow model's by up to {max_diff:.3g}",
+                settings,
+            )
+    log.info("%s: smoke test passed on %d holdout rows", _describe(dep), len(rows))
+    return {"id": dep["id"], "rows": len(rows), "max_abs_diff": max_diff}
+
+
+def _activate(dep: dict[str, Any], settings: Settings, retire_as: str, reason: str) -> dict:
+    """Route the project to ``dep`` and stop whatever served before."""
+    store = _store(settings)
+    previous = [d for d in store.deployments(dep["project"], ACTIVE) if d["id"] != dep["id"]]
+    write_route(
+        settings.stack_dir,
+        dep["project"],
+        {
+            "port": dep["port"],
+            "deployment": dep["id"],
+            "model_version": dep["model_version"],
+            "bento_tag": dep["bento_tag"],
+        },
+    )
+    now = datetime.now(UTC)
+    active = store.update_deployment(dep["id"], state=ACTIVE, activated_at=now, reason=reason)
+    for old in previous:
+        process(settings, old).stop()
+        store.update_deployment(
+            old["id"], state=retire_as, reason=f"replaced by deployment {dep['id']}"
+        )
+    log.info(
+        "%s: %s now serves %s (replaced %s)",
+        dep["project"],
+        _describe(dep),
+        endpoint(settings, dep["project"]),
+        [d["id"] for d in previous] or "nothing",
+    )
+    out = _ref(active)
+    out["previous"] = [d["id"] for d in previous]
+    out["endpoint"] = endpoint(settings, dep["project"])
+    return out
+
+
+def switch(deployment_id: int, settings: Settings | None = None) -> dict[str, Any]:
+    """Make a smoke-tested deployment the project's stable endpoint; stop the old one."""
+    settings = settings or get_settings()
+    dep = _get(deployment_id, settings)
+    if dep["state"] != STARTING or not process(settings, dep).is_running():
+        raise DeploymentError(f"{_describe(dep)} is {dep['state']}, not a running candidate")
+    return _activate(dep, settings, RETIRED, "")
+
+
+def rollback(project: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Serve the last deployment that was live before the current one again."""
+    settings = settings or get_settings()
+    store = _store(settings)
+    current = store.deployments(project, ACTIVE)
+    if not current:
+        raise DeploymentError(f"{project} has no active deployment to roll back from")
+    candidates = [
+        d
+        for d in store.deployments(project, RETIRED)
+        if d["activated_at"] and d["id"] < current[0]["id"]
+    ]
+    if not candidates:
+        raise DeploymentError(
+            f"{project} has no earlier deployment that served (current: {_describe(current[0])})"
+        )
+    target = candidates[0]
+    port = free_port(settings.host)
+    target = store.update_deployment(target["id"], port=port, url=f"http://{settings.host}:{port}")
+    try:
+        _serve(target, port, settings)
+    except StackError as exc:
+        process(settings, target).stop()
+        raise DeploymentError(
+            f"rollback of {project}: {_describe(target)} did not start: {exc}; "
+            f"{_describe(current[0])} keeps serving"
+        ) from exc
+    return _activate(target, settings, ROLLED_BACK, f"rollback from deployment {current[0]['id']}")
+
+
+def restore(settings: Settings | None = None, *, log_line: Log = print) -> list[dict[str, Any]]:
+    """Start every active deployment whose process is gone (after `stack down` or a crash)."""
+    settings = settings or get_settings()
+    store = _store(settings)
+    restored = []
+    for dep in store.deployments(state=ACTIVE):
+        proc = process(settings, dep)
+        if proc.is_running():
+            continue
+        port = dep["port"]
+        if not port or port_in_use(settings.host, port):
+            port = free_port(settings.host)
+            dep = store.update_deployment(
+                dep["id"], port=port, url=f"http://{settings.host}:{port}"
+            )
+        log_line(f"serving/{dep['project']}: restoring {_describe(dep)} on port {port}")
+        try:
+            _serve(dep, port, settings)
+        except StackError as exc:
+            proc.stop()
+            log_line(f"serving/{dep['project']}: could not restore: {exc}")
+            continue
+        write_route(
+            settings.stack_dir,
+            dep["project"],
+            {
+                "port": port,
+                "deployment": dep["id"],
+                "model_version": dep["model_version"],
+                "bento_tag": dep["bento_tag"],
+            },
+        )
+        restored.append(_ref(dep))
+    return restored
+
+
+def stop_all(settings: Settings, *, log_line: Log = print) -> None:
+    """Stop every deployment process (their states stay; `stack up` restores them)."""
+    for pid_file in sorted((settings.stack_dir / "run").glob("serving-*.pid")):
+        proc = ManagedProcess(
+            pid_file.stem, settings.stack_dir / "run", settings.stack_dir / "logs"
+        )
+        log_line(f"{pid_file.stem}: {proc.stop()}")
+
+
+def status(settings: Settings) -> list[dict[str, Any]]:
+    """One row per project with an active deployment: endpoint, version, health."""
+    routes = read_routes(settings.stack_dir)
+    rows = []
+    for dep in _store(settings).deployments(state=ACTIVE):
+        proc = process(settings, dep)
+        pid = proc.read_pid()
+        healthy = pid is not None and http_ok(f"{dep['url']}/readyz")
+        routed = routes.get(dep["project"], {}).get("deployment") == dep["id"]
+        rows.append(
+            {
+                "service": f"serving/{dep['project']}",
+                "state": "healthy"
+                if healthy and routed
+                else ("stopped" if pid is None else "unhealthy"),
+                "url": endpoint(settings, dep["project"]),
+                "pid": pid,
+                "log": str(proc.log_file),
+                "model_version": dep["model_version"],
+                "bento_tag": dep["bento_tag"],
+                "deployment": dep["id"],
+            }
+        )
+    return rows

@@ -1,0 +1,224 @@
+"""The prediction log: every served row, its prediction, request id and time, for monitoring.
+
+The request path only appends to an in-memory buffer. A background thread writes the
+buffer to Parquet files in a local spool folder (one file per hour window, written
+atomically) and ships spooled files to the project's lakeFS repository, branch
+``monitoring``, under ``monitoring/<project>/predictions/date=YYYY-MM-DD/hour=HH/``.
+A file leaves the spool only after lakeFS accepted it, so a lakeFS outage delays the log
+but loses nothing; ``close()`` (the service's shutdown hook) flushes what is left.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MONITORING_BRANCH = "monitoring"
+Ship = Callable[[str, bytes], None]
+
+
+def predictions_prefix(project: str) -> str:
+    """lakeFS prefix of a project's prediction log."""
+    return f"monitoring/{project}/predictions/"
+
+
+def window_path(project: str, hour: datetime, name: str) -> str:
+    """Object path of one spooled file in its hourly window."""
+    return f"{predictions_prefix(project)}date={hour:%Y-%m-%d}/hour={hour:%H}/{name}"
+
+
+@dataclass
+class _Entry:
+    request_id: str
+    ts: float
+    rows: list[dict[str, Any]]
+    predictions: list[Any]
+    scores: list[float]
+
+
+class PredictionLog:
+    """Buffered, background-flushed log of served predictions."""
+
+    def __init__(
+        self,
+        project: str,
+        model_version: str,
+        spool_dir: Path,
+        ship: Ship | None,
+        *,
+        flush_seconds: float = 2.0,
+        max_rows: int = 20_000,
+    ) -> None:
+        self.project = project
+        self.model_version = str(model_version)
+        self.spool_dir = Path(spool_dir)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.ship = ship
+        self.flush_seconds = flush_seconds
+        self.max_rows = max_rows
+        self._buffer: list[_Entry] = []
+        self._rows = 0
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seq = itertools.count()
+        self.shipped_files = 0
+
+    # request path ------------------------------------------------------------------
+    def record(
+        self,
+        request_id: str,
+        rows: list[dict[str, Any]],
+        predictions: list[Any],
+        scores: list[float],
+    ) -> None:
+        """Append one request's rows and outputs (O(1); no I/O)."""
+        entry = _Entry(request_id, time.time(), rows, predictions, scores)
+        with self._lock:
+            self._buffer.append(entry)
+            self._rows += len(rows)
+            full = self._rows >= self.max_rows
+        if full:
+            self._wake.set()
+
+    # background --------------------------------------------------------------------
+    def start(self) -> PredictionLog:
+        """Start the background flusher (idempotent); spooled leftovers are shipped first."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"prediction-log-{self.project}", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+                self.ship_pending()
+            except Exception:  # the log must never stop the service
+                log.exception("prediction log flush failed; retrying on the next tick")
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Stop the flusher, write what is buffered and ship it; returns files left spooled."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.flush()
+        deadline = time.monotonic() + timeout
+        while self.pending() and time.monotonic() < deadline:
+            if self.ship_pending() == 0:
+                time.sleep(0.5)
+        left = len(self.pending())
+        if left:
+            log.warning(
+                "%d prediction log files stay in %s until lakeFS is back", left, self.spool_dir
+            )
+        return left
+
+    # spool -------------------------------------------------------------------------
+    def flush(self) -> list[Path]:
+        """Write the buffered entries to spool files (one per hour window)."""
+        with self._flush_lock:
+            with self._lock:
+                entries, self._buffer, self._rows = self._buffer, [], 0
+            if not entries:
+                return []
+            frame = self.frame(entries)
+            written = []
+            hours = frame["ts"].dt.floor("h")
+            for hour, part in frame.groupby(hours, sort=True):
+                name = f"{hour:%Y%m%dT%H}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{next(self._seq)}"
+                final = self.spool_dir / f"{name}.parquet"
+                tmp = final.with_suffix(".tmp")
+                part.reset_index(drop=True).to_parquet(tmp, index=False)
+                os.replace(tmp, final)
+                written.append(final)
+            return written
+
+    def frame(self, entries: list[_Entry]):
+        """Rows of the entries as one frame: ids, time, version, features, outputs."""
+        import pandas as pd
+
+        records = []
+        for e in entries:
+            for i, (row, pred, score) in enumerate(
+                zip(e.rows, e.predictions, e.scores, strict=True)
+            ):
+                records.append(
+                    {
+                        "request_id": e.request_id,
+                        "row": i,
+                        "ts": e.ts,
+                        **row,
+                        "prediction": pred,
+                        "score": score,
+                    }
+                )
+        frame = pd.DataFrame.from_records(records)
+        frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
+        frame.insert(3, "model_version", self.model_version)
+        return frame
+
+    def pending(self) -> list[Path]:
+        """Spooled files not yet accepted by lakeFS, oldest first."""
+        return sorted(self.spool_dir.glob("*.parquet"))
+
+    def ship_pending(self) -> int:
+        """Upload spooled files; each is removed once stored. Returns how many were shipped."""
+        if self.ship is None:
+            return 0
+        shipped = 0
+        for path in self.pending():
+            hour = datetime.strptime(path.name[:11], "%Y%m%dT%H").replace(tzinfo=UTC)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:  # shipped by another worker meanwhile
+                continue
+            try:
+                self.ship(window_path(self.project, hour, path.name), data)
+            except Exception as exc:  # keep the file, try again later
+                log.warning("prediction log: cannot ship %s yet: %s", path.name, exc)
+                break
+            path.unlink(missing_ok=True)
+            shipped += 1
+        self.shipped_files += shipped
+        return shipped
+
+
+def lakefs_shipper(project: str, settings: Any = None) -> Ship:
+    """Upload to the project's ``monitoring`` branch (created from main on first use)."""
+    from mlops_lib import versioning as vc
+
+    ready = False
+
+    def ship(path: str, data: bytes) -> None:
+        nonlocal ready
+        if not ready:
+            repo = vc.repository(project, settings)
+            repo.branch(MONITORING_BRANCH).create(source_reference=vc.MAIN, exist_ok=True)
+            ready = True
+        vc.upload(project, MONITORING_BRANCH, path, data, "application/octet-stream", settings)
+
+    return ship
+
+
+def spool_dir(settings: Any, project: str) -> Path:
+    """Local spool folder of a project's prediction log."""
+    return Path(settings.stack_dir) / "serving" / project / "prediction-log"
