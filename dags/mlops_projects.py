@@ -276,7 +276,7 @@ Runs whenever `{name}` gets a new champion (the `{name}_champion` asset: the tra
 
 * `start` or `smoke_test` failed: the new Bento never took traffic; the previous deployment
   keeps serving; the deployment is marked `failed` with the reason
-  (`mlops deploy list {name}`; its server log is `.stack/logs/serving-{name}-<id>.log`).
+  (`mlops deploy list {name}`; its server log is `.stack/logs/deployment-{name}-<id>.log`).
   Usually the model does not accept the project's schema or differs from its registry copy.
 * `package` failed with a connection error: MLflow is down; `mlops stack up`, the task retries.
 * To go back to the previous model: `mlops deploy rollback {name}`.

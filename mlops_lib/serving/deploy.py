@@ -53,7 +53,7 @@ def _store(settings: Settings):
 
 def process(settings: Settings, deployment: dict[str, Any]) -> ManagedProcess:
     """The supervised ``bentoml serve`` process of one deployment."""
-    name = f"serving-{deployment['project']}-{deployment['id']}"
+    name = f"deployment-{deployment['project']}-{deployment['id']}"
     return ManagedProcess(name, settings.stack_dir / "run", settings.stack_dir / "logs")
 
 
@@ -195,12 +195,8 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> dict[str
     spec = project_spec(project, settings)
     try:
         rows = smoke_rows(project, dep["model_version"], settings.smoke_rows, settings)
-        mlflow.set_tracking_uri(settings.mlflow_url)
-        model = mlflow.sklearn.load_model(dep["model_uri"])
-        predictor = Predictor(spec, model, version=str(dep["model_version"]))
-        expected = predictor.response(predictor.scores(model_input(pd.DataFrame(rows), spec)))
     except Exception as exc:
-        raise _fail(dep, f"smoke test could not prepare: {exc}", settings) from exc
+        raise _fail(dep, f"smoke test has no holdout rows: {exc}", settings) from exc
     served: dict[str, list] = {"predictions": [], "probabilities": []}
     step = spec.serving.max_batch_size
     with httpx.Client(base_url=dep["url"], timeout=60, trust_env=False) as http:
@@ -226,6 +222,13 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> dict[str
                 )
             for key in served:
                 served[key].extend(body.get(key) or [])
+    try:
+        mlflow.set_tracking_uri(settings.mlflow_url)
+        model = mlflow.sklearn.load_model(dep["model_uri"])
+        predictor = Predictor(spec, model, version=str(dep["model_version"]))
+        expected = predictor.response(predictor.scores(model_input(pd.DataFrame(rows), spec)))
+    except Exception as exc:
+        raise _fail(dep, f"smoke test: the MLflow model itself fails: {exc}", settings) from exc
     if served["predictions"] != expected["predictions"]:
         diff = sum(
             a != b for a, b in zip(served["predictions"], expected["predictions"], strict=False)
@@ -363,7 +366,7 @@ def restore(settings: Settings | None = None, *, log_line: Log = print) -> list[
 
 def stop_all(settings: Settings, *, log_line: Log = print) -> None:
     """Stop every deployment process (their states stay; `stack up` restores them)."""
-    for pid_file in sorted((settings.stack_dir / "run").glob("serving-*.pid")):
+    for pid_file in sorted((settings.stack_dir / "run").glob("deployment-*.pid")):
         proc = ManagedProcess(
             pid_file.stem, settings.stack_dir / "run", settings.stack_dir / "logs"
         )

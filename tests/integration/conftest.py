@@ -18,6 +18,7 @@ from mlops_lib.stack.procs import free_port
 REPO = Path(__file__).resolve().parents[2]
 MLOPS = str(Path(sys.executable).parent / "mlops")
 FAULTS_PROJECT = "churn_faults"
+DEPLOY_PROJECT = "churn_deploy"
 
 
 def test_projects(folder: Path) -> Path:
@@ -30,7 +31,8 @@ def test_projects(folder: Path) -> Path:
         budget={"trials": 3, "seconds": 900}, max_train_rows=10_000, min_rows=1000
     )
     (folder / "churn.yaml").write_text(yaml.safe_dump(spec))
-    (folder / f"{FAULTS_PROJECT}.yaml").write_text(yaml.safe_dump(spec | {"name": FAULTS_PROJECT}))
+    for name in (FAULTS_PROJECT, DEPLOY_PROJECT):
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec | {"name": name}))
     return folder
 
 
@@ -51,6 +53,7 @@ def stack_settings(stack_dir: Path, **extra: object) -> Settings:
         # Airflow also uses the two ports after the API port for its log servers.
         airflow_port=_free_port_run(3),
         postgres_port=free_port(),
+        serving_port=free_port(),
         **extra,
     )
 

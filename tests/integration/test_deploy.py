@@ -1,0 +1,257 @@
+"""Deployments on the real stack: champion asset -> deploy DAG -> gateway, failure, rollback.
+
+The tests run in file order and share one project: v1 goes live, a broken v2 fails its smoke
+test while v1 keeps serving, v3 replaces v1, rollback returns to v1, a killed deployment
+comes back with `stack up`, and the prediction log reaches lakeFS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from mlops_lib import demo_data
+from mlops_lib import versioning as vc
+from mlops_lib.airflow_api import AirflowClient
+from mlops_lib.settings import Settings
+from mlops_lib.stack import manager
+
+from .conftest import DEPLOY_PROJECT, mlops_cli
+
+pytestmark = pytest.mark.integration
+PROJECT = DEPLOY_PROJECT
+DEPLOY = f"{PROJECT}__deploy"
+
+
+@pytest.fixture(scope="module")
+def world(stack: Settings, tmp_path_factory) -> dict:
+    """A clean batch on lakeFS main and the deploy DAG unpaused."""
+    from mlops_lib.ingest import ingest_now, project_spec
+
+    folder = tmp_path_factory.mktemp("deploy-data")
+    src = demo_data.write(demo_data.generate("clean", rows=4000, seed=501), folder / "b.parquet")
+    published = ingest_now(PROJECT, source=str(src), settings=stack)
+    airflow = AirflowClient.from_settings(stack)
+    airflow.prepare(DEPLOY, timeout=180)
+    return {
+        "commit": published["commit_id"],
+        "spec": project_spec(PROJECT, stack),
+        "airflow": airflow,
+        "responses": [],
+    }
+
+
+def register(stack: Settings, world: dict, *, seed: int, broken: bool = False) -> int:
+    """Log and register a model trained on the batch (tagged with its commit, as training does).
+
+    ``broken``: the pipeline also expects a column the project does not have, so it cannot
+    score the project's requests (a package that must never go live).
+    """
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_lib.features import build_pipeline, model_input
+    from mlops_lib.training import pip_requirements, trusted_types
+
+    spec = world["spec"]
+    df = demo_data.generate("clean", rows=3000, seed=seed)
+    x = model_input(df, spec)
+    model = build_pipeline(spec, LogisticRegression(max_iter=500 + seed % 7))
+    if broken:
+        from sklearn.compose import ColumnTransformer
+        from sklearn.pipeline import Pipeline
+
+        x = x.assign(planet=1.0)
+        model = Pipeline(
+            [
+                (
+                    "needs_planet",
+                    ColumnTransformer(
+                        [("keep", "passthrough", ["planet"])], remainder="passthrough"
+                    ),
+                ),
+                ("model", LogisticRegression(max_iter=200)),
+            ]
+        )
+        x = x.select_dtypes("number")
+    model.fit(x, df["churned"])
+    mlflow.set_tracking_uri(stack.mlflow_url)
+    mlflow.set_experiment(f"{PROJECT}-deploy-test")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            sk_model=model,
+            name="model",
+            pip_requirements=pip_requirements(),
+            serialization_format="skops",
+            skops_trusted_types=trusted_types(model),
+        )
+    mv = mlflow.register_model(info.model_uri, PROJECT, tags={"lakefs_commit": world["commit"]})
+    return int(mv.version)
+
+
+def promote_and_deploy(stack: Settings, world: dict, version: int) -> tuple[str, str]:
+    """Move @champion by hand and announce it, as `mlops model approve` does; follow the
+    deploy run the asset event starts. Returns (run id, final state)."""
+    from mlflow.tracking import MlflowClient
+
+    airflow: AirflowClient = world["airflow"]
+    since = datetime.now(UTC).isoformat()
+    MlflowClient(stack.mlflow_url).set_registered_model_alias(PROJECT, "champion", str(version))
+    airflow.emit_asset_event(f"{PROJECT}_champion", {"version": version})
+    run_id = airflow.wait_for_asset_run(DEPLOY, since=since, timeout=180)
+    return run_id, airflow.follow(DEPLOY, run_id, timeout=600)
+
+
+def endpoint(stack: Settings) -> str:
+    return f"{stack.serving_base_url}/{PROJECT}"
+
+
+def rows(world: dict, n: int, seed: int) -> list[dict]:
+    df = demo_data.generate("clean", rows=n, seed=seed)[world["spec"].features]
+    return json.loads(df.to_json(orient="records", date_format="iso"))
+
+
+def predict(stack: Settings, world: dict, n: int = 3, seed: int = 502) -> dict:
+    batch = {"instances": rows(world, n, seed)}
+    resp = httpx.post(f"{endpoint(stack)}/predict", json=batch, timeout=30)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    world["responses"].append(body)
+    return body
+
+
+def deployments(stack: Settings) -> list[dict]:
+    from mlops_lib.lineage import lineage_store
+
+    return lineage_store(stack).deployments(PROJECT)
+
+
+def test_champion_goes_live_behind_the_stable_endpoint(stack: Settings, world: dict) -> None:
+    v1 = register(stack, world, seed=11)
+    world["v1"] = v1
+    run_id, state = promote_and_deploy(stack, world, v1)
+    assert state == "success", world["airflow"].task_states(DEPLOY, run_id)
+    body = predict(stack, world)
+    assert body["model_version"] == str(v1) and len(body["predictions"]) == 3
+    live = [d for d in deployments(stack) if d["state"] == "active"]
+    assert [d["model_version"] for d in live] == [v1]
+    assert live[0]["bento_tag"].startswith("mlops-churn-deploy:")
+    assert live[0]["dag_run_id"] == run_id
+    status = json.loads(mlops_cli(stack, "stack", "status", "--json").stdout)["services"]
+    row = next(r for r in status if r["service"] == f"serving/{PROJECT}")
+    assert row["state"] == "healthy" and row["url"] == endpoint(stack)
+    assert row["model_version"] == v1
+    lineage = json.loads(mlops_cli(stack, "lineage", PROJECT, "--json").stdout)
+    assert lineage["deployments"][0]["bento_tag"] == live[0]["bento_tag"]
+
+
+def test_failed_smoke_test_keeps_the_old_deployment_serving(stack: Settings, world: dict) -> None:
+    v2 = register(stack, world, seed=12, broken=True)
+    run_id, state = promote_and_deploy(stack, world, v2)
+    assert state == "failed"
+    states = world["airflow"].task_states(DEPLOY, run_id)
+    assert states["smoke_test"] == "failed" and states["switch"] in ("upstream_failed", "none")
+    failed = next(d for d in deployments(stack) if d["model_version"] == v2)
+    assert failed["state"] == "failed"
+    assert "smoke test" in failed["reason"] and "500" in failed["reason"], failed["reason"]
+    log = world["airflow"].task_log_tail(DEPLOY, run_id, "smoke_test", 1, lines=80)
+    assert f"deployment {failed['id']} of {PROJECT}" in log
+    # The candidate is stopped; v1 still answers on the stable endpoint.
+    assert not httpx_ok(failed["url"] + "/readyz")
+    assert predict(stack, world)["model_version"] == str(world["v1"])
+
+
+def httpx_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_new_champion_replaces_the_old_deployment(stack: Settings, world: dict) -> None:
+    v3 = register(stack, world, seed=13)
+    world["v3"] = v3
+    old = next(d for d in deployments(stack) if d["state"] == "active")
+    _, state = promote_and_deploy(stack, world, v3)
+    assert state == "success"
+    assert predict(stack, world)["model_version"] == str(v3)
+    after = {d["id"]: d for d in deployments(stack)}
+    assert after[old["id"]]["state"] == "retired"
+    assert not httpx_ok(old["url"] + "/readyz")
+
+
+def test_rollback_serves_the_previous_deployment_again(stack: Settings, world: dict) -> None:
+    out = mlops_cli(stack, "deploy", "rollback", PROJECT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"model v{world['v1']}" in out.stdout
+    assert predict(stack, world)["model_version"] == str(world["v1"])
+    states = {d["model_version"]: d["state"] for d in deployments(stack) if d["state"] != "failed"}
+    assert states == {world["v1"]: "active", world["v3"]: "rolled_back"}
+    # Nothing earlier served: a second rollback is refused and changes nothing.
+    again = mlops_cli(stack, "deploy", "rollback", PROJECT)
+    assert again.returncode == 1 and "no earlier deployment" in again.stderr
+    assert predict(stack, world)["model_version"] == str(world["v1"])
+
+
+def test_killed_deployment_comes_back_with_stack_up(stack: Settings, world: dict) -> None:
+    from mlops_lib.serving.deploy import process
+
+    live = next(d for d in deployments(stack) if d["state"] == "active")
+    import psutil
+
+    # A crash loses only rows not yet flushed to the spool (one flush interval): let the
+    # earlier requests reach it first; the restored deployment ships them.
+    time.sleep(stack.prediction_log_flush_seconds + 1.5)
+    # The whole serving tree dies at once (BentoML's arbiter and its workers).
+    root = psutil.Process(process(stack, live).read_pid())
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process(stack, live).is_running():
+        time.sleep(0.5)
+    resp = httpx.post(
+        f"{endpoint(stack)}/predict", json={"instances": rows(world, 1, 9)}, timeout=30
+    )
+    assert resp.status_code == 503 and f"deployment {live['id']}" in resp.json()["detail"]
+    manager.up(stack, log=print)
+    assert predict(stack, world)["model_version"] == str(world["v1"])
+
+
+def test_prediction_log_reaches_lakefs(stack: Settings, world: dict) -> None:
+    """Every served row lands in the monitoring area, keyed by its request id."""
+    import io
+
+    import pandas as pd
+
+    from mlops_lib.serving.deploy import process
+    from mlops_lib.serving.prediction_log import MONITORING_BRANCH, predictions_prefix
+
+    # A clean stop flushes what the live deployment still buffers.
+    live = next(d for d in deployments(stack) if d["state"] == "active")
+    assert process(stack, live).stop() == "stopped"
+    wanted = {r["request_id"] for r in world["responses"]}
+    deadline = time.monotonic() + 60
+    found: set[str] = set()
+    frames = []
+    while time.monotonic() < deadline and not wanted <= found:
+        paths = vc.list_paths(PROJECT, MONITORING_BRANCH, predictions_prefix(PROJECT), stack)
+        frames = [
+            pd.read_parquet(io.BytesIO(vc.read(PROJECT, MONITORING_BRANCH, p, stack)))
+            for p in paths
+        ]
+        found = set(pd.concat(frames)["request_id"]) if frames else set()
+        time.sleep(1)
+    assert wanted <= found, f"missing request ids: {wanted - found}"
+    log = pd.concat(frames)
+    assert {"ts", "model_version", "prediction", "score", "tenure_months"} <= set(log.columns)
+    assert "date=" in paths[0] and "/hour=" in paths[0]
+    spool = stack.stack_dir / "serving" / PROJECT / "prediction-log"
+    assert not list(spool.glob("*.parquet")), "spool not empty after a clean shutdown"
+    manager.up(stack, log=print)  # leave the project served for later tests
