@@ -249,7 +249,7 @@ def project_list(as_json: bool) -> None:
             console.print(f"[red]{r['file']}[/]: {problem}")
 
 
-STAGES = ("ingest", "train")
+STAGES = ("ingest", "train", "deploy")
 
 
 @main.command("demo-data")
@@ -419,6 +419,21 @@ def deploy_rollback(project_name: str) -> None:
         f"{project_name}: deployment {out['id']} (model v{out['model_version']}, "
         f"{out['bento_tag']}) serves {out['endpoint']} again; rolled back {out['previous']}"
     )
+
+
+@main.command("serve")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=3000, show_default=True)
+def serve(project_name: str, host: str, port: int) -> None:
+    """Serve PROJECT's active deployment in the foreground, following new deployments.
+
+    For a serving host of its own (the docker-compose `serving` container); the local stack
+    serves through `mlops stack up`'s gateway instead.
+    """
+    from mlops_lib.serving.deploy import serve_active
+
+    sys.exit(serve_active(project_name, host=host, port=port, settings=_settings()))
 
 
 @deploy.command("list")

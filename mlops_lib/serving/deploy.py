@@ -397,3 +397,53 @@ def status(settings: Settings) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def serve_active(
+    project: str,
+    *,
+    host: str,
+    port: int,
+    settings: Settings | None = None,
+    poll: float = 10.0,
+    log_line: Log = print,
+) -> int:
+    """Serve the project's active deployment in the foreground and follow switches.
+
+    For a host of its own (the docker-compose ``serving`` container): waits for a first
+    deployment, serves its Bento on ``host:port`` and, when the deploy DAG or a rollback
+    activates another one, starts that in its place. Returns the exit code of a Bento that
+    died (the container's restart policy takes over).
+    """
+    import subprocess
+    import time
+
+    from mlops_lib.serving.package import serve_bento_command, serve_env, use_store
+
+    settings = settings or get_settings()
+    use_store(settings)
+    store = _store(settings)
+    current: dict[str, Any] | None = None
+    proc: subprocess.Popen | None = None
+    try:
+        while True:
+            live = store.deployments(project, ACTIVE)
+            if live and (current is None or live[0]["id"] != current["id"]):
+                if proc is not None:
+                    log_line(f"{project}: deployment {live[0]['id']} replaces {current['id']}")
+                    proc.terminate()
+                    proc.wait(60)
+                current = live[0]
+                log_line(f"{project}: serving {_describe(current)} on {host}:{port}")
+                cmd = serve_bento_command(current["bento_tag"], port, host)
+                proc = subprocess.Popen(cmd, env=serve_env(settings))
+            elif not live and current is None:
+                log_line(f"{project}: no active deployment yet; waiting for the deploy DAG")
+            if proc is not None and proc.poll() is not None:
+                log_line(f"{project}: the Bento exited with code {proc.returncode}")
+                return proc.returncode or 1
+            time.sleep(poll)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)

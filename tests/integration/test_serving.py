@@ -139,3 +139,66 @@ def test_openapi_describes_the_spec_schema(service: str) -> None:
     assert "/predict" in doc["paths"]
     for name in ("tenure_months", "contract", "month_to_month", "support_calls"):
         assert name in text, name
+
+
+def test_load_10k_requests_with_10_percent_malformed(service: str, registered: dict) -> None:
+    """Every malformed request gets a 4xx, every valid one the model's answer, never a 5xx."""
+    import asyncio
+    import itertools
+
+    import mlflow.sklearn
+    import pandas as pd
+
+    from mlops_lib.features import model_input
+
+    good = rows(200, seed=404)
+    model = mlflow.sklearn.load_model(registered["uri"])
+    expected = model.predict(model_input(pd.DataFrame(good), registered["spec"])).tolist()
+    malformed = [
+        json.dumps({"instances": [good[0] | {"age": "old"}]}).encode(),
+        json.dumps({"instances": [{k: v for k, v in good[1].items() if k != "region"}]}).encode(),
+        json.dumps({"instances": [good[2] | {"planet": "mars"}]}).encode(),
+        json.dumps({"instances": [good[3] | {"support_calls": -5}]}).encode(),
+        json.dumps({"instances": [good[4] | {"contract": "forever"}]}).encode(),
+        b'{"instances": []}',
+        b"{not json",
+        b'{"instances": [null]}',
+    ]
+    total, concurrency = 10_000, 16
+    counter = itertools.count()
+    outcome = {"ok": 0, "4xx": 0, "wrong": [], "5xx": [], "bad_accepted": []}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while (i := next(counter)) < total:
+            if i % 10 == 0:
+                body = malformed[(i // 10) % len(malformed)]
+                resp = await client.post("/predict", content=body, headers=JSON)
+                if resp.status_code >= 500:
+                    outcome["5xx"].append((i, resp.status_code, resp.text[:200]))
+                elif 400 <= resp.status_code < 500:
+                    outcome["4xx"] += 1
+                else:
+                    outcome["bad_accepted"].append((i, resp.status_code))
+                continue
+            k = i % len(good)
+            resp = await client.post("/predict", json={"instances": [good[k]]})
+            if resp.status_code >= 500:
+                outcome["5xx"].append((i, resp.status_code, resp.text[:200]))
+            elif resp.status_code != 200 or resp.json()["predictions"] != [expected[k]]:
+                outcome["wrong"].append((i, resp.status_code, resp.text[:200]))
+            else:
+                outcome["ok"] += 1
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=concurrency)
+        async with httpx.AsyncClient(base_url=service, timeout=60, limits=limits) as client:
+            await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+
+    asyncio.run(main())
+    assert outcome["5xx"] == [], outcome["5xx"][:5]
+    assert outcome["wrong"] == [] and outcome["bad_accepted"] == []
+    assert outcome["4xx"] == total // 10 and outcome["ok"] == total - total // 10
+    assert httpx.get(f"{service}/readyz").status_code == 200
+
+
+JSON = {"content-type": "application/json"}

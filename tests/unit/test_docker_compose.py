@@ -21,6 +21,7 @@ REQUIRED = {
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
+    "serving",
 }
 LONG_RUNNING = REQUIRED - {"airflow-init"}
 
@@ -103,3 +104,12 @@ def test_airflow_services_share_the_platform_settings(compose: dict) -> None:
         assert env["MLOPS_LAKEFS_ENDPOINT"] == "http://lakefs:8000"
         assert env["MLOPS_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
         assert env["MLOPS_BACKEND"] == "postgres"
+
+
+def test_serving_uses_the_bentos_the_deploy_dag_builds(compose: dict) -> None:
+    svc = compose["services"]
+    serving = svc["serving"]
+    assert serving["command"][:3] == ["mlops", "serve", "churn"]
+    assert "bento-store:/opt/mlops/bentoml" in serving["volumes"]
+    assert "bento-store:/opt/mlops/bentoml" in svc["airflow-scheduler"]["volumes"]
+    assert serving["environment"]["MLOPS_BENTOML_HOME"] == "/opt/mlops/bentoml"

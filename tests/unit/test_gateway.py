@@ -1,0 +1,42 @@
+"""The serving gateway: route file, unknown projects, unavailable deployments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from mlops_lib.serving.gateway import RouteTable, create_app, read_routes, write_route
+from mlops_lib.stack.procs import free_port
+
+
+def test_routes_are_written_atomically_and_removed(tmp_path: Path) -> None:
+    write_route(tmp_path, "churn", {"port": 1234, "deployment": 1})
+    write_route(tmp_path, "fraud", {"port": 1235, "deployment": 2})
+    write_route(tmp_path, "churn", {"port": 1236, "deployment": 3})
+    assert read_routes(tmp_path) == {
+        "churn": {"port": 1236, "deployment": 3},
+        "fraud": {"port": 1235, "deployment": 2},
+    }
+    write_route(tmp_path, "fraud", None)
+    assert list(read_routes(tmp_path)) == ["churn"]
+    assert not list((tmp_path / "serving").glob("*.tmp"))
+
+
+def test_route_table_sees_a_switch(tmp_path: Path) -> None:
+    table = RouteTable(tmp_path, interval=0)
+    assert table.get("churn") is None
+    write_route(tmp_path, "churn", {"port": 1, "deployment": 1})
+    assert table.get("churn")["deployment"] == 1
+    write_route(tmp_path, "churn", {"port": 2, "deployment": 2})
+    assert table.get("churn")["deployment"] == 2
+
+
+def test_unknown_project_is_404_and_dead_deployment_is_503(tmp_path: Path) -> None:
+    write_route(tmp_path, "churn", {"port": free_port(), "deployment": 7})
+    with TestClient(create_app(tmp_path)) as client:
+        assert client.get("/healthz").json() == {"status": "ok", "projects": ["churn"]}
+        missing = client.post("/fraud/predict", json={})
+        assert missing.status_code == 404 and "'fraud'" in missing.json()["detail"]
+        dead = client.post("/churn/predict", json={})
+        assert dead.status_code == 503 and "deployment 7" in dead.json()["detail"]

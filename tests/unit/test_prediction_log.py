@@ -1,0 +1,115 @@
+"""The prediction log: buffered, spooled per hour window, shipped, never lost on a clean close."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from mlops_lib.serving.prediction_log import PredictionLog, window_path
+
+
+class Sink:
+    """Collects shipped objects; can be told to fail (lakeFS down)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.down = False
+
+    def __call__(self, path: str, data: bytes) -> None:
+        if self.down:
+            raise ConnectionError("lakeFS is down")
+        self.objects[path] = data
+
+    def frame(self) -> pd.DataFrame:
+        return pd.concat(pd.read_parquet(io.BytesIO(b)) for b in self.objects.values())
+
+
+def make(tmp_path: Path, sink: Sink | None, **kw) -> PredictionLog:
+    return PredictionLog("churn", "3", tmp_path / "spool", sink, flush_seconds=60, **kw)
+
+
+def record(log: PredictionLog, request_id: str, n: int = 2) -> None:
+    rows = [{"age": 30 + i, "contract": "one_year"} for i in range(n)]
+    log.record(request_id, rows, [i % 2 for i in range(n)], [0.1 * i for i in range(n)])
+
+
+def test_flush_writes_rows_with_ids_time_version_and_outputs(tmp_path: Path) -> None:
+    sink = Sink()
+    log = make(tmp_path, sink)
+    record(log, "r1", 3)
+    record(log, "r2", 1)
+    assert log.flush() and log.ship_pending() == 1
+    df = sink.frame()
+    assert list(df["request_id"]) == ["r1", "r1", "r1", "r2"]
+    assert list(df["row"]) == [0, 1, 2, 0]
+    assert set(df["model_version"]) == {"3"}
+    assert {"ts", "age", "contract", "prediction", "score"} <= set(df.columns)
+    assert str(df["ts"].dtype).startswith("datetime64") and df["ts"].dt.tz is not None
+    (path,) = sink.objects
+    assert path.startswith("monitoring/churn/predictions/date=") and "/hour=" in path
+    assert not log.pending()
+
+
+def test_rows_are_split_by_hour_window(tmp_path: Path) -> None:
+    log = make(tmp_path, Sink())
+    record(log, "a")
+    record(log, "b")
+    log._buffer[0].ts = pd.Timestamp("2026-11-27T09:59:59Z").timestamp()
+    log._buffer[1].ts = pd.Timestamp("2026-11-27T10:00:01Z").timestamp()
+    files = log.flush()
+    assert len(files) == 2
+    assert window_path("churn", pd.Timestamp("2026-11-27T10:00Z"), "x").endswith(
+        "date=2026-11-27/hour=10/x"
+    )
+
+
+def test_lakefs_outage_keeps_files_until_it_is_back(tmp_path: Path) -> None:
+    sink = Sink()
+    sink.down = True
+    log = make(tmp_path, sink)
+    record(log, "r1")
+    log.flush()
+    assert log.ship_pending() == 0 and len(log.pending()) == 1
+    sink.down = False
+    assert log.ship_pending() == 1 and not log.pending()
+    assert set(sink.frame()["request_id"]) == {"r1"}
+
+
+def test_close_flushes_and_ships_everything(tmp_path: Path) -> None:
+    sink = Sink()
+    log = make(tmp_path, sink).start()
+    for i in range(50):
+        record(log, f"r{i}")
+    assert log.close(timeout=5) == 0
+    assert set(sink.frame()["request_id"]) == {f"r{i}" for i in range(50)}
+
+
+def test_close_with_lakefs_down_leaves_spooled_files_for_the_next_start(tmp_path: Path) -> None:
+    sink = Sink()
+    sink.down = True
+    log = make(tmp_path, sink).start()
+    record(log, "kept")
+    assert log.close(timeout=1) == 1
+    sink.down = False
+    again = make(tmp_path, sink)
+    assert again.ship_pending() == 1
+    assert set(sink.frame()["request_id"]) == {"kept"}
+
+
+def test_a_full_buffer_wakes_the_flusher(tmp_path: Path) -> None:
+    import time
+
+    sink = Sink()
+    log = make(tmp_path, sink, max_rows=10).start()
+    record(log, "big", 10)
+    deadline = time.monotonic() + 5
+    while not sink.objects and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.close(timeout=2)
+    assert sink.objects, "a full buffer should be flushed before the interval"
+
+
+def test_flush_of_an_empty_buffer_writes_nothing(tmp_path: Path) -> None:
+    assert make(tmp_path, Sink()).flush() == []
