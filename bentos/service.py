@@ -13,6 +13,7 @@ concurrent requests into one vectorised call of the fitted scikit-learn pipeline
 served row goes to the prediction log (buffered, flushed in the background to lakeFS).
 """
 
+import asyncio
 import json
 import uuid
 from typing import Annotated
@@ -20,6 +21,7 @@ from typing import Annotated
 import aiohttp
 import bentoml
 import numpy as np
+from bentoml.exceptions import ServiceUnavailable
 from pydantic import Field
 
 from mlops_lib.serving.predictor import Predictor
@@ -42,6 +44,7 @@ SPEC = _spec()
 Instance = instance_model(SPEC)
 MAX_ROWS = SPEC.serving.max_batch_size
 NAME = SPEC.name.replace("_", "-")
+SHED_AFTER_MS = max(10_000, SPEC.serving.max_latency_ms * 10)
 
 
 @bentoml.service(name=f"mlops-{NAME}-inference", workers=1)
@@ -59,7 +62,8 @@ class Inference:
     @bentoml.api(
         batchable=True,
         max_batch_size=SPEC.serving.max_batch_size,
-        max_latency_ms=SPEC.serving.max_latency_ms * 10,
+        # BentoML sheds (503) requests it expects to exceed this; queue instead under bursts.
+        max_latency_ms=SHED_AFTER_MS,
     )
     def scores(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities (classification) or predictions (regression), row by row.
@@ -98,12 +102,7 @@ class ModelService:
         the request id under which the rows are kept in the prediction log."""
         rows = [row.model_dump() for row in instances]
         batch = self.predictor.frame(rows).to_numpy(dtype=object)
-        try:
-            scores = await self.inference.to_async.scores(batch)
-        except aiohttp.ClientConnectionError:
-            # BentoML's internal client may reuse a keep-alive connection the dependency
-            # just closed (bentoml/BentoML#4971); scoring is idempotent, so retry once.
-            scores = await self.inference.to_async.scores(batch)
+        scores = await self._scores(batch)
         scores = np.asarray(scores)
         out = self.predictor.response(scores)
         out["request_id"] = uuid.uuid4().hex
@@ -111,6 +110,22 @@ class ModelService:
             out["request_id"], rows, out["predictions"], self.predictor.log_scores(scores)
         )
         return out
+
+    async def _scores(self, batch: np.ndarray, attempts: int = 3):
+        """Scores from ``Inference``, retried on transport errors.
+
+        BentoML's internal client may reuse a keep-alive connection the dependency just
+        closed (bentoml/BentoML#4971: "Can not write request body", "Connection closed.")
+        and its batcher sheds bursts with 503; scoring is idempotent, so it is retried.
+        """
+        for attempt in range(attempts):
+            try:
+                return await self.inference.to_async.scores(batch)
+            except (aiohttp.ClientError, ServiceUnavailable, RuntimeError):
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     @bentoml.on_shutdown
     def close_prediction_log(self) -> None:

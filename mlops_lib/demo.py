@@ -32,6 +32,8 @@ class Stage:
     check: Callable[[], tuple[bool, str]] | None = None  # (as expected?, note)
     # False: the stage waits for the run an asset event starts instead of triggering one.
     trigger: bool = True
+    # A note when the stage has nothing to do (e.g. the champion is already deployed).
+    skip: Callable[[], str | None] | None = None
 
 
 @dataclass
@@ -74,6 +76,38 @@ def _stages(settings: Settings, console: Console) -> list[Stage]:
             return False, "no champion after training"
         return True, f"champion is v{version}"
 
+    def champion_live() -> str | None:
+        from mlops_lib.lineage import lineage_store
+        from mlops_lib.registry import champion_version
+
+        version = champion_version(DEMO_PROJECT, settings)
+        live = lineage_store(settings).deployments(DEMO_PROJECT, "active")
+        if version is not None and live and live[0]["model_version"] == version:
+            return f"champion v{version} already served (deployment {live[0]['id']})"
+        return None
+
+    def champion_served() -> tuple[bool, str]:
+        import json
+
+        import httpx
+
+        from mlops_lib.registry import champion_version
+        from mlops_lib.spec import load_spec
+
+        spec = load_spec(settings.projects_dir / f"{DEMO_PROJECT}.yaml")
+        row = json.loads(
+            demo_data.generate("clean", rows=1, seed=3)[spec.features].to_json(orient="records")
+        )
+        url = f"{settings.serving_base_url}/{DEMO_PROJECT}/predict"
+        resp = httpx.post(url, json={"instances": row}, timeout=30)
+        if resp.status_code != 200:
+            return False, f"{url} answered {resp.status_code}: {resp.text[:200]}"
+        served = resp.json()["model_version"]
+        version = str(champion_version(DEMO_PROJECT, settings))
+        if served != version:
+            return False, f"{url} serves v{served}, champion is v{version}"
+        return True, f"{url} serves champion v{served}"
+
     return [
         Stage("platform check", "platform_check"),
         Stage(
@@ -87,6 +121,13 @@ def _stages(settings: Settings, console: Console) -> list[Stage]:
             f"{DEMO_PROJECT}__train",
             trigger=False,
             check=champion_exists,
+        ),
+        Stage(
+            "deploy the champion (asset-triggered)",
+            f"{DEMO_PROJECT}__deploy",
+            trigger=False,
+            check=champion_served,
+            skip=champion_live,
         ),
         Stage(
             "reject corrupted batch",
@@ -112,6 +153,11 @@ def run_demo(settings: Settings, *, console: Console) -> bool:
         started = time.monotonic()
         started_wall = datetime.now(UTC).isoformat()
         note = ""
+        skipped = stage.skip() if stage.skip else None
+        if skipped:
+            console.print(f"nothing to do: {skipped}")
+            outcomes.append(Outcome(stage.name, "-", "skipped", 0.0, True, skipped))
+            continue
         try:
             client.prepare(stage.dag_id)
             dag_id = stage.dag_id
@@ -156,6 +202,7 @@ def run_demo(settings: Settings, *, console: Console) -> bool:
     console.print(f"Airflow UI : {settings.airflow_base_url}  (user {settings.airflow_user})")
     console.print(f"MLflow UI  : {settings.mlflow_url}")
     console.print(f"lakeFS UI  : {settings.lakefs_url}")
+    console.print(f"Served     : {settings.serving_base_url}/{DEMO_PROJECT}/predict  (docs: /docs)")
     console.print("credentials: `mlops stack credentials`; stop with `mlops stack down`")
     failed = [o.stage for o in outcomes if not o.ok]
     if failed:
