@@ -19,6 +19,7 @@ def test_migration_creates_the_tables_and_is_repeatable(tmp_path: Path) -> None:
     migrate(url)
     tables = set(inspect(create_engine(url)).get_table_names())
     assert {"dataset_versions", "training_runs", "model_versions", "gate_decisions"} <= tables
+    assert "deployments" in tables
     assert "alembic_version" in tables
 
 
@@ -76,3 +77,26 @@ def test_chain_from_data_commit_to_gate(tmp_path: Path) -> None:
     assert link["model_version"]["holdout_metrics"] == {"roc_auc": 0.8}
     assert [d["decision"] for d in link["decisions"]] == ["promote"]
     assert s.chain("p", version=2) == []
+
+
+def test_deployments_record_state_changes_newest_first(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    base = {
+        "project": "p",
+        "bento_tag": "mlops-p:a",
+        "model_tag": "p:a",
+        "model_version": 1,
+        "model_uri": "models:/p/1",
+        "url": "",
+        "state": "built",
+        "reason": "",
+        "dag_run_id": "r1",
+    }
+    first = s.record_deployment(**base)
+    second = s.record_deployment(**(base | {"bento_tag": "mlops-p:b", "model_version": 2}))
+    s.update_deployment(first["id"], state="active", port=4000, url="http://127.0.0.1:4000")
+    failed = s.update_deployment(second["id"], state="failed", reason="smoke test: 500")
+    assert failed["reason"] == "smoke test: 500" and failed["updated_at"] >= failed["created_at"]
+    assert [d["id"] for d in s.deployments("p")] == [second["id"], first["id"]]
+    assert [d["port"] for d in s.deployments("p", "active")] == [4000]
+    assert s.deployments("other") == [] and s.deployment(999) is None

@@ -54,3 +54,14 @@ def test_nullable_features_accept_null_but_must_be_present(model) -> None:
 def test_empty_and_oversized_batches_are_refused(model) -> None:
     assert (("instances",), "too_short") in errors(model, {"instances": []})
     assert (("instances",), "too_long") in errors(model, {"instances": [row()] * 1001})
+
+
+def test_bento_requirements_are_pinned_to_the_environment() -> None:
+    from importlib.metadata import version
+
+    from mlops_lib.serving.package import requirements
+
+    reqs = requirements()
+    assert f"bentoml=={version('bentoml')}" in reqs
+    assert f"scikit-learn=={version('scikit-learn')}" in reqs
+    assert all("==" in r for r in reqs)
