@@ -180,7 +180,12 @@ def main() -> None:
                     "-p",
                     str(mlflow_port),
                 ],
-                base_env(settings) | {"MLFLOW_TRACKING_URI": settings.mlflow_url},
+                base_env(settings)
+                | {
+                    "MLFLOW_TRACKING_URI": settings.mlflow_url,
+                    # `mlflow models serve` execs `uvicorn` from PATH.
+                    "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+                },
                 folder,
                 f"http://127.0.0.1:{mlflow_port}/ping",
             )

@@ -47,7 +47,12 @@ NAME = SPEC.name.replace("_", "-")
 SHED_AFTER_MS = max(10_000, SPEC.serving.max_latency_ms * 10)
 
 
-@bentoml.service(name=f"mlops-{NAME}-inference", workers=1)
+@bentoml.service(
+    name=f"mlops-{NAME}-inference",
+    workers=1,
+    # Internal calls only; the API service logs each request.
+    logging={"access": {"enabled": False}},
+)
 class Inference:
     """The fitted pipeline behind a batchable, vectorised API."""
 
@@ -73,7 +78,12 @@ class Inference:
         return self.predictor.scores(self.predictor.from_array(rows))
 
 
-@bentoml.service(name=f"mlops-{NAME}", traffic={"timeout": 30}, workers=1)
+@bentoml.service(
+    name=f"mlops-{NAME}",
+    traffic={"timeout": 30},
+    workers=1,
+    logging={"access": {"skip_paths": ["/livez", "/readyz", "/metrics"]}},
+)
 class ModelService:
     """Predictions of the project's deployed model version."""
 
@@ -101,7 +111,7 @@ class ModelService:
         """Predictions (same order as ``instances``), class probabilities, model version and
         the request id under which the rows are kept in the prediction log."""
         rows = [row.model_dump() for row in instances]
-        batch = self.predictor.frame(rows).to_numpy(dtype=object)
+        batch = self.predictor.array(rows)
         scores = await self._scores(batch)
         scores = np.asarray(scores)
         out = self.predictor.response(scores)

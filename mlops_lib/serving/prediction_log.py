@@ -154,26 +154,18 @@ class PredictionLog:
 
     def frame(self, entries: list[_Entry]):
         """Rows of the entries as one frame: ids, time, version, features, outputs."""
+        import numpy as np
         import pandas as pd
 
-        records = []
-        for e in entries:
-            for i, (row, pred, score) in enumerate(
-                zip(e.rows, e.predictions, e.scores, strict=True)
-            ):
-                records.append(
-                    {
-                        "request_id": e.request_id,
-                        "row": i,
-                        "ts": e.ts,
-                        **row,
-                        "prediction": pred,
-                        "score": score,
-                    }
-                )
-        frame = pd.DataFrame.from_records(records)
-        frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
+        counts = [len(e.rows) for e in entries]
+        frame = pd.DataFrame.from_records([row for e in entries for row in e.rows])
+        frame.insert(0, "request_id", np.repeat([e.request_id for e in entries], counts))
+        frame.insert(1, "row", np.concatenate([np.arange(n) for n in counts]))
+        ts = np.repeat([e.ts for e in entries], counts)
+        frame.insert(2, "ts", pd.to_datetime(ts, unit="s", utc=True))
         frame.insert(3, "model_version", self.model_version)
+        frame["prediction"] = [p for e in entries for p in e.predictions]
+        frame["score"] = np.fromiter((v for e in entries for v in e.scores), dtype="float64")
         return frame
 
     def pending(self) -> list[Path]:

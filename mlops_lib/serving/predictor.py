@@ -25,14 +25,16 @@ class Predictor:
             classes = sorted(allowed) if allowed else []
         self.classes = [c.item() if hasattr(c, "item") else c for c in classes]
 
-    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """The pipeline's input for validated rows (spec column order and dtypes)."""
-        import pandas as pd
+    def array(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """Validated rows as an object array in the spec's feature order (no pandas: the
+        API side only transports; features are derived once per batch by ``from_array``)."""
+        import numpy as np
 
-        from mlops_lib.features import model_input
-
-        raw = pd.DataFrame.from_records(rows, columns=self.spec.features)
-        return model_input(raw, self.spec)
+        features = self.spec.features
+        out = np.empty((len(rows), len(features)), dtype=object)
+        for i, row in enumerate(rows):
+            out[i] = [row[f] for f in features]
+        return out
 
     def from_array(self, rows: np.ndarray) -> pd.DataFrame:
         """A frame from an object array in feature order (the batching transport)."""
