@@ -168,6 +168,9 @@ class ManagedProcess:
             stale = self.pid_file.exists()
             self.pid_file.unlink(missing_ok=True)
             return "stale pid file removed" if stale else "not running"
+        # Some servers (BentoML's workers) start children in sessions of their own: remember
+        # the whole tree, so none of it outlives the stop.
+        descendants = _descendants(pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -180,6 +183,7 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             time.sleep(0.5)
+        _kill_survivors(descendants, max(0.0, deadline - time.monotonic()))
         # Reap our own child when we started it in this process.
         proc = getattr(self, "_proc", None)
         if proc is not None:
@@ -187,6 +191,25 @@ class ManagedProcess:
                 proc.wait(timeout=5)
         self.pid_file.unlink(missing_ok=True)
         return "stopped"
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _kill_survivors(procs: list, grace: float) -> None:
+    """Wait up to ``grace`` seconds for processes to end, then SIGKILL what is left."""
+    import psutil
+
+    _, alive = psutil.wait_procs(procs, timeout=min(grace, 10.0))
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:

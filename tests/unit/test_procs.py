@@ -74,3 +74,29 @@ def test_reused_pid_is_not_mistaken_for_ours(tmp_path: Path) -> None:
 
 def test_tail_of_missing_file_is_empty(tmp_path: Path) -> None:
     assert tail(tmp_path / "nope.log") == ""
+
+
+def test_stop_also_ends_children_that_left_the_process_group(tmp_path: Path) -> None:
+    """Like BentoML's workers: a child in a session of its own must not outlive stop()."""
+    import time
+
+    import psutil
+
+    child_pid_file = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+        " start_new_session=True)\n"
+        f"open({str(child_pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(600)\n"
+    )
+    proc = ManagedProcess("tree", tmp_path / "run", tmp_path / "logs")
+    proc.start([sys.executable, "-c", script], env={})
+    deadline = time.monotonic() + 20
+    while not child_pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(child_pid_file.read_text())
+    assert psutil.pid_exists(child)
+    assert proc.stop(timeout=5) == "stopped"
+    time.sleep(0.5)
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
