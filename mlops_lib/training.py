@@ -279,6 +279,19 @@ def train(
         client.set_registered_model_alias(project, "challenger", mv.version)
         for k, v in metrics.items():
             client.set_model_version_tag(project, mv.version, f"holdout_{k}", str(v))
+        # What monitoring compares served traffic with: the holdout as served rows look.
+        from mlops_lib.monitoring import reference_frame, save_reference
+
+        ref_path = save_reference(
+            project,
+            mv.version,
+            reference_frame(spec, model, holdout),
+            run_id=parent.info.run_id,
+            settings=settings,
+        )
+        client.set_model_version_tag(
+            project, mv.version, "reference_profile", vc.lakefs_uri(project, "monitoring", ref_path)
+        )
     seconds = time.monotonic() - started
     store = lineage_store(settings)
     store.record_training(

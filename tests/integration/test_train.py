@@ -268,3 +268,18 @@ def test_manual_approval_promotes_and_announces_the_champion(
         and e["extra"].get("version") == int(version)
     ]
     assert mine, json.dumps(events)[:2000]
+
+
+def test_reference_profile_is_kept_with_the_version(stack: Settings, auto_run: dict) -> None:
+    """Monitoring's baseline: the holdout's profile in lakeFS and as an MLflow artifact."""
+    from mlops_lib.monitoring import load_reference, reference_path
+
+    version = auto_run["trained"]["version"]
+    mv = mlflow_client(stack).get_model_version(PROJECT, str(version))
+    assert mv.tags["reference_profile"].endswith(reference_path(PROJECT, version))
+    view = load_reference(PROJECT, version, stack)
+    assert {"tenure_months", "contract", "prediction", "score"} <= set(view.get_columns())
+    artifacts = mlflow_client(stack).list_artifacts(
+        auto_run["trained"]["mlflow_run_id"], "monitoring"
+    )
+    assert [a.path for a in artifacts] == ["monitoring/reference_profile.bin"]

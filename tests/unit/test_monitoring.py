@@ -1,0 +1,143 @@
+"""Monitoring logic without services: windows to profile, reference frames, drift scores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_lib import demo_data, profiles
+from mlops_lib.monitoring import (
+    drift_scores,
+    merge,
+    monitored_frame,
+    reference_frame,
+    window_of,
+    windows_to_profile,
+)
+from mlops_lib.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(REPO / "projects" / "churn.yaml")
+
+
+def test_window_of_paths() -> None:
+    hour = window_of("monitoring/churn/predictions/date=2026-11-27/hour=09/x.parquet")
+    assert hour == datetime(2026, 11, 27, 9, tzinfo=UTC)
+    assert window_of("monitoring/churn/reference/v1/profile.bin") is None
+
+
+def test_only_closed_unprofiled_windows_are_profiled_once() -> None:
+    p = "monitoring/churn/predictions/date=2026-11-27/hour={:02d}/{}.parquet"
+    logs = [p.format(8, "a"), p.format(8, "b"), p.format(9, "c"), p.format(10, "d")]
+    now = datetime(2026, 11, 27, 10, 30, tzinfo=UTC)
+    todo = windows_to_profile(logs, set(), now)
+    assert list(todo) == [
+        datetime(2026, 11, 27, 8, tzinfo=UTC),
+        datetime(2026, 11, 27, 9, tzinfo=UTC),
+    ]
+    assert len(todo[datetime(2026, 11, 27, 8, tzinfo=UTC)]) == 2
+    again = windows_to_profile(logs, set(todo), now)
+    assert again == {}
+
+
+def test_reference_frame_carries_prediction_and_score(spec) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_lib.features import build_pipeline, model_input
+
+    df = demo_data.generate("clean", rows=2000, seed=5)
+    model = build_pipeline(spec, LogisticRegression(max_iter=300))
+    model.fit(model_input(df, spec), df["churned"])
+    ref = reference_frame(spec, model, df.head(100))
+    assert list(ref.columns) == [*spec.features, "prediction", "score"]
+    assert set(ref["prediction"]) <= {0, 1} and ref["score"].between(0, 1).all()
+
+
+def test_drift_is_found_on_shifted_features_not_on_stable_ones(spec) -> None:
+    both = demo_data.generate("clean", rows=25_000, seed=1).sample(frac=1.0, random_state=0)
+    clean, same = both.iloc[:20_000], both.iloc[20_000:].reset_index(drop=True)
+    shifted = same.copy()
+    shifted["monthly_charges"] = shifted["monthly_charges"] * 1.6
+    shifted["contract"] = np.where(
+        np.arange(len(shifted)) % 3 == 0, "month_to_month", shifted["contract"]
+    )
+    categorical = {c for c, col in spec.schema_.columns.items() if col.type == "category"}
+    ref = profiles.profile(monitored_frame(spec, clean))
+    stable = drift_scores(
+        profiles.profile(monitored_frame(spec, same)), ref, categorical=categorical, threshold=0.01
+    )
+    assert not any(d.drift for d in stable.values()), {
+        c: d.p_value for c, d in stable.items() if d.drift
+    }
+    moved = drift_scores(
+        profiles.profile(monitored_frame(spec, shifted)),
+        ref,
+        categorical=categorical,
+        threshold=0.01,
+    )
+    assert moved["monthly_charges"].drift and moved["monthly_charges"].algorithm.lower() == "ks"
+    assert moved["contract"].drift and "chi" in moved["contract"].algorithm.lower()
+    assert not moved["age"].drift and not moved["region"].drift
+
+
+def test_hellinger_distance_for_numeric_columns(spec) -> None:
+    a = pd.DataFrame({"x": np.random.default_rng(0).normal(0, 1, 5000)})
+    b = pd.DataFrame({"x": np.random.default_rng(1).normal(2, 1, 5000)})
+    scores = drift_scores(
+        profiles.profile(b), profiles.profile(a), method="hellinger", threshold=0.2
+    )
+    assert scores["x"].algorithm.lower().startswith("hellinger")
+    assert scores["x"].p_value is None and scores["x"].drift
+
+
+def test_missing_columns_are_left_out_not_an_error(spec) -> None:
+    df = demo_data.generate("clean", rows=500, seed=3).drop(columns=["age"])
+    assert "age" not in monitored_frame(spec, df).columns
+
+
+def test_window_profiles_merge(spec) -> None:
+    a = profiles.profile(pd.DataFrame({"x": [1.0, 2.0]}))
+    b = profiles.profile(pd.DataFrame({"x": [3.0]}))
+    merged = merge([a, b])
+    assert merged.get_column("x").get_metric("counts").n.value == 3
+    assert merge([]) is None
+
+
+def test_drift_report_names_drift_new_values_nulls_and_missing_columns(spec) -> None:
+    from mlops_lib.monitoring import drift_report, render_html
+
+    both = demo_data.generate("clean", rows=25_000, seed=1).sample(frac=1.0, random_state=0)
+    ref_df, prod = both.iloc[:20_000], both.iloc[20_000:].reset_index(drop=True).copy()
+    ref_df = ref_df.assign(prediction=0, score=0.3)
+    prod["tenure_months"] = prod["tenure_months"] // 4
+    prod["support_calls"] = prod["support_calls"] + 6
+    prod["region"] = np.where(np.arange(len(prod)) % 2 == 0, "mars", prod["region"])
+    prod["monthly_charges"] = None
+    prod = prod.drop(columns=["age"]).assign(prediction=0, score=0.3)
+    reference = profiles.profile(monitored_frame(spec, ref_df))
+    target = profiles.profile(monitored_frame(spec, prod))
+    report = drift_report(spec, reference, target, model_version=3, windows=["w1"])
+    assert {"tenure_months", "support_calls"} <= set(report["drifted_features"])
+    assert "age" in report["missing_columns"]
+    assert any("monthly_charges: every value is null" in n for n in report["notes"])
+    assert "mars" in report["columns"]["region"].get("new_values", [])
+    assert report["prediction_drift"] is not None and report["rows"] == len(prod)
+    html = render_html(report)
+    assert "<svg" in html and "tenure_months" in html and "DRIFT" in html
+
+
+def test_report_of_a_window_without_traffic(spec) -> None:
+    from mlops_lib.monitoring import drift_report, render_html
+
+    reference = profiles.profile(monitored_frame(spec, demo_data.generate("clean", rows=500)))
+    report = drift_report(spec, reference, None, model_version=1, windows=[])
+    assert report["notes"] == ["no traffic in the monitored windows"]
+    assert report["drifted_features"] == [] and "no traffic" in render_html(report)
