@@ -1,7 +1,7 @@
 """DAG factory: the DAGs of every project spec in the projects folder.
 
-For each ``projects/<name>.yaml`` it generates ``<name>__ingest``, ``<name>__train`` and
-``<name>__deploy``. Tasks only wire: each
+For each ``projects/<name>.yaml`` it generates ``<name>__ingest``, ``<name>__train``,
+``<name>__deploy`` and ``<name>__monitor``. Tasks only wire: each
 calls one ``mlops_lib`` function and passes references through XCom. A broken spec
 becomes a paused ``<name>__invalid_spec`` DAG whose docs and only task show the errors;
 the other projects are unaffected.
@@ -344,6 +344,85 @@ def build_deploy(spec: ProjectSpec) -> DAG:
     return deploy_dag()
 
 
+MONITOR_DOC = """
+### {name}: monitor
+
+Runs `{schedule}` (the spec's `monitoring.schedule`) and on demand. One task, `monitor`:
+
+* profiles every closed hour window of the prediction log (lakeFS branch `monitoring`,
+  `monitoring/{name}/predictions/`) once, into mergeable whylogs profiles
+  (`monitoring/{name}/profiles/`);
+* merges the windows since the last report and scores drift per feature and on the model's
+  score against the champion's reference profile (method `{method}`, threshold
+  {threshold});
+* writes the report as JSON and HTML to lakeFS (`monitoring/{name}/reports/`) and as a run of
+  the MLflow experiment `{name}-monitoring`, records it in the lineage store, and emits the
+  asset `{name}_drift` whose extra carries the scores and whether the drift policy fired
+  (at least {k} drifted features, or prediction drift above {pred_limit}).
+
+Conf `{{"include_open_window": true}}` also reports the current, still open hour.
+`mlops monitor report {name} --open` shows the latest report.
+
+**When it fails**
+
+* *has no champion* / *has no reference profile*: nothing to compare with yet; train first.
+* a connection error: lakeFS or MLflow is down; `mlops stack up`, the task retries.
+"""
+
+
+def drift_asset(spec: ProjectSpec) -> Asset:
+    """The project's drift reports (events carry the scores and the policy's verdict)."""
+    return Asset(name=f"{spec.name}_drift", uri=f"mlops://monitoring/{spec.name}/drift")
+
+
+def build_monitor(spec: ProjectSpec) -> DAG:
+    """``<project>__monitor``: profile windows, score drift, report, emit the drift asset."""
+    project = spec.name
+    drift = drift_asset(spec)
+    m = spec.monitoring
+
+    @dag(
+        dag_id=f"{project}__monitor",
+        schedule=m.schedule,
+        catchup=False,
+        tags=["mlops", "monitor", f"project:{project}", *spec.airflow.tags],
+        doc_md=MONITOR_DOC.format(
+            name=project,
+            schedule=m.schedule,
+            method=m.method,
+            threshold=m.drift_threshold,
+            k=m.min_drifted_features,
+            pred_limit=m.prediction_drift_limit,
+        ),
+        default_args=default_args(spec),
+        params={
+            "include_open_window": Param(
+                False, type="boolean", description="Also report the current hour"
+            )
+        },
+        max_active_runs=1,
+    )
+    def monitor_dag() -> None:
+        @task(outlets=[drift])
+        def monitor(**context) -> dict:
+            from mlops_lib.monitoring import monitor as run
+
+            conf = context["dag_run"].conf or {}
+            out = run(
+                project,
+                include_open_window=bool(
+                    conf.get("include_open_window", context["params"]["include_open_window"])
+                ),
+                dag_run_id=context["run_id"],
+            )
+            context["outlet_events"][drift].extra = out
+            return out
+
+        monitor()
+
+    return monitor_dag()
+
+
 def build_invalid(path: str, error: SpecError) -> DAG:
     """A paused placeholder that shows a broken spec's errors in the UI."""
     stem = Path(path).stem
@@ -373,7 +452,7 @@ def generate(projects_dir: Path) -> dict[str, DAG]:
     specs, errors = discover(projects_dir)
     dags: dict[str, DAG] = {}
     for spec in specs.values():
-        for builder in (build_ingest, build_train, build_deploy):
+        for builder in (build_ingest, build_train, build_deploy, build_monitor):
             built = builder(spec)
             dags[built.dag_id] = built
     for path, error in errors.items():

@@ -249,7 +249,7 @@ def project_list(as_json: bool) -> None:
             console.print(f"[red]{r['file']}[/]: {problem}")
 
 
-STAGES = ("ingest", "train", "deploy")
+STAGES = ("ingest", "train", "deploy", "monitor")
 
 
 @main.command("demo-data")
@@ -434,6 +434,52 @@ def serve(project_name: str, host: str, port: int) -> None:
     from mlops_lib.serving.deploy import serve_active
 
     sys.exit(serve_active(project_name, host=host, port=port, settings=_settings()))
+
+
+@main.group()
+def monitor() -> None:
+    """Drift reports of the `<project>__monitor` DAG."""
+
+
+@monitor.command("report")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="HTML file to write.")
+@click.option("--open", "open_it", is_flag=True, help="Open it in the browser.")
+def monitor_report(project_name: str, out: Path | None, open_it: bool) -> None:
+    """Write (and optionally open) the latest drift report of PROJECT as HTML."""
+    from mlops_lib import versioning as vc
+    from mlops_lib.lineage import lineage_store
+    from mlops_lib.serving.prediction_log import MONITORING_BRANCH
+
+    settings = _settings()
+    reports = lineage_store(settings).drift_reports(project_name, limit=1)
+    if not reports:
+        _fail(
+            ValueError(
+                f"no drift report of {project_name!r} yet: run `mlops run {project_name} monitor`"
+            )
+        )
+    latest = reports[0]
+    path = latest["lakefs_uri"].split("/", 4)[-1]
+    html = vc.read(project_name, MONITORING_BRANCH, path, settings)
+    out = out or settings.stack_dir / "reports" / f"{project_name}-drift-{latest['id']}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(html)
+    verdict = "policy FIRED" if latest["fired"] else "policy quiet"
+    console.print(
+        f"{project_name} drift report {latest['id']} (v{latest['model_version']}, "
+        f"{latest['rows']} rows, {verdict}: {latest['reason']})",
+        markup=False,
+    )
+    console.print(f"drifted features: {', '.join(latest['drifted_features']) or 'none'}")
+    console.print(
+        f"wrote {out}  (lakeFS {latest['lakefs_uri']}, MLflow run {latest['mlflow_run_id']})",
+        markup=False,
+    )
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(out.resolve().as_uri())
 
 
 @deploy.command("list")

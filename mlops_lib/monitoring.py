@@ -429,3 +429,188 @@ value shares for categories.</p>
 <th>reference vs production</th></tr>{"".join(rows)}</table>
 </body></html>
 """
+
+
+# The monitor run ---------------------------------------------------------------------
+def policy(report: dict[str, Any], spec: ProjectSpec) -> tuple[bool, str]:
+    """Whether the spec's drift policy fires on a report, and why (or why not)."""
+    m = spec.monitoring
+    reasons = []
+    drifted = report["drifted_features"]
+    if len(drifted) >= m.min_drifted_features:
+        reasons.append(
+            f"{len(drifted)} features drifted ({', '.join(drifted)}), "
+            f"policy fires at {m.min_drifted_features}"
+        )
+    pred = report.get("prediction_drift")
+    if (
+        m.prediction_drift_limit is not None
+        and pred
+        and pred["statistic"] > m.prediction_drift_limit
+    ):
+        p = pred.get("p_value")
+        if p is None or p < m.drift_threshold:
+            reasons.append(
+                f"prediction drift {pred['statistic']:.3f} above {m.prediction_drift_limit}"
+            )
+    if reasons:
+        return True, "; ".join(reasons)
+    return False, (
+        f"{len(drifted)} drifted features (policy fires at {m.min_drifted_features})"
+        + (f", prediction drift {pred['statistic']:.3f}" if pred else "")
+    )
+
+
+def monitor(
+    project: str,
+    *,
+    include_open_window: bool = False,
+    dag_run_id: str = "",
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Profile new windows, compare them with the champion's reference, store the report.
+
+    The report (JSON and HTML) goes to lakeFS (``monitoring/<project>/reports/<id>/``) and
+    to an MLflow run of the experiment ``<project>-monitoring``; the lineage store records
+    it with the policy's verdict. ``include_open_window`` also reports the current hour
+    (profiled on the fly, not stored), for runs that cannot wait for the window to close.
+    """
+    import json
+
+    import pandas as pd
+
+    from mlops_lib import profiles
+    from mlops_lib import versioning as vc
+    from mlops_lib.ingest import project_spec
+    from mlops_lib.lineage import lineage_store
+    from mlops_lib.registry import champion_version
+
+    settings = settings or get_settings()
+    spec = project_spec(project, settings)
+    now = now or datetime.now(UTC)
+    store = lineage_store(settings)
+    version = champion_version(project, settings)
+    if version is None:
+        raise ValueError(f"{project} has no champion to monitor")
+    profile_windows(project, now=now, settings=settings)
+    previous = store.drift_reports(project, limit=1)
+    last = previous[0]["last_window"] if previous else ""
+    views: list[Any] = []
+    windows: list[str] = []
+    for path in sorted(
+        vc.list_paths(project, MONITORING_BRANCH, profiles_prefix(project), settings)
+    ):
+        hour = window_of(path)
+        if hour is not None and hour.isoformat() > last:
+            views.append(profiles.deserialize(vc.read(project, MONITORING_BRANCH, path, settings)))
+            windows.append(hour.isoformat())
+    if include_open_window:
+        current = now.replace(minute=0, second=0, microsecond=0)
+        logs = [
+            p
+            for p in vc.list_paths(
+                project, MONITORING_BRANCH, predictions_prefix(project), settings
+            )
+            if window_of(p) == current
+        ]
+        if logs:
+            frame = pd.concat(
+                [
+                    pd.read_parquet(io.BytesIO(vc.read(project, MONITORING_BRANCH, p, settings)))
+                    for p in logs
+                ],
+                ignore_index=True,
+            )
+            views.append(profiles.profile(monitored_frame(spec, frame)))
+            windows.append(current.isoformat())
+    try:
+        reference = load_reference(project, version, settings)
+    except Exception as exc:
+        raise ValueError(f"{project} v{version} has no reference profile: {exc}") from exc
+    report = drift_report(spec, reference, merge(views), model_version=version, windows=windows)
+    fired, reason = policy(report, spec)
+    report |= {"fired": fired, "reason": reason, "created_at": now.isoformat()}
+
+    stamp = now.strftime("%Y%m%dT%H%M%S")
+    folder = f"monitoring/{project}/reports/{stamp}"
+    vc.upload(
+        project,
+        MONITORING_BRANCH,
+        f"{folder}/report.json",
+        json.dumps(report, indent=2, default=str).encode(),
+        "application/json",
+        settings,
+    )
+    vc.upload(
+        project,
+        MONITORING_BRANCH,
+        f"{folder}/report.html",
+        render_html(report).encode(),
+        "text/html",
+        settings,
+    )
+    commit = vc.commit(
+        project,
+        MONITORING_BRANCH,
+        f"drift report {stamp} of {project}",
+        {"model_version": str(version), "fired": str(fired)},
+        settings,
+    )
+    run_id = _log_to_mlflow(project, report, settings)
+    pred = report.get("prediction_drift") or {}
+    row = store.record_drift_report(
+        project=project,
+        model_version=int(version),
+        windows=windows,
+        last_window=windows[-1] if windows else last,
+        rows=report["rows"],
+        drifted_features=report["drifted_features"],
+        scores={
+            c: e.get("p_value", e.get("statistic"))
+            for c, e in report["columns"].items()
+            if "algorithm" in e
+        },
+        prediction_drift=pred.get("statistic"),
+        fired=fired,
+        reason=reason,
+        lakefs_uri=vc.lakefs_uri(project, commit, f"{folder}/report.html"),
+        mlflow_run_id=run_id,
+        dag_run_id=dag_run_id,
+    )
+    return {
+        "report_id": row["id"],
+        "fired": fired,
+        "reason": reason,
+        "drifted_features": report["drifted_features"],
+        "rows": report["rows"],
+        "windows": windows,
+        "lakefs_uri": row["lakefs_uri"],
+        "mlflow_run_id": run_id,
+    }
+
+
+def _log_to_mlflow(project: str, report: dict[str, Any], settings: Settings) -> str:
+    """The report as a run of ``<project>-monitoring``: metrics per column and the files."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_url)
+    mlflow.set_experiment(f"{project}-monitoring")
+    with mlflow.start_run(run_name=f"drift@{report['created_at'][:16]}") as run:
+        mlflow.set_tags({"model_version": report["model_version"], "fired": str(report["fired"])})
+        metrics = {"rows": report["rows"], "drifted_features": len(report["drifted_features"])}
+        for column, entry in report["columns"].items():
+            if entry.get("p_value") is not None:
+                metrics[f"p_value.{column}"] = entry["p_value"]
+            if "statistic" in entry:
+                metrics[f"statistic.{column}"] = entry["statistic"]
+        mlflow.log_metrics(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "report.json").write_text(json.dumps(report, indent=2, default=str))
+            (Path(tmp) / "report.html").write_text(render_html(report))
+            mlflow.log_artifacts(tmp, "drift_report")
+        return run.info.run_id

@@ -112,3 +112,25 @@ class Deployment(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DriftReport(Base):
+    """One monitor run: what the served model saw against its training reference."""
+
+    __tablename__ = "drift_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    windows: Mapped[list[str]] = mapped_column(JSON, default=list)
+    last_window: Mapped[str] = mapped_column(String(40), default="")
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    drifted_features: Mapped[list[str]] = mapped_column(JSON, default=list)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prediction_drift: Mapped[float | None] = mapped_column(default=None)
+    fired: Mapped[bool] = mapped_column(default=False)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    lakefs_uri: Mapped[str] = mapped_column(Text, default="")
+    mlflow_run_id: Mapped[str] = mapped_column(String(64), default="")
+    dag_run_id: Mapped[str] = mapped_column(String(250), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

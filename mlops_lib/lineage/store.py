@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from mlops_lib.lineage.models import (
     DatasetVersion,
     Deployment,
+    DriftReport,
     GateDecision,
     ModelVersion,
     TrainingRun,
@@ -161,6 +162,21 @@ class LineageStore:
             if state is not None:
                 query = query.where(Deployment.state == state)
             query = query.order_by(Deployment.id.desc())
+            if limit:
+                query = query.limit(limit)
+            return [_row(r) for r in session.scalars(query).all()]
+
+    def record_drift_report(self, **values: Any) -> dict[str, Any]:
+        return self._add(DriftReport(**values))
+
+    def drift_reports(self, project: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """A project's drift reports, newest first."""
+        with Session(self.engine) as session:
+            query = (
+                select(DriftReport)
+                .where(DriftReport.project == project)
+                .order_by(DriftReport.id.desc())
+            )
             if limit:
                 query = query.limit(limit)
             return [_row(r) for r in session.scalars(query).all()]

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 MLOPS = str(Path(sys.executable).parent / "mlops")
 FAULTS_PROJECT = "churn_faults"
 DEPLOY_PROJECT = "churn_deploy"
+MONITOR_PROJECT = "churn_monitor"
 
 
 def test_projects(folder: Path) -> Path:
@@ -31,7 +32,7 @@ def test_projects(folder: Path) -> Path:
         budget={"trials": 3, "seconds": 900}, max_train_rows=10_000, min_rows=1000
     )
     (folder / "churn.yaml").write_text(yaml.safe_dump(spec))
-    for name in (FAULTS_PROJECT, DEPLOY_PROJECT):
+    for name in (FAULTS_PROJECT, DEPLOY_PROJECT, MONITOR_PROJECT):
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec | {"name": name}))
     return folder
 

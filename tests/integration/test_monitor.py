@@ -1,0 +1,143 @@
+"""The monitor DAG on the real stack: prediction log -> profiles -> drift report -> asset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlops_lib import demo_data
+from mlops_lib.airflow_api import AirflowClient
+from mlops_lib.settings import Settings
+
+from .conftest import MONITOR_PROJECT, mlops_cli
+
+pytestmark = pytest.mark.integration
+PROJECT = MONITOR_PROJECT
+MONITOR = f"{PROJECT}__monitor"
+
+
+@pytest.fixture(scope="module")
+def world(stack: Settings, tmp_path_factory) -> dict:
+    """A champion trained on a clean batch, with its reference profile, as training leaves it."""
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_lib.features import build_pipeline, model_input
+    from mlops_lib.ingest import ingest_now, project_spec
+    from mlops_lib.monitoring import reference_frame, save_reference
+    from mlops_lib.training import pip_requirements, trusted_types
+
+    spec = project_spec(PROJECT, stack)
+    folder = tmp_path_factory.mktemp("monitor-data")
+    batch = demo_data.generate("clean", rows=6000, seed=601)
+    published = ingest_now(
+        PROJECT, source=str(demo_data.write(batch, folder / "b.parquet")), settings=stack
+    )
+    model = build_pipeline(spec, LogisticRegression(max_iter=500))
+    model.fit(model_input(batch, spec), batch["churned"])
+    mlflow.set_tracking_uri(stack.mlflow_url)
+    mlflow.set_experiment(f"{PROJECT}-test")
+    with mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(
+            sk_model=model,
+            name="model",
+            pip_requirements=pip_requirements(),
+            serialization_format="skops",
+            skops_trusted_types=trusted_types(model),
+        )
+    mv = mlflow.register_model(
+        info.model_uri, PROJECT, tags={"lakefs_commit": published["commit_id"]}
+    )
+    mlflow.MlflowClient(stack.mlflow_url).set_registered_model_alias(
+        PROJECT, "champion", mv.version
+    )
+    save_reference(
+        PROJECT,
+        mv.version,
+        reference_frame(spec, model, batch.tail(3000)),
+        run_id=run.info.run_id,
+        settings=stack,
+    )
+    airflow = AirflowClient.from_settings(stack)
+    airflow.prepare(MONITOR, timeout=180)
+    return {"spec": spec, "model": model, "airflow": airflow, "version": int(mv.version)}
+
+
+def serve_traffic(stack: Settings, world: dict, scenario: str, rows: int, seed: int) -> None:
+    """Rows through the prediction log exactly as the service logs them."""
+    from mlops_lib.features import model_input
+    from mlops_lib.serving.prediction_log import PredictionLog, lakefs_shipper, spool_dir
+    from mlops_lib.serving.predictor import Predictor
+
+    spec, model = world["spec"], world["model"]
+    df = demo_data.generate(scenario, rows=rows, seed=seed)
+    predictor = Predictor(spec, model, version=str(world["version"]))
+    scores = predictor.scores(model_input(df, spec))
+    out = predictor.response(scores)
+    log = PredictionLog(
+        PROJECT,
+        str(world["version"]),
+        spool_dir(stack, PROJECT),
+        lakefs_shipper(PROJECT, stack),
+    )
+    records = json.loads(df[spec.features].to_json(orient="records"))
+    log_scores = predictor.log_scores(scores)
+    for i in range(0, rows, 100):
+        log.record(
+            f"{scenario}-{seed}-{i}",
+            records[i : i + 100],
+            out["predictions"][i : i + 100],
+            log_scores[i : i + 100],
+        )
+    assert log.close(timeout=30) == 0
+
+
+def run_monitor(world: dict) -> dict:
+    airflow: AirflowClient = world["airflow"]
+    run_id, state = airflow.run(MONITOR, {"include_open_window": True}, timeout=600)
+    assert state == "success", airflow.task_log_tail(MONITOR, run_id, "monitor", 1, lines=60)
+    path = f"/dags/{MONITOR}/dagRuns/{run_id}/taskInstances/monitor/xcomEntries/return_value"
+    return airflow.request("GET", path, params={"deserialize": "true"}).json()["value"]
+
+
+def test_stable_traffic_reports_no_drift(stack: Settings, world: dict) -> None:
+    serve_traffic(stack, world, "clean", 3000, seed=602)
+    out = run_monitor(world)
+    assert out["rows"] == 3000 and not out["fired"], out
+    assert len(out["drifted_features"]) < world["spec"].monitoring.min_drifted_features
+
+
+def test_drifted_traffic_fires_on_the_shifted_features_only(stack: Settings, world: dict) -> None:
+    from mlops_lib.lineage import lineage_store
+
+    serve_traffic(stack, world, "drifted", 12000, seed=603)
+    out = run_monitor(world)
+    assert out["fired"], out
+    shifted = set(demo_data.DRIFTED_FEATURES)
+    drifted = set(out["drifted_features"])
+    assert len(drifted & shifted) >= 3, out
+    assert not drifted & {"age", "region", "payment_method", "internet_service"}, out
+    report = lineage_store(stack).drift_reports(PROJECT, limit=1)[0]
+    assert report["id"] == out["report_id"] and report["fired"]
+    # The asset event carries the verdict for the drift sensor and continuous training.
+    events = (
+        world["airflow"]
+        .request("GET", "/assets/events", params={"limit": 50, "order_by": "-timestamp"})
+        .json()["asset_events"]
+    )
+    mine = [e for e in events if e.get("extra", {}).get("report_id") == out["report_id"]]
+    assert mine and mine[0]["extra"]["fired"] is True
+    import mlflow
+
+    run = mlflow.MlflowClient(stack.mlflow_url).get_run(out["mlflow_run_id"])
+    assert run.data.metrics["drifted_features"] == len(out["drifted_features"])
+
+
+def test_monitor_report_command_writes_the_html(stack: Settings, world: dict, tmp_path) -> None:
+    target = tmp_path / "report.html"
+    proc = mlops_cli(stack, "monitor", "report", PROJECT, "--out", str(target))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "policy FIRED" in proc.stdout
+    html = target.read_text()
+    assert "<svg" in html and "monthly_charges" in html
