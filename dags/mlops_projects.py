@@ -1,7 +1,7 @@
 """DAG factory: the DAGs of every project spec in the projects folder.
 
 For each ``projects/<name>.yaml`` it generates ``<name>__ingest``, ``<name>__train``,
-``<name>__deploy`` and ``<name>__monitor``. Tasks only wire: each
+``<name>__deploy``, ``<name>__monitor`` and ``<name>__continuous_training``. Tasks only wire: each
 calls one ``mlops_lib`` function and passes references through XCom. A broken spec
 becomes a paused ``<name>__invalid_spec`` DAG whose docs and only task show the errors;
 the other projects are unaffected.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, dag, task
 
@@ -173,11 +174,65 @@ def champion_asset(spec: ProjectSpec) -> Asset:
     return Asset(name=f"{spec.name}_champion", uri=f"mlflow://models/{spec.name}/champion")
 
 
+def training_chain(spec: ProjectSpec, commit: Any, drift: Any | None = None) -> Any:
+    """train -> gate -> promote (emits the champion asset); shared by the train and the
+    continuous-training DAGs. ``drift``: the drift report a retraining acts on."""
+    project = spec.name
+    champion = champion_asset(spec)
+    t = spec.training
+
+    @task(execution_timeout=timedelta(seconds=t.budget.seconds * 3 + 600))
+    def train(commit: str, drift: dict | None = None, **context) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from mlops_lib.training import TrainingError
+        from mlops_lib.training import train as run
+
+        tags = {"drift_report_id": str(drift["report_id"])} if drift else None
+        try:
+            return run(
+                project,
+                commit,
+                dag_id=context["dag_run"].dag_id,
+                run_id=context["run_id"],
+                trigger=str(context["dag_run"].run_type) + (" (drift)" if drift else ""),
+                extra_tags=tags,
+            )
+        except TrainingError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    @task
+    def gate(trained: dict) -> dict:
+        from mlops_lib.registry import evaluate_gate
+
+        return evaluate_gate(project, trained["version"], trained["commit"])
+
+    @task(outlets=[champion])
+    def promote(decision: dict, **context) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from mlops_lib.registry import PROMOTE
+        from mlops_lib.registry import promote as run
+
+        if decision["decision"] != PROMOTE:
+            raise AirflowSkipException(
+                f"champion unchanged: v{decision['version']} {decision['decision']}: "
+                f"{decision['reason']}"
+            )
+        out = run(project, decision["version"])
+        context["outlet_events"][champion].extra = {
+            "version": out["version"],
+            "previous": out["previous"],
+        }
+        return out
+
+    return promote(gate(train(commit, drift)))
+
+
 def build_train(spec: ProjectSpec) -> DAG:
     """``<project>__train``: resolve commit, AutoML + register, gate, promote."""
     project = spec.name
     dataset = dataset_asset(spec)
-    champion = champion_asset(spec)
     t = spec.training
 
     @dag(
@@ -208,50 +263,7 @@ def build_train(spec: ProjectSpec) -> DAG:
             newest = max(events, key=lambda e: e.timestamp) if events else None
             return resolve_commit(project, newest.extra if newest else None)
 
-        @task(execution_timeout=timedelta(seconds=t.budget.seconds * 3 + 600))
-        def train(commit: str, **context) -> dict:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from mlops_lib.training import TrainingError
-            from mlops_lib.training import train as run
-
-            try:
-                return run(
-                    project,
-                    commit,
-                    dag_id=context["dag_run"].dag_id,
-                    run_id=context["run_id"],
-                    trigger=str(context["dag_run"].run_type),
-                )
-            except TrainingError as exc:
-                raise AirflowFailException(str(exc)) from exc
-
-        @task
-        def gate(trained: dict) -> dict:
-            from mlops_lib.registry import evaluate_gate
-
-            return evaluate_gate(project, trained["version"], trained["commit"])
-
-        @task(outlets=[champion])
-        def promote(decision: dict, **context) -> dict:
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            from mlops_lib.registry import PROMOTE
-            from mlops_lib.registry import promote as run
-
-            if decision["decision"] != PROMOTE:
-                raise AirflowSkipException(
-                    f"champion unchanged: v{decision['version']} {decision['decision']}: "
-                    f"{decision['reason']}"
-                )
-            out = run(project, decision["version"])
-            context["outlet_events"][champion].extra = {
-                "version": out["version"],
-                "previous": out["previous"],
-            }
-            return out
-
-        promote(gate(train(resolve_data())))
+        training_chain(spec, resolve_data())
 
     return train_dag()
 
@@ -423,6 +435,65 @@ def build_monitor(spec: ProjectSpec) -> DAG:
     return monitor_dag()
 
 
+CT_DOC = """
+### {name}: continuous training
+
+Runs on every drift report (the `{name}_drift` asset the monitor DAG emits) and on demand:
+
+* `wait_for_drift` (DriftPolicySensor, reschedule mode): goes on when a report's drift policy
+  fired and it is not part of the episode of the last retraining (cooldown
+  {cooldown} min); otherwise the run ends skipped: nothing to do;
+* `claim`: marks the report as acted on by this run (earlier fired ones join its episode);
+* `resolve_data`: the head of lakeFS `main`;
+* `train` -> `gate` -> `promote`: the same training code, gate and promotion as
+  `{name}__train`; the new version carries the tag `drift_report_id`. A version that loses the
+  gate leaves the champion serving (the reason is in its `gate_reason` tag and the lineage);
+  a promotion emits `{name}_champion`, so `{name}__deploy` serves it.
+
+**When it fails**: as `{name}__train`; the drift report stays claimed by this run
+(`mlops lineage {name}`); trigger the DAG again to retry.
+"""
+
+
+def build_continuous_training(spec: ProjectSpec) -> DAG:
+    """``<project>__continuous_training``: drift sensor, claim, retrain, gate, promote."""
+    from mlops_airflow.sensors import DriftPolicySensor
+
+    project = spec.name
+
+    @dag(
+        dag_id=f"{project}__continuous_training",
+        schedule=[drift_asset(spec)],
+        catchup=False,
+        tags=["mlops", "continuous-training", f"project:{project}", *spec.airflow.tags],
+        doc_md=CT_DOC.format(name=project, cooldown=spec.monitoring.cooldown_minutes),
+        default_args=default_args(spec),
+        max_active_runs=1,
+    )
+    def ct_dag() -> None:
+        wait = DriftPolicySensor(task_id="wait_for_drift", project=project)
+
+        @task
+        def claim(found: dict, **context) -> dict:
+            from mlops_lib.monitoring import claim_drift
+
+            claim_drift(project, found["report_id"], context["run_id"])
+            return found
+
+        @task
+        def resolve_data() -> str:
+            from mlops_lib.training import resolve_commit
+
+            return resolve_commit(project, None)
+
+        claimed = claim(wait.output)
+        commit = resolve_data()
+        claimed >> commit
+        training_chain(spec, commit, claimed)
+
+    return ct_dag()
+
+
 def build_invalid(path: str, error: SpecError) -> DAG:
     """A paused placeholder that shows a broken spec's errors in the UI."""
     stem = Path(path).stem
@@ -452,7 +523,13 @@ def generate(projects_dir: Path) -> dict[str, DAG]:
     specs, errors = discover(projects_dir)
     dags: dict[str, DAG] = {}
     for spec in specs.values():
-        for builder in (build_ingest, build_train, build_deploy, build_monitor):
+        for builder in (
+            build_ingest,
+            build_train,
+            build_deploy,
+            build_monitor,
+            build_continuous_training,
+        ):
             built = builder(spec)
             dags[built.dag_id] = built
     for path, error in errors.items():

@@ -122,30 +122,31 @@ def drift_scores(
     """Per-column drift of ``target`` against ``reference`` (columns both profiles hold).
 
     ``method``: ``auto`` (KS numeric, chi-square categorical), ``ks``, ``chi2`` or
-    ``hellinger`` (numeric columns; categorical ones keep chi-square).
+    ``hellinger`` (numeric columns; categorical ones keep chi-square). Categorical columns
+    get a two-sample chi-square test of homogeneity on their value counts.
     """
-    from whylogs.viz.drift.column_drift_algorithms import (
-        KS,
-        ChiSquare,
-        Hellinger,
-        calculate_drift_scores,
-    )
+    from whylogs.viz.drift.column_drift_algorithms import KS, Hellinger, calculate_drift_scores
 
     categorical = categorical or set()
     columns = set(target.get_columns()) & set(reference.get_columns())
     drift_map: dict[str, Any] = {}
-    for column in columns:
-        if column in categorical or method == "chi2":
-            drift_map[column] = ChiSquare()
-        elif method == "hellinger":
+    for column in columns - categorical:
+        if method == "hellinger":
             drift_map[column] = Hellinger()
         elif method == "ks":
             drift_map[column] = KS()
+    numeric = columns - categorical
     scores = calculate_drift_scores(
         target_view=target, reference_view=reference, drift_map=drift_map or None
     )
     out: dict[str, ColumnDrift] = {}
     for column in sorted(columns):
+        if column in categorical or (method == "chi2" and column not in numeric):
+            found = _chi2_homogeneity(target, reference, column)
+            if found is not None:
+                statistic, p = found
+                out[column] = ColumnDrift(column, "chi2", statistic, p, p < threshold)
+            continue
         score = scores.get(column)
         if not score:
             continue
@@ -153,10 +154,45 @@ def drift_scores(
         statistic = float(score.get("statistic", 0.0))
         if algorithm.lower().startswith("hellinger"):
             out[column] = ColumnDrift(column, algorithm, statistic, None, statistic > threshold)
+        elif algorithm.lower().startswith("chi"):
+            # whylogs' own chi-square treats the reference shares as exact (one-sample
+            # goodness of fit): with a small reference it flags stable columns. Use ours.
+            found = _chi2_homogeneity(target, reference, column)
+            if found is not None:
+                out[column] = ColumnDrift(column, "chi2", found[0], found[1], found[1] < threshold)
         else:
             p = float(score.get("pvalue", 1.0))
             out[column] = ColumnDrift(column, algorithm, statistic, p, p < threshold)
     return out
+
+
+def _counts(view: DatasetProfileView, column: str) -> dict[str, float]:
+    col = view.get_column(column)
+    freq = col.get_metric("frequent_items") if col is not None else None
+    if freq is None:
+        return {}
+    return {i.value: float(i.est) for i in freq.to_summary_dict().get("frequent_strings") or []}
+
+
+def _chi2_homogeneity(
+    target: DatasetProfileView, reference: DatasetProfileView, column: str
+) -> tuple[float, float] | None:
+    """Two-sample chi-square test of homogeneity on the columns' value counts.
+
+    Both samples' variance counts (a contingency table), unlike a goodness-of-fit test
+    against the reference shares. Values seen in only one sample count as zero in the other.
+    """
+    from scipy.stats import chi2_contingency
+
+    ref, tgt = _counts(reference, column), _counts(target, column)
+    if not ref or not tgt:
+        return None
+    values = sorted(set(ref) | set(tgt))
+    if len(values) < 2:
+        return 0.0, 1.0
+    table = [[ref.get(v, 0.0) for v in values], [tgt.get(v, 0.0) for v in values]]
+    statistic, p, _, _ = chi2_contingency(table)
+    return float(statistic), float(p)
 
 
 def merge(views: list[DatasetProfileView]) -> DatasetProfileView | None:
@@ -614,3 +650,74 @@ def _log_to_mlflow(project: str, report: dict[str, Any], settings: Settings) -> 
             (Path(tmp) / "report.html").write_text(render_html(report))
             mlflow.log_artifacts(tmp, "drift_report")
         return run.info.run_id
+
+
+# Continuous training ---------------------------------------------------------------------
+def _when(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    when = datetime.fromisoformat(value)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def pending_drift(
+    reports: list[dict[str, Any]], cooldown: timedelta, now: datetime
+) -> tuple[dict[str, Any] | None, str]:
+    """The drift report a retraining should act on now, and why (or why nothing).
+
+    ``reports`` newest first. A fired report is part of the episode of the last retraining
+    when it was created within ``cooldown`` after that retraining claimed its report, so
+    one drift episode causes one retraining, however many monitor runs it fires.
+    """
+    claims = [
+        _when(r["handled_at"])
+        for r in reports
+        if r.get("handled_at") and not str(r.get("handled_by", "")).startswith("absorbed")
+    ]
+    last_claim = max((c for c in claims if c), default=None)
+    fired = [r for r in reports if r["fired"] and not r.get("handled_by")]
+    if not fired:
+        return None, "no fired drift report awaits retraining"
+    if last_claim is not None:
+        quiet_until = last_claim + cooldown
+        fresh = [r for r in fired if _when(r["created_at"]) >= quiet_until]
+        if not fresh:
+            return None, (
+                f"drift report {fired[0]['id']} fired inside the cooldown of the retraining "
+                f"started {last_claim.isoformat(timespec='seconds')} (until "
+                f"{quiet_until.isoformat(timespec='seconds')}): same episode"
+            )
+        if now < quiet_until:
+            return None, f"cooldown until {quiet_until.isoformat(timespec='seconds')}"
+        fired = fresh
+    report = fired[0]
+    return report, f"drift report {report['id']}: {report['reason']}"
+
+
+def drift_to_act_on(project: str, settings: Settings | None = None) -> tuple[dict | None, str]:
+    """``pending_drift`` for a project, from the lineage store and its spec's cooldown."""
+    from mlops_lib.ingest import project_spec
+    from mlops_lib.lineage import lineage_store
+
+    settings = settings or get_settings()
+    spec = project_spec(project, settings)
+    reports = lineage_store(settings).drift_reports(project, limit=200)
+    cooldown = timedelta(minutes=spec.monitoring.cooldown_minutes)
+    return pending_drift(reports, cooldown, datetime.now(UTC))
+
+
+def claim_drift(
+    project: str, report_id: int, dag_run_id: str, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Mark a report as acted on by a retraining run (earlier unhandled ones join its episode)."""
+    from mlops_lib.lineage import lineage_store
+
+    settings = settings or get_settings()
+    store = lineage_store(settings)
+    now = datetime.now(UTC)
+    for r in store.drift_reports(project, limit=200):
+        if r["id"] < report_id and r["fired"] and not r["handled_by"]:
+            store.update_drift_report(
+                r["id"], handled_by=f"absorbed by report {report_id}", handled_at=now
+            )
+    return store.update_drift_report(report_id, handled_by=dag_run_id, handled_at=now)

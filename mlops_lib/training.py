@@ -160,9 +160,13 @@ def train(
     dag_id: str = "",
     run_id: str = "",
     trigger: str = "",
+    extra_tags: dict[str, str] | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     """AutoML on the data at ``commit``; log to MLflow; register as ``challenger``.
+
+    ``extra_tags`` go to the MLflow run and the registered version (e.g. the id of the
+    drift report that caused a continuous-training run).
 
     Idempotent per (dag id, run id): a retry after a failure returns the version the
     first try registered instead of registering another.
@@ -212,6 +216,7 @@ def train(
         "dag_id": dag_id,
         "dag_run_id": run_id,
         "trigger": trigger,
+        **(extra_tags or {}),
     }
     with mlflow.start_run(run_name=f"train@{commit[:12]}", tags=tags) as parent:
 
@@ -274,6 +279,7 @@ def train(
                 RUN_KEY_TAG: run_key,
                 "lakefs_commit": commit,
                 "mlflow_run_id": parent.info.run_id,
+                **(extra_tags or {}),
             },
         )
         client.set_registered_model_alias(project, "challenger", mv.version)

@@ -133,4 +133,7 @@ class DriftReport(Base):
     lakefs_uri: Mapped[str] = mapped_column(Text, default="")
     mlflow_run_id: Mapped[str] = mapped_column(String(64), default="")
     dag_run_id: Mapped[str] = mapped_column(String(250), default="")
+    # The continuous-training run that acted on it (or the report whose episode absorbed it).
+    handled_by: Mapped[str] = mapped_column(String(250), default="")
+    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

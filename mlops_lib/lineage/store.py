@@ -46,7 +46,7 @@ def migrate(url: str) -> None:
 
 def _row(obj: Any) -> dict[str, Any]:
     out = {c.name: getattr(obj, c.name) for c in obj.__table__.columns}
-    for key in ("created_at", "activated_at", "updated_at"):
+    for key in ("created_at", "activated_at", "updated_at", "handled_at"):
         if out.get(key) is not None:
             out[key] = out[key].isoformat()
     return out
@@ -168,6 +168,16 @@ class LineageStore:
 
     def record_drift_report(self, **values: Any) -> dict[str, Any]:
         return self._add(DriftReport(**values))
+
+    def update_drift_report(self, report_id: int, **values: Any) -> dict[str, Any]:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(DriftReport, report_id)
+            if row is None:
+                raise KeyError(f"no drift report {report_id}")
+            for k, v in values.items():
+                setattr(row, k, v)
+            session.flush()
+            return _row(row)
 
     def drift_reports(self, project: str, limit: int | None = None) -> list[dict[str, Any]]:
         """A project's drift reports, newest first."""

@@ -37,6 +37,7 @@ def parse(tmp_path: Path, projects: Path) -> dict:
         "AIRFLOW_HOME": str(tmp_path / "home"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "MLOPS_PROJECTS_DIR": str(projects),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
     }
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(REPO / "dags" / "mlops_projects.py")],
@@ -77,3 +78,23 @@ def test_broken_spec_is_isolated_and_explained(tmp_path: Path) -> None:
     placeholder = result["dags"]["broken__invalid_spec"]
     assert "surprise: unknown key" in placeholder["doc"]
     assert "broken__ingest" not in result["dags"]
+
+
+def test_deploy_monitor_and_continuous_training_dags_are_wired(tmp_path: Path) -> None:
+    result = parse(tmp_path, REPO / "projects")
+    assert result["errors"] == {}
+    dags = result["dags"]
+    assert dags["churn__deploy"]["tasks"] == {
+        "package": ["start"],
+        "start": ["smoke_test"],
+        "smoke_test": ["switch"],
+        "switch": [],
+    }
+    assert dags["churn__monitor"]["outlets"]["monitor"] == ["churn_drift"]
+    ct = dags["churn__continuous_training"]["tasks"]
+    assert ct["wait_for_drift"] == ["claim"]
+    assert ct["claim"] == ["resolve_data", "train"]
+    assert ct["train"] == ["gate"] and ct["gate"] == ["promote"]
+    assert dags["churn__continuous_training"]["outlets"]["promote"] == ["churn_champion"]
+    for dag_id in ("churn__deploy", "churn__monitor", "churn__continuous_training"):
+        assert "When it fails" in dags[dag_id]["doc"], dag_id

@@ -47,6 +47,7 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "1",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'must-not-exist.db'}",
     }

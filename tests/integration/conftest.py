@@ -32,8 +32,14 @@ def test_projects(folder: Path) -> Path:
         budget={"trials": 3, "seconds": 900}, max_train_rows=10_000, min_rows=1000
     )
     (folder / "churn.yaml").write_text(yaml.safe_dump(spec))
-    for name in (FAULTS_PROJECT, DEPLOY_PROJECT, MONITOR_PROJECT):
+    for name in (FAULTS_PROJECT, DEPLOY_PROJECT):
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec | {"name": name}))
+    # Monitoring tests assert which features do not drift: a strict threshold keeps chance
+    # false alarms on the stable ones rare (the shifted ones score p ~ 0).
+    monitoring = dict(spec.get("monitoring") or {}, drift_threshold=0.001, cooldown_minutes=60)
+    (folder / f"{MONITOR_PROJECT}.yaml").write_text(
+        yaml.safe_dump(spec | {"name": MONITOR_PROJECT, "monitoring": monitoring})
+    )
     return folder
 
 

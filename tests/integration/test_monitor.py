@@ -55,7 +55,7 @@ def world(stack: Settings, tmp_path_factory) -> dict:
     save_reference(
         PROJECT,
         mv.version,
-        reference_frame(spec, model, batch.tail(3000)),
+        reference_frame(spec, model, batch),
         run_id=run.info.run_id,
         settings=stack,
     )
@@ -141,3 +141,61 @@ def test_monitor_report_command_writes_the_html(stack: Settings, world: dict, tm
     assert "policy FIRED" in proc.stdout
     html = target.read_text()
     assert "<svg" in html and "monthly_charges" in html
+
+
+CT = f"{PROJECT}__continuous_training"
+
+
+def ct_runs(airflow: AirflowClient) -> list[dict]:
+    return airflow.request(
+        "GET", f"/dags/{CT}/dagRuns", params={"limit": 20, "order_by": "-run_after"}
+    ).json()["dag_runs"]
+
+
+def follow_new_ct_run(airflow: AirflowClient, seen: set[str]) -> tuple[str, str]:
+    import time
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        fresh = [r for r in ct_runs(airflow) if r["dag_run_id"] not in seen]
+        if fresh:
+            run_id = fresh[-1]["dag_run_id"]
+            return run_id, airflow.follow(CT, run_id, timeout=900)
+        time.sleep(2)
+    raise AssertionError(f"no new {CT} run")
+
+
+def test_drift_episode_starts_one_retraining(stack: Settings, world: dict) -> None:
+    """The fired report's asset event starts continuous training; the new version carries
+    the report id; a second fired report inside the cooldown starts nothing."""
+    from mlops_lib.lineage import lineage_store
+
+    airflow: AirflowClient = world["airflow"]
+    store = lineage_store(stack)
+    fired = next(r for r in store.drift_reports(PROJECT) if r["fired"])
+    airflow.prepare(CT, timeout=180)  # queued drift events start a run on unpause
+    run_id, state = follow_new_ct_run(airflow, set())
+    states = airflow.task_states(CT, run_id)
+    assert state == "success" and states["train"] == "success", states
+    assert states["promote"] in ("success", "skipped")
+    handled = {r["id"]: r for r in store.drift_reports(PROJECT)}[fired["id"]]
+    assert handled["handled_by"] == run_id
+    import mlflow
+
+    client = mlflow.MlflowClient(stack.mlflow_url)
+    versions = client.search_model_versions(f"name = '{PROJECT}'")
+    newest = max(versions, key=lambda v: int(v.version))
+    assert newest.tags["drift_report_id"] == str(fired["id"])
+    assert newest.tags["gate_decision"] in ("promote", "reject")
+
+    # Drift goes on within the cooldown: the monitor fires again, nothing retrains.
+    seen = {r["dag_run_id"] for r in ct_runs(airflow)}
+    serve_traffic(stack, world, "drifted", 3000, seed=604)
+    assert run_monitor(world)["fired"]
+    run_id, state = follow_new_ct_run(airflow, seen)
+    states = airflow.task_states(CT, run_id)
+    assert states["wait_for_drift"] == "skipped" and states["train"] == "skipped", states
+    log = airflow.task_log_tail(CT, run_id, "wait_for_drift", 1, lines=60)
+    assert "same episode" in log
+    after = client.search_model_versions(f"name = '{PROJECT}'")
+    assert len(after) == len(versions)

@@ -141,3 +141,39 @@ def test_report_of_a_window_without_traffic(spec) -> None:
     report = drift_report(spec, reference, None, model_version=1, windows=[])
     assert report["notes"] == ["no traffic in the monitored windows"]
     assert report["drifted_features"] == [] and "no traffic" in render_html(report)
+
+
+def _report(i: int, minutes: int, fired: bool = True, **kw) -> dict:
+    base = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    created = (base + pd.Timedelta(minutes=minutes)).isoformat()
+    return {
+        "id": i,
+        "fired": fired,
+        "reason": f"r{i}",
+        "created_at": created,
+        "handled_by": "",
+        "handled_at": None,
+    } | kw
+
+
+def test_one_drift_episode_causes_one_retraining() -> None:
+    from datetime import timedelta
+
+    from mlops_lib.monitoring import pending_drift
+
+    hour = timedelta(minutes=60)
+    base = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    # Nothing fired: nothing to do.
+    assert pending_drift([_report(1, 0, fired=False)], hour, base)[0] is None
+    # A fired report: act on it.
+    report, why = pending_drift([_report(1, 0)], hour, base)
+    assert report["id"] == 1 and "r1" in why
+    # It was claimed at 12:00; a second fired report at 12:20 is the same episode.
+    claimed = _report(1, 0, handled_by="ct-run-1", handled_at=base.isoformat())
+    later = base + timedelta(minutes=25)
+    report, why = pending_drift([_report(2, 20), claimed], hour, later)
+    assert report is None and "same episode" in why
+    # A report fired after the cooldown starts a new episode.
+    much_later = base + timedelta(minutes=90)
+    report, _ = pending_drift([_report(3, 75), _report(2, 20), claimed], hour, much_later)
+    assert report["id"] == 3

@@ -31,6 +31,8 @@ def upgrade() -> None:
         sa.Column("lakefs_uri", sa.Text, nullable=False),
         sa.Column("mlflow_run_id", sa.String(64), nullable=False),
         sa.Column("dag_run_id", sa.String(250), nullable=False),
+        sa.Column("handled_by", sa.String(250), nullable=False),
+        sa.Column("handled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
 
