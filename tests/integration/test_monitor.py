@@ -1,8 +1,15 @@
-"""The monitor DAG on the real stack: prediction log -> profiles -> drift report -> asset."""
+"""Monitoring and continuous training end to end on the real stack.
+
+A champion is deployed and serving; clean, then drifted traffic goes through its endpoint;
+the monitor DAG reports no drift, then drift on the shifted features only; the drift asset
+starts continuous training, whose new version is gated and, when it wins, deployed; a second
+drift report inside the cooldown starts no second retraining.
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,6 +22,8 @@ from .conftest import MONITOR_PROJECT, mlops_cli
 pytestmark = pytest.mark.integration
 PROJECT = MONITOR_PROJECT
 MONITOR = f"{PROJECT}__monitor"
+DEPLOY = f"{PROJECT}__deploy"
+CT = f"{PROJECT}__continuous_training"
 
 
 @pytest.fixture(scope="module")
@@ -60,37 +69,47 @@ def world(stack: Settings, tmp_path_factory) -> dict:
         settings=stack,
     )
     airflow = AirflowClient.from_settings(stack)
-    airflow.prepare(MONITOR, timeout=180)
-    return {"spec": spec, "model": model, "airflow": airflow, "version": int(mv.version)}
+    # Unpaused before any drift event: Airflow does not queue asset runs of paused DAGs.
+    for dag_id in (MONITOR, DEPLOY, CT):
+        airflow.prepare(dag_id, timeout=180)
+    since = datetime.now(UTC).isoformat()
+    airflow.emit_asset_event(f"{PROJECT}_champion", {"version": int(mv.version)})
+    run_id = airflow.wait_for_asset_run(DEPLOY, since=since, timeout=180)
+    assert airflow.follow(DEPLOY, run_id, timeout=600) == "success"
+    return {"spec": spec, "airflow": airflow, "version": int(mv.version), "logged": 0}
 
 
 def serve_traffic(stack: Settings, world: dict, scenario: str, rows: int, seed: int) -> None:
-    """Rows through the prediction log exactly as the service logs them."""
-    from mlops_lib.features import model_input
-    from mlops_lib.serving.prediction_log import PredictionLog, lakefs_shipper, spool_dir
-    from mlops_lib.serving.predictor import Predictor
+    """Requests to the project's stable endpoint; waits until the prediction log has them."""
+    import io
+    import time
 
-    spec, model = world["spec"], world["model"]
+    import httpx
+    import pandas as pd
+
+    from mlops_lib import versioning as vc
+    from mlops_lib.serving.prediction_log import MONITORING_BRANCH, predictions_prefix
+
+    spec = world["spec"]
     df = demo_data.generate(scenario, rows=rows, seed=seed)
-    predictor = Predictor(spec, model, version=str(world["version"]))
-    scores = predictor.scores(model_input(df, spec))
-    out = predictor.response(scores)
-    log = PredictionLog(
-        PROJECT,
-        str(world["version"]),
-        spool_dir(stack, PROJECT),
-        lakefs_shipper(PROJECT, stack),
-    )
     records = json.loads(df[spec.features].to_json(orient="records"))
-    log_scores = predictor.log_scores(scores)
-    for i in range(0, rows, 100):
-        log.record(
-            f"{scenario}-{seed}-{i}",
-            records[i : i + 100],
-            out["predictions"][i : i + 100],
-            log_scores[i : i + 100],
+    url = f"{stack.serving_base_url}/{PROJECT}/predict"
+    for i in range(0, rows, 500):
+        resp = httpx.post(url, json={"instances": records[i : i + 500]}, timeout=60)
+        assert resp.status_code == 200, resp.text[:300]
+    world["logged"] += rows
+    deadline = time.monotonic() + 60
+    total = 0
+    while time.monotonic() < deadline:
+        paths = vc.list_paths(PROJECT, MONITORING_BRANCH, predictions_prefix(PROJECT), stack)
+        total = sum(
+            len(pd.read_parquet(io.BytesIO(vc.read(PROJECT, MONITORING_BRANCH, p, stack))))
+            for p in paths
         )
-    assert log.close(timeout=30) == 0
+        if total >= world["logged"]:
+            return
+        time.sleep(1)
+    raise AssertionError(f"prediction log holds {total} of {world['logged']} served rows")
 
 
 def run_monitor(world: dict) -> dict:
@@ -143,26 +162,31 @@ def test_monitor_report_command_writes_the_html(stack: Settings, world: dict, tm
     assert "<svg" in html and "monthly_charges" in html
 
 
-CT = f"{PROJECT}__continuous_training"
-
-
 def ct_runs(airflow: AirflowClient) -> list[dict]:
     return airflow.request(
         "GET", f"/dags/{CT}/dagRuns", params={"limit": 20, "order_by": "-run_after"}
     ).json()["dag_runs"]
 
 
-def follow_new_ct_run(airflow: AirflowClient, seen: set[str]) -> tuple[str, str]:
+def follow_ct_run(airflow: AirflowClient, seen: set[str], wanted: str) -> tuple[str, dict]:
+    """Follow the first CT run not in ``seen`` whose sensor ends ``wanted``."""
     import time
 
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        fresh = [r for r in ct_runs(airflow) if r["dag_run_id"] not in seen]
-        if fresh:
-            run_id = fresh[-1]["dag_run_id"]
-            return run_id, airflow.follow(CT, run_id, timeout=900)
-        time.sleep(2)
-    raise AssertionError(f"no new {CT} run")
+        for r in reversed(ct_runs(airflow)):
+            if r["dag_run_id"] in seen:
+                continue
+            states = airflow.task_states(CT, r["dag_run_id"])
+            sensor = states.get("wait_for_drift")
+            if sensor in ("success", "skipped", "failed"):
+                if sensor != wanted:
+                    seen.add(r["dag_run_id"])
+                    continue
+                airflow.follow(CT, r["dag_run_id"], timeout=900)
+                return r["dag_run_id"], airflow.task_states(CT, r["dag_run_id"])
+        time.sleep(3)
+    raise AssertionError(f"no {CT} run whose sensor ended {wanted}")
 
 
 def test_drift_episode_starts_one_retraining(stack: Settings, world: dict) -> None:
@@ -173,10 +197,8 @@ def test_drift_episode_starts_one_retraining(stack: Settings, world: dict) -> No
     airflow: AirflowClient = world["airflow"]
     store = lineage_store(stack)
     fired = next(r for r in store.drift_reports(PROJECT) if r["fired"])
-    airflow.prepare(CT, timeout=180)  # queued drift events start a run on unpause
-    run_id, state = follow_new_ct_run(airflow, set())
-    states = airflow.task_states(CT, run_id)
-    assert state == "success" and states["train"] == "success", states
+    run_id, states = follow_ct_run(airflow, set(), "success")
+    assert states["claim"] == "success" and states["train"] == "success", states
     assert states["promote"] in ("success", "skipped")
     handled = {r["id"]: r for r in store.drift_reports(PROJECT)}[fired["id"]]
     assert handled["handled_by"] == run_id
@@ -187,14 +209,31 @@ def test_drift_episode_starts_one_retraining(stack: Settings, world: dict) -> No
     newest = max(versions, key=lambda v: int(v.version))
     assert newest.tags["drift_report_id"] == str(fired["id"])
     assert newest.tags["gate_decision"] in ("promote", "reject")
+    # A win is served by the deploy DAG (champion asset); a loss leaves the champion serving.
+    if newest.tags["gate_decision"] == "promote":
+        deploy_run = airflow.wait_for_asset_run(DEPLOY, since=handled["handled_at"], timeout=300)
+        assert airflow.follow(DEPLOY, deploy_run, timeout=600) == "success"
+        expected = newest.version
+    else:
+        expected = str(world["version"])
+    import httpx
+
+    one = json.loads(
+        demo_data.generate("clean", rows=1, seed=9)[world["spec"].features].to_json(
+            orient="records"
+        )
+    )
+    served = httpx.post(
+        f"{stack.serving_base_url}/{PROJECT}/predict", json={"instances": one}, timeout=30
+    ).json()
+    assert served["model_version"] == expected
 
     # Drift goes on within the cooldown: the monitor fires again, nothing retrains.
     seen = {r["dag_run_id"] for r in ct_runs(airflow)}
     serve_traffic(stack, world, "drifted", 3000, seed=604)
     assert run_monitor(world)["fired"]
-    run_id, state = follow_new_ct_run(airflow, seen)
-    states = airflow.task_states(CT, run_id)
-    assert states["wait_for_drift"] == "skipped" and states["train"] == "skipped", states
+    run_id, states = follow_ct_run(airflow, seen, "skipped")
+    assert states["train"] == "skipped", states
     log = airflow.task_log_tail(CT, run_id, "wait_for_drift", 1, lines=60)
     assert "same episode" in log
     after = client.search_model_versions(f"name = '{PROJECT}'")
