@@ -44,6 +44,7 @@ SPEC = _spec()
 Instance = instance_model(SPEC)
 MAX_ROWS = SPEC.serving.max_batch_size
 NAME = SPEC.name.replace("_", "-")
+PROBE_HEADER = "x-mlops-probe"
 SHED_AFTER_MS = max(10_000, SPEC.serving.max_latency_ms * 10)
 
 
@@ -106,19 +107,25 @@ class ModelService:
 
     @bentoml.api(route="/predict")
     async def predict(
-        self, instances: Annotated[list[Instance], Field(min_length=1, max_length=MAX_ROWS)]
+        self,
+        instances: Annotated[list[Instance], Field(min_length=1, max_length=MAX_ROWS)],
+        ctx: bentoml.Context,
     ) -> dict:
         """Predictions (same order as ``instances``), class probabilities, model version and
-        the request id under which the rows are kept in the prediction log."""
+        the request id under which the rows are kept in the prediction log.
+
+        Requests with the header ``X-MLOps-Probe`` (the deploy DAG's smoke test) are answered
+        but not logged: they are not production traffic."""
         rows = [row.model_dump() for row in instances]
         batch = self.predictor.array(rows)
         scores = await self._scores(batch)
         scores = np.asarray(scores)
         out = self.predictor.response(scores)
         out["request_id"] = uuid.uuid4().hex
-        self.prediction_log.record(
-            out["request_id"], rows, out["predictions"], self.predictor.log_scores(scores)
-        )
+        if PROBE_HEADER not in ctx.request.headers:
+            self.prediction_log.record(
+                out["request_id"], rows, out["predictions"], self.predictor.log_scores(scores)
+            )
         return out
 
     async def _scores(self, batch: np.ndarray, attempts: int = 3):

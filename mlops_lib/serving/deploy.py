@@ -202,7 +202,11 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> dict[str
     with httpx.Client(base_url=dep["url"], timeout=60, trust_env=False) as http:
         for i in range(0, len(rows), step):
             try:
-                resp = http.post("/predict", json={"instances": rows[i : i + step]})
+                resp = http.post(
+                    "/predict",
+                    json={"instances": rows[i : i + step]},
+                    headers={"X-MLOps-Probe": "smoke-test"},  # not production traffic
+                )
             except httpx.HTTPError as exc:
                 raise _fail(dep, f"smoke test request failed: {exc}", settings) from exc
             if resp.status_code != 200:
