@@ -45,6 +45,9 @@ Instance = instance_model(SPEC)
 MAX_ROWS = SPEC.serving.max_batch_size
 NAME = SPEC.name.replace("_", "-")
 PROBE_HEADER = "x-mlops-probe"
+# One scoring call to the inference service (a 1,000-row batch takes ~0.1 s); three
+# attempts fit in the API's 30 s request timeout.
+ATTEMPT_TIMEOUT_S = 8.0
 SHED_AFTER_MS = max(10_000, SPEC.serving.max_latency_ms * 10)
 
 
@@ -132,13 +135,16 @@ class ModelService:
         """Scores from ``Inference``, retried on transport errors.
 
         BentoML's internal client may reuse a keep-alive connection the dependency just
-        closed (bentoml/BentoML#4971: "Can not write request body", "Connection closed.")
-        and its batcher sheds bursts with 503; scoring is idempotent, so it is retried.
+        closed (bentoml/BentoML#4971: "Can not write request body", "Connection closed.",
+        or a call that never returns) and its batcher sheds bursts with 503; scoring is
+        idempotent, so it is retried, each attempt bounded by ``ATTEMPT_TIMEOUT_S``.
         """
         for attempt in range(attempts):
             try:
-                return await self.inference.to_async.scores(batch)
-            except (aiohttp.ClientError, ServiceUnavailable, RuntimeError):
+                return await asyncio.wait_for(
+                    self.inference.to_async.scores(batch), timeout=ATTEMPT_TIMEOUT_S
+                )
+            except (aiohttp.ClientError, ServiceUnavailable, RuntimeError, TimeoutError):
                 if attempt == attempts - 1:
                     raise
                 await asyncio.sleep(0.05 * (attempt + 1))

@@ -95,3 +95,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = reload_settings(settings)
     yield settings
     manager.down(settings, log=print)
+
+
+def register_model(
+    settings: Settings, project: str, model: object, *, tags: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Log a fitted pipeline as training does (skops, pinned requirements) and register it.
+
+    Returns (version, MLflow run id).
+    """
+    import mlflow
+
+    from mlops_lib.training import pip_requirements, trusted_types
+
+    mlflow.set_tracking_uri(settings.mlflow_url)
+    mlflow.set_experiment(f"{project}-tests")
+    with mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(
+            sk_model=model,
+            name="model",
+            pip_requirements=pip_requirements(),
+            serialization_format="skops",
+            skops_trusted_types=trusted_types(model),
+        )
+    mv = mlflow.register_model(info.model_uri, project, tags=tags or {})
+    return int(mv.version), run.info.run_id

@@ -22,7 +22,7 @@ from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 from mlops_lib.stack import manager
 
-from .conftest import DEPLOY_PROJECT, mlops_cli
+from .conftest import DEPLOY_PROJECT, mlops_cli, register_model
 
 pytestmark = pytest.mark.integration
 PROJECT = DEPLOY_PROJECT
@@ -53,11 +53,9 @@ def register(stack: Settings, world: dict, *, seed: int, broken: bool = False) -
     ``broken``: the pipeline also expects a column the project does not have, so it cannot
     score the project's requests (a package that must never go live).
     """
-    import mlflow
     from sklearn.linear_model import LogisticRegression
 
     from mlops_lib.features import build_pipeline, model_input
-    from mlops_lib.training import pip_requirements, trusted_types
 
     spec = world["spec"]
     df = demo_data.generate("clean", rows=3000, seed=seed)
@@ -81,18 +79,8 @@ def register(stack: Settings, world: dict, *, seed: int, broken: bool = False) -
         )
         x = x.select_dtypes("number")
     model.fit(x, df["churned"])
-    mlflow.set_tracking_uri(stack.mlflow_url)
-    mlflow.set_experiment(f"{PROJECT}-deploy-test")
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            sk_model=model,
-            name="model",
-            pip_requirements=pip_requirements(),
-            serialization_format="skops",
-            skops_trusted_types=trusted_types(model),
-        )
-    mv = mlflow.register_model(info.model_uri, PROJECT, tags={"lakefs_commit": world["commit"]})
-    return int(mv.version)
+    version, _ = register_model(stack, PROJECT, model, tags={"lakefs_commit": world["commit"]})
+    return version
 
 
 def promote_and_deploy(stack: Settings, world: dict, version: int) -> tuple[str, str]:

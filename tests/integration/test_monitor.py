@@ -17,7 +17,7 @@ from mlops_lib import demo_data
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 
-from .conftest import MONITOR_PROJECT, mlops_cli
+from .conftest import MONITOR_PROJECT, mlops_cli, register_model
 
 pytestmark = pytest.mark.integration
 PROJECT = MONITOR_PROJECT
@@ -35,7 +35,6 @@ def world(stack: Settings, tmp_path_factory) -> dict:
     from mlops_lib.features import build_pipeline, model_input
     from mlops_lib.ingest import ingest_now, project_spec
     from mlops_lib.monitoring import reference_frame, save_reference
-    from mlops_lib.training import pip_requirements, trusted_types
 
     spec = project_spec(PROJECT, stack)
     folder = tmp_path_factory.mktemp("monitor-data")
@@ -45,27 +44,17 @@ def world(stack: Settings, tmp_path_factory) -> dict:
     )
     model = build_pipeline(spec, LogisticRegression(max_iter=500))
     model.fit(model_input(batch, spec), batch["churned"])
-    mlflow.set_tracking_uri(stack.mlflow_url)
-    mlflow.set_experiment(f"{PROJECT}-test")
-    with mlflow.start_run() as run:
-        info = mlflow.sklearn.log_model(
-            sk_model=model,
-            name="model",
-            pip_requirements=pip_requirements(),
-            serialization_format="skops",
-            skops_trusted_types=trusted_types(model),
-        )
-    mv = mlflow.register_model(
-        info.model_uri, PROJECT, tags={"lakefs_commit": published["commit_id"]}
+    version, run_id = register_model(
+        stack, PROJECT, model, tags={"lakefs_commit": published["commit_id"]}
     )
     mlflow.MlflowClient(stack.mlflow_url).set_registered_model_alias(
-        PROJECT, "champion", mv.version
+        PROJECT, "champion", str(version)
     )
     save_reference(
         PROJECT,
-        mv.version,
+        version,
         reference_frame(spec, model, batch),
-        run_id=run.info.run_id,
+        run_id=run_id,
         settings=stack,
     )
     airflow = AirflowClient.from_settings(stack)
@@ -73,10 +62,10 @@ def world(stack: Settings, tmp_path_factory) -> dict:
     for dag_id in (MONITOR, DEPLOY, CT):
         airflow.prepare(dag_id, timeout=180)
     since = datetime.now(UTC).isoformat()
-    airflow.emit_asset_event(f"{PROJECT}_champion", {"version": int(mv.version)})
+    airflow.emit_asset_event(f"{PROJECT}_champion", {"version": version})
     run_id = airflow.wait_for_asset_run(DEPLOY, since=since, timeout=180)
     assert airflow.follow(DEPLOY, run_id, timeout=600) == "success"
-    return {"spec": spec, "airflow": airflow, "version": int(mv.version), "logged": 0}
+    return {"spec": spec, "airflow": airflow, "version": version, "logged": 0}
 
 
 def serve_traffic(stack: Settings, world: dict, scenario: str, rows: int, seed: int) -> None:
