@@ -375,9 +375,11 @@ Runs `{schedule}` (the spec's `monitoring.schedule`) and on demand. One task, `m
 Conf `{{"include_open_window": true}}` also reports the current, still open hour.
 `mlops monitor report {name} --open` shows the latest report.
 
+A run ends *skipped* while there is nothing to compare with: no champion yet, or a champion
+without a reference profile (every version trained by the platform has one).
+
 **When it fails**
 
-* *has no champion* / *has no reference profile*: nothing to compare with yet; train first.
 * a connection error: lakeFS or MLflow is down; `mlops stack up`, the task retries.
 """
 
@@ -417,16 +419,22 @@ def build_monitor(spec: ProjectSpec) -> DAG:
     def monitor_dag() -> None:
         @task(outlets=[drift])
         def monitor(**context) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from mlops_lib.monitoring import NothingToMonitor
             from mlops_lib.monitoring import monitor as run
 
             conf = context["dag_run"].conf or {}
-            out = run(
-                project,
-                include_open_window=bool(
-                    conf.get("include_open_window", context["params"]["include_open_window"])
-                ),
-                dag_run_id=context["run_id"],
-            )
+            try:
+                out = run(
+                    project,
+                    include_open_window=bool(
+                        conf.get("include_open_window", context["params"]["include_open_window"])
+                    ),
+                    dag_run_id=context["run_id"],
+                )
+            except NothingToMonitor as exc:
+                raise AirflowSkipException(str(exc)) from exc
             context["outlet_events"][drift].extra = out
             return out
 

@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     from whylogs.core import DatasetProfileView
 
 OUTPUTS = ("prediction", "score")
+
+
+class NothingToMonitor(RuntimeError):
+    """No champion, or a champion without a reference profile: nothing to compare with."""
+
+
 _WINDOW = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")
 
 
@@ -528,7 +534,7 @@ def monitor(
     store = lineage_store(settings)
     version = champion_version(project, settings)
     if version is None:
-        raise ValueError(f"{project} has no champion to monitor")
+        raise NothingToMonitor(f"{project} has no champion to monitor yet")
     profile_windows(project, now=now, settings=settings)
     previous = store.drift_reports(project, limit=1)
     last = previous[0]["last_window"] if previous else ""
@@ -563,7 +569,10 @@ def monitor(
     try:
         reference = load_reference(project, version, settings)
     except Exception as exc:
-        raise ValueError(f"{project} v{version} has no reference profile: {exc}") from exc
+        raise NothingToMonitor(
+            f"{project} v{version} has no reference profile (registered before monitoring "
+            f"existed, or by hand): {type(exc).__name__}"
+        ) from exc
     report = drift_report(spec, reference, merge(views), model_version=version, windows=windows)
     fired, reason = policy(report, spec)
     report |= {"fired": fired, "reason": reason, "created_at": now.isoformat()}
