@@ -139,16 +139,18 @@ class ModelService:
         or a call that never returns) and its batcher sheds bursts with 503; scoring is
         idempotent, so it is retried, each attempt bounded by ``ATTEMPT_TIMEOUT_S``.
         """
-        for attempt in range(attempts):
+        retryable = (aiohttp.ClientError, ServiceUnavailable, RuntimeError, TimeoutError)
+        for attempt in range(1, attempts):
             try:
-                return await asyncio.wait_for(
-                    self.inference.to_async.scores(batch), timeout=ATTEMPT_TIMEOUT_S
-                )
-            except (aiohttp.ClientError, ServiceUnavailable, RuntimeError, TimeoutError):
-                if attempt == attempts - 1:
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+                return await self._score_once(batch)
+            except retryable:
+                await asyncio.sleep(0.05 * attempt)
+        return await self._score_once(batch)
+
+    async def _score_once(self, batch: np.ndarray):
+        return await asyncio.wait_for(
+            self.inference.to_async.scores(batch), timeout=ATTEMPT_TIMEOUT_S
+        )
 
     @bentoml.on_shutdown
     def close_prediction_log(self) -> None:

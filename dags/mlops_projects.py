@@ -295,6 +295,19 @@ Runs whenever `{name}` gets a new champion (the `{name}_champion` asset: the tra
 """
 
 
+def _deploy_step(name: str, deployment_id: int) -> dict:
+    """Run one step of ``mlops_lib.serving.deploy``; a deployment that cannot go live fails
+    the task without retry (the candidate is already stopped and marked failed)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlops_lib.serving import deploy
+
+    try:
+        return getattr(deploy, name)(deployment_id)
+    except deploy.DeploymentError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
 def build_deploy(spec: ProjectSpec) -> DAG:
     """``<project>__deploy``: package the champion, start, smoke-test, switch."""
     project = spec.name
@@ -323,27 +336,11 @@ def build_deploy(spec: ProjectSpec) -> DAG:
 
         @task(retries=0)
         def start(built: dict) -> dict:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from mlops_lib.serving.deploy import DeploymentError
-            from mlops_lib.serving.deploy import start as run
-
-            try:
-                return run(built["id"])
-            except DeploymentError as exc:
-                raise AirflowFailException(str(exc)) from exc
+            return _deploy_step("start", built["id"])
 
         @task(retries=0)
         def smoke_test(started: dict) -> dict:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from mlops_lib.serving.deploy import DeploymentError
-            from mlops_lib.serving.deploy import smoke_test as run
-
-            try:
-                return run(started["id"])
-            except DeploymentError as exc:
-                raise AirflowFailException(str(exc)) from exc
+            return _deploy_step("smoke_test", started["id"])
 
         @task(retries=0)
         def switch(checked: dict) -> dict:

@@ -91,10 +91,10 @@ def _stages(settings: Settings, console: Console) -> list[Stage]:
 
         import httpx
 
+        from mlops_lib.ingest import project_spec
         from mlops_lib.registry import champion_version
-        from mlops_lib.spec import load_spec
 
-        spec = load_spec(settings.projects_dir / f"{DEMO_PROJECT}.yaml")
+        spec = project_spec(DEMO_PROJECT, settings)
         row = json.loads(
             demo_data.generate("clean", rows=1, seed=3)[spec.features].to_json(orient="records")
         )

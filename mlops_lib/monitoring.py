@@ -268,7 +268,6 @@ def profile_windows(
     Incremental: a window's profile is written once; later runs skip it. Commits the
     monitoring branch (the shipped prediction log with the new profiles).
     """
-    import pandas as pd
 
     from mlops_lib import profiles
     from mlops_lib import versioning as vc
@@ -286,12 +285,7 @@ def profile_windows(
     }
     made = []
     for hour, paths in windows_to_profile(logs, done, now).items():
-        frames = [
-            pd.read_parquet(io.BytesIO(vc.read(project, MONITORING_BRANCH, p, settings)))
-            for p in paths
-        ]
-        frame = pd.concat(frames, ignore_index=True)
-        view = profiles.profile(monitored_frame(spec, frame))
+        view, rows = _log_view(spec, paths, settings)
         path = window_profile_path(project, hour)
         vc.upload(
             project,
@@ -301,7 +295,7 @@ def profile_windows(
             "application/octet-stream",
             settings,
         )
-        made.append({"window": hour.isoformat(), "rows": len(frame), "path": path})
+        made.append({"window": hour.isoformat(), "rows": rows, "path": path})
     if made:
         vc.commit(
             project,
@@ -316,8 +310,26 @@ def profile_windows(
 def _monitoring_branch(project: str, settings: Settings) -> None:
     from mlops_lib import versioning as vc
 
-    repo = vc.repository(project, settings)
-    repo.branch(MONITORING_BRANCH).create(source_reference=vc.MAIN, exist_ok=True)
+    vc.ensure_branch(project, MONITORING_BRANCH, settings=settings)
+
+
+def _log_view(
+    spec: ProjectSpec, paths: list[str], settings: Settings
+) -> tuple[DatasetProfileView, int]:
+    """Profile of prediction-log files (the monitored columns) and their row count."""
+    import pandas as pd
+
+    from mlops_lib import profiles
+    from mlops_lib import versioning as vc
+
+    frame = pd.concat(
+        [
+            pd.read_parquet(io.BytesIO(vc.read(spec.name, MONITORING_BRANCH, p, settings)))
+            for p in paths
+        ],
+        ignore_index=True,
+    )
+    return profiles.profile(monitored_frame(spec, frame)), len(frame)
 
 
 # Reports ---------------------------------------------------------------------------
@@ -520,8 +532,6 @@ def monitor(
     """
     import json
 
-    import pandas as pd
-
     from mlops_lib import profiles
     from mlops_lib import versioning as vc
     from mlops_lib.ingest import project_spec
@@ -557,14 +567,7 @@ def monitor(
             if window_of(p) == current
         ]
         if logs:
-            frame = pd.concat(
-                [
-                    pd.read_parquet(io.BytesIO(vc.read(project, MONITORING_BRANCH, p, settings)))
-                    for p in logs
-                ],
-                ignore_index=True,
-            )
-            views.append(profiles.profile(monitored_frame(spec, frame)))
+            views.append(_log_view(spec, logs, settings)[0])
             windows.append(current.isoformat())
     try:
         reference = load_reference(project, version, settings)

@@ -86,6 +86,13 @@ def fresh_branch(
     return br.get_commit().id
 
 
+def ensure_branch(
+    project: str, branch: str, source: str = MAIN, settings: Settings | None = None
+) -> None:
+    """Create a branch from ``source`` unless it exists."""
+    repository(project, settings).branch(branch).create(source_reference=source, exist_ok=True)
+
+
 def upload(
     project: str,
     branch: str,

@@ -135,16 +135,20 @@ class LineageStore:
         """A new deployment (state ``starting`` unless given)."""
         return self._add(Deployment(**values))
 
+    def _update(self, model: Any, row_id: int, values: dict[str, Any]) -> dict[str, Any]:
+        """Change fields of one row (KeyError naming the table when it does not exist)."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(model, row_id)
+            if row is None:
+                raise KeyError(f"no {model.__tablename__} row {row_id}")
+            for k, v in values.items():
+                setattr(row, k, v)
+            session.flush()
+            return _row(row)
+
     def update_deployment(self, deployment_id: int, **values: Any) -> dict[str, Any]:
         """Change a deployment's fields (``updated_at`` is set)."""
-        with Session(self.engine) as session, session.begin():
-            dep = session.get(Deployment, deployment_id)
-            if dep is None:
-                raise KeyError(f"no deployment {deployment_id}")
-            for k, v in (values | {"updated_at": utcnow()}).items():
-                setattr(dep, k, v)
-            session.flush()
-            return _row(dep)
+        return self._update(Deployment, deployment_id, values | {"updated_at": utcnow()})
 
     def deployment(self, deployment_id: int) -> dict[str, Any] | None:
         with Session(self.engine) as session:
@@ -170,14 +174,7 @@ class LineageStore:
         return self._add(DriftReport(**values))
 
     def update_drift_report(self, report_id: int, **values: Any) -> dict[str, Any]:
-        with Session(self.engine) as session, session.begin():
-            row = session.get(DriftReport, report_id)
-            if row is None:
-                raise KeyError(f"no drift report {report_id}")
-            for k, v in values.items():
-                setattr(row, k, v)
-            session.flush()
-            return _row(row)
+        return self._update(DriftReport, report_id, values)
 
     def drift_reports(self, project: str, limit: int | None = None) -> list[dict[str, Any]]:
         """A project's drift reports, newest first."""

@@ -259,20 +259,17 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> dict[str
     return {"id": dep["id"], "rows": len(rows), "max_abs_diff": max_diff}
 
 
+def _route_to(dep: dict[str, Any], settings: Settings) -> None:
+    """Point the project's stable endpoint (the gateway's route) at a deployment."""
+    route = {k: dep[k] for k in ("port", "model_version", "bento_tag")} | {"deployment": dep["id"]}
+    write_route(settings.stack_dir, dep["project"], route)
+
+
 def _activate(dep: dict[str, Any], settings: Settings, retire_as: str, reason: str) -> dict:
     """Route the project to ``dep`` and stop whatever served before."""
     store = _store(settings)
     previous = [d for d in store.deployments(dep["project"], ACTIVE) if d["id"] != dep["id"]]
-    write_route(
-        settings.stack_dir,
-        dep["project"],
-        {
-            "port": dep["port"],
-            "deployment": dep["id"],
-            "model_version": dep["model_version"],
-            "bento_tag": dep["bento_tag"],
-        },
-    )
+    _route_to(dep, settings)
     now = datetime.now(UTC)
     active = store.update_deployment(dep["id"], state=ACTIVE, activated_at=now, reason=reason)
     for old in previous:
@@ -354,16 +351,7 @@ def restore(settings: Settings | None = None, *, log_line: Log = print) -> list[
             proc.stop()
             log_line(f"serving/{dep['project']}: could not restore: {exc}")
             continue
-        write_route(
-            settings.stack_dir,
-            dep["project"],
-            {
-                "port": port,
-                "deployment": dep["id"],
-                "model_version": dep["model_version"],
-                "bento_tag": dep["bento_tag"],
-            },
-        )
+        _route_to(dep | {"port": port}, settings)
         restored.append(_ref(dep))
     return restored
 

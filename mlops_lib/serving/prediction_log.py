@@ -203,8 +203,7 @@ def lakefs_shipper(project: str, settings: Any = None) -> Ship:
     def ship(path: str, data: bytes) -> None:
         nonlocal ready
         if not ready:
-            repo = vc.repository(project, settings)
-            repo.branch(MONITORING_BRANCH).create(source_reference=vc.MAIN, exist_ok=True)
+            vc.ensure_branch(project, MONITORING_BRANCH, settings=settings)
             ready = True
         vc.upload(project, MONITORING_BRANCH, path, data, "application/octet-stream", settings)
 

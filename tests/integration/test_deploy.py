@@ -21,6 +21,7 @@ from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 from mlops_lib.stack import manager
+from mlops_lib.stack.procs import http_ok
 
 from .conftest import DEPLOY_PROJECT, mlops_cli, register_model
 
@@ -151,15 +152,8 @@ def test_failed_smoke_test_keeps_the_old_deployment_serving(stack: Settings, wor
     log = world["airflow"].task_log_tail(DEPLOY, run_id, "smoke_test", 1, lines=80)
     assert f"deployment {failed['id']} of {PROJECT}" in log
     # The candidate is stopped; v1 still answers on the stable endpoint.
-    assert not httpx_ok(failed["url"] + "/readyz")
+    assert not http_ok(failed["url"] + "/readyz")
     assert predict(stack, world)["model_version"] == str(world["v1"])
-
-
-def httpx_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_new_champion_replaces_the_old_deployment(stack: Settings, world: dict) -> None:
@@ -171,7 +165,7 @@ def test_new_champion_replaces_the_old_deployment(stack: Settings, world: dict) 
     assert predict(stack, world)["model_version"] == str(v3)
     after = {d["id"]: d for d in deployments(stack)}
     assert after[old["id"]]["state"] == "retired"
-    assert not httpx_ok(old["url"] + "/readyz")
+    assert not http_ok(old["url"] + "/readyz")
 
 
 def test_rollback_serves_the_previous_deployment_again(stack: Settings, world: dict) -> None:
