@@ -11,7 +11,7 @@ define timed
 	@start=$$(date +%s); $(2); rc=$$?; echo "[phase] $(1): $$(( $$(date +%s) - start ))s"; exit $$rc
 endef
 
-.PHONY: setup setup-postgres demo test lint format stack-up stack-down clean
+.PHONY: setup setup-postgres setup-test demo test lint format stack-up stack-down clean
 
 setup: ## Create .venv from uv.lock and make the lakeFS server available (idempotent)
 	$(call timed,setup,$(MAKE) --no-print-directory _setup)
@@ -28,10 +28,13 @@ $(UV):
 setup-postgres: setup ## Also install PostgreSQL (Debian packages) for the postgres backend
 	$(call timed,setup-postgres,$(MLOPS) stack install --backend postgres)
 
+setup-test: setup ## What the tests need: PostgreSQL and Chromium (Debian packages)
+	$(call timed,setup-test,$(MLOPS) stack install --backend postgres --browser)
+
 demo: setup ## The main job: stack up, the platform's DAGs run by the scheduler, URLs printed
 	$(call timed,demo,$(MLOPS) demo)
 
-test: setup-postgres ## The whole test suite: lint, unit, DAG integrity, integration on the real stack
+test: setup-test ## The whole test suite: lint, unit, DAG integrity, integration on the real stack
 	$(call timed,lint,$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .)
 	$(call timed,pytest,$(VENV)/bin/pytest)
 

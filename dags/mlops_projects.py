@@ -1,7 +1,8 @@
 """DAG factory: the DAGs of every project spec in the projects folder.
 
 For each ``projects/<name>.yaml`` it generates ``<name>__ingest``, ``<name>__train``,
-``<name>__deploy``, ``<name>__monitor`` and ``<name>__continuous_training``. Tasks only wire: each
+``<name>__deploy``, ``<name>__monitor``, ``<name>__ingest_labels`` and
+``<name>__continuous_training``. Tasks only wire: each
 calls one ``mlops_lib`` function and passes references through XCom. A broken spec
 becomes a paused ``<name>__invalid_spec`` DAG whose docs and only task show the errors;
 the other projects are unaffected.
@@ -64,8 +65,12 @@ def dataset_asset(spec: ProjectSpec) -> Asset:
 
 
 def default_args(spec: ProjectSpec) -> dict:
+    """Owner, retries with exponential backoff and the failure notifier, from the spec."""
+    from mlops_airflow.notifiers import MLOpsFailureNotifier
+
     a = spec.airflow
     return {
+        "on_failure_callback": MLOpsFailureNotifier(project=spec.name),
         "owner": a.owner,
         "retries": a.retries,
         "retry_delay": timedelta(seconds=a.retry_delay_seconds),
@@ -449,7 +454,11 @@ Runs on every drift report (the `{name}_drift` asset the monitor DAG emits) and 
   fired and it is not part of the episode of the last retraining (cooldown
   {cooldown} min); otherwise the run ends skipped: nothing to do;
 * `claim`: marks the report as acted on by this run (earlier fired ones join its episode);
-* `resolve_data`: the head of lakeFS `main`;
+* `resolve_data`: labelled production predictions not used yet (labels batches ingested by
+  `{name}__ingest_labels`) go through the quality gate onto lakeFS `main` as
+  `datasets/{name}/production/labels-through=<stamp>/`; the task returns the `main` commit to
+  train on (main's head when there are no new labels or the batch is rejected: the log says
+  why and those labels are tried again next time);
 * `train` -> `gate` -> `promote`: the same training code, gate and promotion as
   `{name}__train`; the new version carries the tag `drift_report_id`. A version that loses the
   gate leaves the champion serving (the reason is in its `gate_reason` tag and the lineage);
@@ -486,10 +495,10 @@ def build_continuous_training(spec: ProjectSpec) -> DAG:
             return found
 
         @task
-        def resolve_data() -> str:
-            from mlops_lib.training import resolve_commit
+        def resolve_data(**context) -> str:
+            from mlops_lib.labels import fold_in
 
-            return resolve_commit(project, None)
+            return fold_in(project, context["run_id"])["commit_id"]
 
         claimed = claim(wait.output)
         commit = resolve_data()
@@ -497,6 +506,64 @@ def build_continuous_training(spec: ProjectSpec) -> DAG:
         training_chain(spec, commit, claimed)
 
     return ct_dag()
+
+
+LABELS_DOC = """
+### {name}: ingest labels
+
+Manual runs (conf `{{"source": "<csv or parquet path>"}}`): a labels batch for served
+predictions, with the columns `request_id` (as the service returned it), `row` (the
+instance's position in the request; 0 when absent) and `{target}`. It is checked against
+the spec and the prediction log and stored on the lakeFS branch `monitoring` under
+`monitoring/{name}/labels/`. The next `{name}__monitor` run reports the live `{metric}` of
+the champion on them{floor}; `{name}__continuous_training` adds the labelled rows to its
+training data.
+
+**When it fails**: *batch rejected* lists every problem (missing columns, labels outside
+the allowed values, duplicates, request ids the service never answered); nothing is
+stored. Fix the file and trigger again.
+"""
+
+
+def build_ingest_labels(spec: ProjectSpec) -> DAG:
+    """``<project>__ingest_labels``: check a labels batch and store it for monitoring."""
+    project = spec.name
+    floor = spec.monitoring.metric_floor
+
+    @dag(
+        dag_id=f"{project}__ingest_labels",
+        schedule=None,
+        catchup=False,
+        tags=["mlops", "labels", f"project:{project}", *spec.airflow.tags],
+        doc_md=LABELS_DOC.format(
+            name=project,
+            target=spec.target.column,
+            metric=spec.training.metric,
+            floor=f" (the drift policy fires below {floor})" if floor is not None else "",
+        ),
+        default_args=default_args(spec),
+        params={"source": Param(None, type=["null", "string"], description="Labels file")},
+        max_active_runs=1,
+    )
+    def labels_dag() -> None:
+        @task
+        def ingest_labels(**context) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from mlops_lib.labels import ingest_labels as run
+            from mlops_lib.quality import DataQualityError
+
+            source = (context["dag_run"].conf or {}).get("source") or context["params"]["source"]
+            if not source:
+                raise AirflowFailException("conf 'source' (a labels file path) is required")
+            try:
+                return run(project, source)
+            except DataQualityError as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        ingest_labels()
+
+    return labels_dag()
 
 
 def build_invalid(path: str, error: SpecError) -> DAG:
@@ -533,6 +600,7 @@ def generate(projects_dir: Path) -> dict[str, DAG]:
             build_train,
             build_deploy,
             build_monitor,
+            build_ingest_labels,
             build_continuous_training,
         ):
             built = builder(spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, task
+from mlops_airflow.notifiers import MLOpsFailureNotifier
 
 DOC = """
 ### platform_check
@@ -16,7 +17,8 @@ Runs on demand. Each task calls one `mlops_lib.platform_check` function:
 * `check_mlflow` ensures the `platform-check` experiment exists and returns its id.
 
 **When it fails:** run `mlops stack status` and read the log of the service the failed task
-names; `mlops stack up` restarts a stopped service with its data intact.
+names; `mlops stack up` restarts a stopped service with its data intact. A failure is also
+posted to the `mlops_alerts` webhook connection when it is configured.
 """
 
 
@@ -28,6 +30,7 @@ names; `mlops stack up` restarts a stopped service with its data intact.
     doc_md=DOC,
     default_args={
         "owner": "platform",
+        "on_failure_callback": MLOpsFailureNotifier(project="platform"),
         "retries": 2,
         "retry_delay": timedelta(seconds=5),
         "retry_exponential_backoff": True,

@@ -58,9 +58,11 @@ BACKEND = click.option(
 
 @stack.command("install")
 @BACKEND
-def stack_install(backend: str | None) -> None:
+@click.option("--browser", is_flag=True, help="Also Chromium (headless UI tests).")
+def stack_install(backend: str | None, browser: bool) -> None:
     """Install what the stack needs (lakeFS binary; PostgreSQL for that backend)."""
     from mlops_lib.stack import postgres as pg
+    from mlops_lib.stack.debian import install_browser
     from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
 
     settings = _settings(backend)
@@ -69,6 +71,8 @@ def stack_install(backend: str | None) -> None:
         console.print(f"lakeFS {settings.lakefs_version}: {path} -> {path.resolve()}")
         if backend == "postgres":
             console.print(f"PostgreSQL: {pg.install_postgres(settings, log=console.print)}")
+        if browser:
+            console.print(f"Chromium: {install_browser(log=console.print)}")
     except StackError as exc:
         _fail(exc)
 
@@ -175,7 +179,7 @@ def demo(backend: str | None) -> None:
 
     settings = _settings(backend)
     try:
-        ok = demo_mod.run_demo(settings, console=console)
+        ok = demo_mod.run_demo(settings, console=console).ok
     except StackError as exc:
         _fail(exc)
     sys.exit(0 if ok else 1)
@@ -366,8 +370,18 @@ def lineage(project_name: str, version: int | None, as_json: bool) -> None:
         for d in store.deployments(project_name)
         if version is None or d["model_version"] == version
     ]
+    reports = [
+        r
+        for r in store.drift_reports(project_name, limit=200)
+        if version is None or r["model_version"] == version
+    ]
     if as_json:
-        doc = {"project": project_name, "chain": chain, "deployments": deployments}
+        doc = {
+            "project": project_name,
+            "chain": chain,
+            "deployments": deployments,
+            "drift_reports": reports,
+        }
         click.echo(json.dumps(doc, indent=2, default=str))
         return
     if not chain:
@@ -395,6 +409,19 @@ def lineage(project_name: str, version: int | None, as_json: bool) -> None:
                     f"  deploy    #{dep['id']} {dep['state']}  bento {dep['bento_tag']}  "
                     f"{dep['url'] or '-'}  {dep['created_at'][:19]}"
                     + (f"  {dep['reason']}" if dep["reason"] else ""),
+                    markup=False,
+                )
+        for r in reports:
+            if r["model_version"] == mv["version"]:
+                live = (
+                    f"  live metric {r['live_metric']:.4f} ({r['labelled_rows']} labels)"
+                    if r.get("live_metric") is not None
+                    else ""
+                )
+                handled = f"  -> retraining {r['handled_by']}" if r["handled_by"] else ""
+                console.print(
+                    f"  drift     #{r['id']} {'FIRED' if r['fired'] else 'quiet'}  "
+                    f"{r['rows']} rows  {r['reason']}{live}{handled}  {str(r['created_at'])[:19]}",
                     markup=False,
                 )
 

@@ -1,39 +1,55 @@
-"""`mlops demo`: the stack up, the platform's DAGs driven through the real scheduler.
+"""`mlops demo`: the whole life cycle on the real stack, driven by the Airflow scheduler.
 
-Each stage triggers a DAG run over the Airflow REST API, follows it, and checks the
-outcome the scenario expects (a corrupted batch must be rejected with lakeFS main unchanged).
+The scenario: a clean batch is ingested, trained, promoted and deployed; traffic goes to
+the served endpoint; a corrupted batch is rejected with lakeFS ``main`` unchanged; drifted
+traffic is served and its labels arrive; the monitor detects the drift; continuous training
+produces a new champion and the deploy DAG serves it. Every DAG stage triggers (or waits
+for the asset-triggered) run over the Airflow REST API, follows it with a progress bar and
+checks the outcome the scenario expects. The stack is left running.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mlops_lib.airflow_api import AirflowApiError, AirflowClient, describe_states
+from mlops_lib.airflow_api import AirflowApiError, AirflowClient
 from mlops_lib.settings import Settings, reload_settings
 from mlops_lib.stack import manager
 
 DEMO_PROJECT = "churn"
+CLEAN_TRAFFIC_ROWS = 2_000
+DRIFTED_TRAFFIC_ROWS = 10_000
+
+Check = Callable[[], tuple[bool, str]]
+TASK_DONE = ("success", "failed", "skipped", "upstream_failed", "removed")
+TASK_ACTIVE = ("running", "queued", "scheduled", "up_for_reschedule", "up_for_retry")
 
 
 @dataclass
 class Stage:
-    """One step of the scenario: a DAG run and the state it must end in."""
+    """One step of the scenario: a DAG run (or an action) and what it must end in."""
 
     name: str
-    dag_id: str
+    dag_id: str = ""
     expect: str = "success"
     conf: dict | None = None
-    check: Callable[[], tuple[bool, str]] | None = None  # (as expected?, note)
-    # False: the stage waits for the run an asset event starts instead of triggering one.
+    check: Check | None = None  # (as expected?, note), after the run
+    # False: the stage follows the run an asset event starts instead of triggering one.
     trigger: bool = True
     # A note when the stage has nothing to do (e.g. the champion is already deployed).
     skip: Callable[[], str | None] | None = None
+    # A stage without a DAG: runs this with a progress callback instead.
+    action: Callable[[Progress], tuple[bool, str]] | None = None
+    # Runs first (e.g. writes the file the run reads).
+    before: Callable[[], None] | None = None
 
 
 @dataclass
@@ -46,41 +62,69 @@ class Outcome:
     note: str = ""
 
 
-def _stages(settings: Settings, console: Console) -> list[Stage]:
+@dataclass
+class Scenario:
+    """What the stages share: files written, heads seen, traffic answers."""
+
+    settings: Settings
+    console: Console
+    client: AirflowClient
+    memory: dict[str, Any] = field(default_factory=dict)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _champion(settings: Settings) -> int | None:
+    from mlops_lib.registry import champion_version
+
+    return champion_version(DEMO_PROJECT, settings)
+
+
+def _stages(sc: Scenario) -> list[Stage]:
     from mlops_lib import demo_data
     from mlops_lib import versioning as vc
+    from mlops_lib.ingest import project_spec
 
+    settings, mem = sc.settings, sc.memory
+    spec = project_spec(DEMO_PROJECT, settings)
     data_dir = settings.stack_dir / "demo-data"
     clean = demo_data.write(demo_data.generate("clean", seed=1), data_dir / "churn-clean.parquet")
     corrupted = demo_data.write(
         demo_data.generate("corrupted", seed=2), data_dir / "churn-corrupted.csv"
     )
-    console.print(f"demo batches written to {data_dir}")
-    heads: dict[str, str] = {}
+    labels_file = data_dir / "churn-labels.csv"
+    sc.console.print(f"demo batches written to {data_dir}")
+    endpoint = f"{settings.serving_base_url}/{DEMO_PROJECT}/predict"
 
     def remember_head() -> tuple[bool, str]:
-        heads["main"] = vc.head(DEMO_PROJECT, settings=settings)
-        return True, ""
+        mem["main"] = vc.head(DEMO_PROJECT, settings=settings)
+        return True, f"main at {mem['main'][:12]}"
 
     def main_unchanged() -> tuple[bool, str]:
         now = vc.head(DEMO_PROJECT, settings=settings)
-        if now != heads["main"]:
-            return False, f"lakeFS main moved from {heads['main'][:12]} to {now[:12]}"
+        if now != mem["main"]:
+            return False, f"lakeFS main moved from {mem['main'][:12]} to {now[:12]}"
         return True, f"main still at {now[:12]}; rejected as expected"
 
     def champion_exists() -> tuple[bool, str]:
-        from mlops_lib.registry import champion_version
-
-        version = champion_version(DEMO_PROJECT, settings)
+        version = _champion(settings)
         if version is None:
             return False, "no champion after training"
         return True, f"champion is v{version}"
 
     def champion_live() -> str | None:
         from mlops_lib.lineage import lineage_store
-        from mlops_lib.registry import champion_version
 
-        version = champion_version(DEMO_PROJECT, settings)
+        version = _champion(settings)
         live = lineage_store(settings).deployments(DEMO_PROJECT, "active")
         if version is not None and live and live[0]["model_version"] == version:
             return f"champion v{version} already served (deployment {live[0]['id']})"
@@ -91,22 +135,82 @@ def _stages(settings: Settings, console: Console) -> list[Stage]:
 
         import httpx
 
-        from mlops_lib.ingest import project_spec
-        from mlops_lib.registry import champion_version
-
-        spec = project_spec(DEMO_PROJECT, settings)
-        row = json.loads(
-            demo_data.generate("clean", rows=1, seed=3)[spec.features].to_json(orient="records")
+        row = demo_data.generate("clean", rows=1, seed=3)[spec.features]
+        resp = httpx.post(
+            endpoint, json={"instances": json.loads(row.to_json(orient="records"))}, timeout=30
         )
-        url = f"{settings.serving_base_url}/{DEMO_PROJECT}/predict"
-        resp = httpx.post(url, json={"instances": row}, timeout=30)
         if resp.status_code != 200:
-            return False, f"{url} answered {resp.status_code}: {resp.text[:200]}"
-        served = resp.json()["model_version"]
-        version = str(champion_version(DEMO_PROJECT, settings))
+            return False, f"{endpoint} answered {resp.status_code}: {resp.text[:200]}"
+        served, version = resp.json()["model_version"], str(_champion(settings))
         if served != version:
-            return False, f"{url} serves v{served}, champion is v{version}"
-        return True, f"{url} serves champion v{served}"
+            return False, f"{endpoint} serves v{served}, champion is v{version}"
+        return True, f"{endpoint} serves champion v{served}"
+
+    def traffic(scenario: str, rows: int, seed: int) -> Callable[[Progress], tuple[bool, str]]:
+        def act(progress: Progress) -> tuple[bool, str]:
+            from mlops_lib.traffic import TrafficError, send
+
+            frame = demo_data.generate(scenario, rows=rows, seed=seed)
+            bar = progress.add_task(f"{scenario} rows -> {endpoint}", total=rows)
+            try:
+                out = send(
+                    endpoint,
+                    frame,
+                    spec.features,
+                    spec.target.column,
+                    on_progress=lambda n: progress.advance(bar, n),
+                )
+            except TrafficError as exc:
+                return False, str(exc)
+            mem[f"{scenario}_labels"] = out.labels
+            if scenario == "drifted":
+                mem["first_drifted_request"] = time.monotonic() - out.seconds
+            return True, (
+                f"{out.rows} rows in {out.requests} requests, {out.rows / out.seconds:.0f} rows/s, "
+                f"answered by v{', v'.join(sorted(out.versions))}"
+            )
+
+        return act
+
+    def write_labels() -> None:
+        mem["drifted_labels"].to_csv(labels_file, index=False)
+
+    def drift_found() -> tuple[bool, str]:
+        from mlops_lib.lineage import lineage_store
+
+        report = lineage_store(settings).drift_reports(DEMO_PROJECT, limit=1)[0]
+        mem["report"] = report
+        live = report.get("live_metric")
+        live_note = f"; live roc_auc {live:.3f}" if live is not None else ""
+        if not report["fired"]:
+            return False, f"drift not detected: {report['reason']}{live_note}"
+        return True, (
+            f"report {report['id']}: drifted {', '.join(report['drifted_features'])}{live_note}"
+        )
+
+    def retrained() -> tuple[bool, str]:
+        from mlops_lib.lineage import lineage_store
+
+        run_id = mem.get("ct_run_id", "")
+        states = sc.client.task_states(f"{DEMO_PROJECT}__continuous_training", run_id)
+        if states.get("wait_for_drift") == "skipped":
+            report = lineage_store(settings).drift_reports(DEMO_PROJECT, limit=1)[0]
+            return (
+                bool(report["fired"]) and not report["handled_by"],
+                "drift episode already handled by an earlier retraining (cooldown "
+                f"{spec.monitoring.cooldown_minutes} min); no second retraining",
+            )
+        if states.get("promote") != "success":
+            return False, f"the new version did not win the gate: {states}"
+        return True, f"new champion v{_champion(settings)}"
+
+    def no_new_champion() -> str | None:
+        if mem.get("champion_before") == _champion(settings):
+            return "no new champion to deploy (same drift episode)"
+        return champion_live()
+
+    def note_champion() -> None:
+        mem["champion_before"] = _champion(settings)
 
     return [
         Stage("platform check", "platform_check"),
@@ -129,6 +233,7 @@ def _stages(settings: Settings, console: Console) -> list[Stage]:
             check=champion_served,
             skip=champion_live,
         ),
+        Stage("serve clean traffic", action=traffic("clean", CLEAN_TRAFFIC_ROWS, 11)),
         Stage(
             "reject corrupted batch",
             f"{DEMO_PROJECT}__ingest",
@@ -136,55 +241,137 @@ def _stages(settings: Settings, console: Console) -> list[Stage]:
             conf={"source": str(corrupted)},
             check=main_unchanged,
         ),
+        Stage(
+            "serve drifted traffic",
+            action=traffic("drifted", DRIFTED_TRAFFIC_ROWS, 12),
+            before=note_champion,
+        ),
+        Stage(
+            "labels of the drifted traffic arrive",
+            f"{DEMO_PROJECT}__ingest_labels",
+            conf={"source": str(labels_file)},
+            before=write_labels,
+        ),
+        Stage(
+            "monitor detects drift",
+            f"{DEMO_PROJECT}__monitor",
+            conf={"include_open_window": True},
+            check=drift_found,
+        ),
+        Stage(
+            "continuous training (drift-triggered)",
+            f"{DEMO_PROJECT}__continuous_training",
+            trigger=False,
+            check=retrained,
+        ),
+        Stage(
+            "deploy the new champion (asset-triggered)",
+            f"{DEMO_PROJECT}__deploy",
+            trigger=False,
+            check=champion_served,
+            skip=no_new_champion,
+        ),
     ]
 
 
-def run_demo(settings: Settings, *, console: Console) -> bool:
-    """Run the demo scenario; True when every stage behaved as expected."""
+def _run_dag_stage(sc: Scenario, stage: Stage, since: str) -> tuple[str, str]:
+    """Trigger or await the stage's run and follow it with a bar of finished tasks."""
+    client = sc.client
+    client.prepare(stage.dag_id)
+    if stage.trigger:
+        run_id = client.trigger(stage.dag_id, stage.conf)
+        sc.console.print(f"triggered {stage.dag_id} run {run_id}")
+    else:
+        run_id = client.wait_for_asset_run(stage.dag_id, since=since)
+        sc.console.print(f"asset event started {stage.dag_id} run {run_id}")
+    if stage.dag_id.endswith("__continuous_training"):
+        sc.memory["ct_run_id"] = run_id
+    with _progress(sc.console) as progress:
+        bar = progress.add_task(stage.dag_id, total=None)
+
+        def show(states: dict[str, str]) -> None:
+            done = sum(s in TASK_DONE for s in states.values())
+            running = [t for t, s in states.items() if s in TASK_ACTIVE]
+            progress.update(
+                bar,
+                total=len(states),
+                completed=done,
+                description=f"{stage.dag_id} {' '.join(running)}".strip(),
+            )
+            for task, state in states.items():
+                key = (run_id, task)
+                if state in TASK_DONE and (sc.memory.setdefault("printed", {}).get(key) != state):
+                    sc.memory["printed"][key] = state
+                    progress.console.print(f"  {task}: {state}")
+
+        state = client.follow(stage.dag_id, run_id, on_change=show)
+    return run_id, state
+
+
+@dataclass
+class DemoResult:
+    ok: bool
+    outcomes: list[Outcome]
+    # From the first drifted request to the new champion serving (None when not reached).
+    drift_to_champion_seconds: float | None = None
+
+
+def run_demo(settings: Settings, *, console: Console) -> DemoResult:
+    """Run the demo scenario; ``ok`` when every stage behaved as expected."""
     t0 = time.monotonic()
     console.rule("stage: stack up")
     manager.up(settings, log=console.print)
     settings = reload_settings(settings)
     outcomes = [Outcome("stack up", "-", "healthy", time.monotonic() - t0, True)]
-    client = AirflowClient.from_settings(settings)
+    sc = Scenario(settings, console, AirflowClient.from_settings(settings))
     previous_start = ""
-    for stage in _stages(settings, console):
+    for stage in _stages(sc):
         console.rule(f"stage: {stage.name}")
         started = time.monotonic()
         started_wall = datetime.now(UTC).isoformat()
-        note = ""
         skipped = stage.skip() if stage.skip else None
         if skipped:
             console.print(f"nothing to do: {skipped}")
             outcomes.append(Outcome(stage.name, "-", "skipped", 0.0, True, skipped))
             continue
-        try:
-            client.prepare(stage.dag_id)
-            dag_id = stage.dag_id
-
-            def show(states: dict[str, str]) -> None:
-                console.print(describe_states(states))
-
-            if stage.trigger:
-                run_id, state = client.run(
-                    dag_id,
-                    stage.conf,
-                    on_trigger=lambda rid, d=dag_id: console.print(f"triggered {d} run {rid}"),
-                    on_change=show,
-                )
-            else:
-                run_id = client.wait_for_asset_run(stage.dag_id, since=previous_start)
-                console.print(f"asset event started {stage.dag_id} run {run_id}")
-                state = client.follow(stage.dag_id, run_id, on_change=show)
-        except AirflowApiError as exc:
-            console.print(f"[red]{stage.dag_id}: {exc}[/]")
-            run_id, state = "-", "error"
-        ok = state == stage.expect
-        if ok and stage.check:
-            ok, note = stage.check()
+        note = ""
+        if stage.before:
+            stage.before()
+        if stage.action:
+            with _progress(console) as progress:
+                ok, note = stage.action(progress)
+            run_id, state = "-", "done" if ok else "failed"
+        else:
+            try:
+                run_id, state = _run_dag_stage(sc, stage, previous_start)
+            except AirflowApiError as exc:
+                console.print(f"[red]{stage.dag_id}: {exc}[/]")
+                run_id, state = "-", "error"
+            ok = state == stage.expect
+            if not ok:
+                note = f"expected {stage.expect}"
+            elif stage.check:
+                ok, note = stage.check()
+            previous_start = started_wall
+        console.print(("[green]" if ok else "[red]") + f"{stage.name}: {note or state}[/]")
         outcomes.append(Outcome(stage.name, run_id, state, time.monotonic() - started, ok, note))
-        previous_start = started_wall
+        if not ok and stage.name.startswith(("ingest", "train", "deploy the champion")):
+            break  # later stages need this one
 
+    _summary(sc, outcomes)
+    failed = [o.stage for o in outcomes if not o.ok]
+    if failed:
+        console.print(f"[bold red]demo failed at: {', '.join(failed)}[/]")
+    loop = None
+    if "first_drifted_request" in sc.memory and not failed:
+        loop = time.monotonic() - sc.memory["first_drifted_request"]
+        console.print(f"from the first drifted request to the new champion serving: {loop:.1f}s")
+    console.print(f"total {time.monotonic() - t0:.1f}s")
+    return DemoResult(not failed, outcomes, loop)
+
+
+def _summary(sc: Scenario, outcomes: list[Outcome]) -> None:
+    settings, console = sc.settings, sc.console
     table = Table(title="demo summary")
     for col in ("stage", "DAG run", "result", "as expected", "time (s)", "note"):
         table.add_column(col)
@@ -200,12 +387,8 @@ def run_demo(settings: Settings, *, console: Console) -> bool:
         )
     console.print(table)
     console.print(f"Airflow UI : {settings.airflow_base_url}  (user {settings.airflow_user})")
+    console.print(f"MLOps page : {settings.airflow_base_url}/mlops")
     console.print(f"MLflow UI  : {settings.mlflow_url}")
     console.print(f"lakeFS UI  : {settings.lakefs_url}")
     console.print(f"Served     : {settings.serving_base_url}/{DEMO_PROJECT}/predict  (docs: /docs)")
     console.print("credentials: `mlops stack credentials`; stop with `mlops stack down`")
-    failed = [o.stage for o in outcomes if not o.ok]
-    if failed:
-        console.print(f"[bold red]demo failed at: {', '.join(failed)}[/]")
-    console.print(f"total {time.monotonic() - t0:.1f}s")
-    return not failed

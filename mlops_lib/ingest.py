@@ -100,14 +100,15 @@ def ingest_batch(
     run_id: str,
     dag_id: str,
     source: str | None = None,
+    partition: str | None = None,
     settings: Settings | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Read, check, write and commit one batch on its branch.
 
-    Writes the data as Parquet under ``datasets/<project>/date=<day>/`` (replacing that
-    partition), the validation report and the whylogs profile beside it, and commits with
-    metadata. Returns the commit id and the verdict; never touches main.
+    Writes the data as Parquet under ``datasets/<project>/date=<day>/`` (or ``partition``),
+    replacing that partition, the validation report and the whylogs profile beside it, and
+    commits with metadata. Returns the commit id and the verdict; never touches main.
     """
     import pandas as pd
 
@@ -117,7 +118,7 @@ def ingest_batch(
     timer = _Timer()
     spec = project_spec(project, settings)
     vc.reset_uncommitted(project, branch, settings)
-    part = partition_prefix(project, day)
+    part = partition or partition_prefix(project, day)
 
     try:
         df, origin = read_source(spec, override=source, base_dir=settings.repo_root)

@@ -478,11 +478,18 @@ method {escape(report["method"])}, threshold {report["threshold"]}.
 Drifted features: <b>{escape(", ".join(report["drifted_features"]) or "none")}</b>.
 Bars: training reference (blue) and production (orange): quantiles for numbers,
 value shares for categories.</p>
+<p>Live metric: {escape(_live_line(report.get("live_metric")))}.</p>
 <h2>Notes</h2><ul>{notes}</ul>
 <table><tr><th>column</th><th>verdict</th><th>test</th><th>statistic</th><th>p-value</th>
 <th>reference vs production</th></tr>{"".join(rows)}</table>
 </body></html>
 """
+
+
+def _live_line(live: dict[str, Any] | None) -> str:
+    if not live or live.get("value") is None:
+        return (live or {}).get("note") or "no labels yet"
+    return f"{live['metric']} {live['value']:.4f} on {live['rows']} labelled predictions"
 
 
 # The monitor run ---------------------------------------------------------------------
@@ -507,11 +514,27 @@ def policy(report: dict[str, Any], spec: ProjectSpec) -> tuple[bool, str]:
             reasons.append(
                 f"prediction drift {pred['statistic']:.3f} above {m.prediction_drift_limit}"
             )
+    live = report.get("live_metric") or {}
+    if m.metric_floor is not None and live.get("value") is not None:
+        from mlops_lib.automl import LOWER_IS_BETTER
+
+        worse = (
+            live["value"] > m.metric_floor
+            if live["metric"] in LOWER_IS_BETTER
+            else live["value"] < m.metric_floor
+        )
+        if worse:
+            reasons.append(
+                f"live {live['metric']} {live['value']:.4f} on {live['rows']} labelled "
+                f"predictions {'above' if live['metric'] in LOWER_IS_BETTER else 'below'} "
+                f"the floor {m.metric_floor}"
+            )
     if reasons:
         return True, "; ".join(reasons)
     return False, (
         f"{len(drifted)} drifted features (policy fires at {m.min_drifted_features})"
         + (f", prediction drift {pred['statistic']:.3f}" if pred else "")
+        + (f", live {live['metric']} {live['value']:.4f}" if live.get("value") is not None else "")
     )
 
 
@@ -577,6 +600,7 @@ def monitor(
             f"existed, or by hand): {type(exc).__name__}"
         ) from exc
     report = drift_report(spec, reference, merge(views), model_version=version, windows=windows)
+    report["live_metric"] = _live_metric(spec, version, previous, settings)
     fired, reason = policy(report, spec)
     report |= {"fired": fired, "reason": reason, "created_at": now.isoformat()}
 
@@ -620,6 +644,8 @@ def monitor(
             if "algorithm" in e
         },
         prediction_drift=pred.get("statistic"),
+        live_metric=report["live_metric"]["value"],
+        labelled_rows=report["live_metric"]["rows"],
         fired=fired,
         reason=reason,
         lakefs_uri=vc.lakefs_uri(project, commit, f"{folder}/report.html"),
@@ -633,9 +659,30 @@ def monitor(
         "drifted_features": report["drifted_features"],
         "rows": report["rows"],
         "windows": windows,
+        "live_metric": report["live_metric"],
         "lakefs_uri": row["lakefs_uri"],
         "mlflow_run_id": run_id,
     }
+
+
+def _live_metric(
+    spec: ProjectSpec, version: int | str, previous: list[dict[str, Any]], settings: Settings
+) -> dict[str, Any]:
+    """The live metric on the champion's predictions labelled since the previous report."""
+    from mlops_lib.labels import labelled_predictions, live_metric
+
+    after = ""
+    if previous:
+        created = previous[0]["created_at"]
+        after = created.strftime("%Y%m%dT%H%M%S%f") if hasattr(created, "strftime") else ""
+    frame, files = labelled_predictions(spec.name, settings, after=after)
+    if len(frame):
+        frame = frame[frame["model_version"].astype(str) == str(version)]
+    out = live_metric(spec, frame)
+    out["labels_files"] = files
+    if files and not len(frame):
+        out["note"] = f"the new labels are for predictions of other versions than v{version}"
+    return out
 
 
 def _log_to_mlflow(project: str, report: dict[str, Any], settings: Settings) -> str:
@@ -651,6 +698,10 @@ def _log_to_mlflow(project: str, report: dict[str, Any], settings: Settings) -> 
     with mlflow.start_run(run_name=f"drift@{report['created_at'][:16]}") as run:
         mlflow.set_tags({"model_version": report["model_version"], "fired": str(report["fired"])})
         metrics = {"rows": report["rows"], "drifted_features": len(report["drifted_features"])}
+        live = report.get("live_metric") or {}
+        if live.get("value") is not None:
+            metrics[f"live_{live['metric']}"] = live["value"]
+            metrics["labelled_rows"] = live["rows"]
         for column, entry in report["columns"].items():
             if entry.get("p_value") is not None:
                 metrics[f"p_value.{column}"] = entry["p_value"]

@@ -128,6 +128,9 @@ class DriftReport(Base):
     drifted_features: Mapped[list[str]] = mapped_column(JSON, default=list)
     scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prediction_drift: Mapped[float | None] = mapped_column(default=None)
+    # The spec's training metric on labelled production predictions, when labels arrived.
+    live_metric: Mapped[float | None] = mapped_column(default=None)
+    labelled_rows: Mapped[int] = mapped_column(Integer, default=0)
     fired: Mapped[bool] = mapped_column(default=False)
     reason: Mapped[str] = mapped_column(Text, default="")
     lakefs_uri: Mapped[str] = mapped_column(Text, default="")

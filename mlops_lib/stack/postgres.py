@@ -9,7 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from mlops_lib.settings import Settings, process_env
+from mlops_lib.settings import Settings
+from mlops_lib.stack.debian import apt_install
 from mlops_lib.stack.procs import StackError
 
 SERVER_USER = "postgres"
@@ -41,27 +42,7 @@ def install_postgres(settings: Settings, *, log=print) -> Path:
     found = find_bin_dir(settings)
     if found:
         return found
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise StackError(
-            "PostgreSQL is not installed and apt-get is not available; install PostgreSQL "
-            "server binaries and set MLOPS_POSTGRES_BIN_DIR to the folder holding initdb"
-        )
-    prefix: list[str] = []
-    if os.geteuid() != 0:
-        sudo = shutil.which("sudo")
-        if sudo is None:
-            raise StackError(
-                "PostgreSQL is not installed; run `sudo apt-get install -y postgresql` "
-                "(installing it needs root)"
-            )
-        prefix = [sudo, "-n"]
-    log("installing PostgreSQL from Debian packages (apt-get install postgresql)...")
-    env = {**process_env(), "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in ([apt, "update", "-q"], [apt, "install", "-y", "-q", "postgresql"]):
-        proc = subprocess.run(prefix + cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0 and cmd[1] == "install":
-            raise StackError(f"`{' '.join(cmd)}` failed:\n{proc.stderr[-2000:]}")
+    apt_install("postgresql", log=log)
     found = find_bin_dir(settings)
     if not found:
         raise StackError("PostgreSQL was installed but initdb/postgres were not found")

@@ -43,6 +43,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_run(n: int, host: str = "127.0.0.1") -> int:
+    """First of ``n`` consecutive free ports (Airflow's API port and its two log servers)."""
+    for _ in range(50):
+        start = free_port(host)
+        if all(not port_in_use(host, start + i) for i in range(n)):
+            return start
+    raise StackError(f"no run of {n} free ports found")
+
+
 def _proc_start_time(pid: int) -> str | None:
     """Kernel start time of a process (guards against pid reuse), None if gone."""
     try:

@@ -96,5 +96,11 @@ def test_deploy_monitor_and_continuous_training_dags_are_wired(tmp_path: Path) -
     assert ct["claim"] == ["resolve_data", "train"]
     assert ct["train"] == ["gate"] and ct["gate"] == ["promote"]
     assert dags["churn__continuous_training"]["outlets"]["promote"] == ["churn_champion"]
-    for dag_id in ("churn__deploy", "churn__monitor", "churn__continuous_training"):
+    assert dags["churn__ingest_labels"]["tasks"] == {"ingest_labels": []}
+    for dag_id in (
+        "churn__deploy",
+        "churn__monitor",
+        "churn__ingest_labels",
+        "churn__continuous_training",
+    ):
         assert "When it fails" in dags[dag_id]["doc"], dag_id

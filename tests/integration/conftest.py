@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
 from mlops_lib.settings import Settings, load_settings, reload_settings, settings_env
 from mlops_lib.stack import manager
-from mlops_lib.stack.procs import free_port
+from mlops_lib.stack.procs import free_port, free_port_run
 
 REPO = Path(__file__).resolve().parents[2]
 MLOPS = str(Path(sys.executable).parent / "mlops")
@@ -58,22 +61,11 @@ def stack_settings(stack_dir: Path, **extra: object) -> Settings:
         lakefs_port=free_port(),
         mlflow_port=free_port(),
         # Airflow also uses the two ports after the API port for its log servers.
-        airflow_port=_free_port_run(3),
+        airflow_port=free_port_run(3),
         postgres_port=free_port(),
         serving_port=free_port(),
         **extra,
     )
-
-
-def _free_port_run(n: int) -> int:
-    """First of n consecutive free ports."""
-    from mlops_lib.stack.procs import port_in_use
-
-    for _ in range(50):
-        start = free_port()
-        if all(not port_in_use("127.0.0.1", start + i) for i in range(n)):
-            return start
-    raise RuntimeError("no run of free ports found")
 
 
 def world_traversable_tmpdir(prefix: str) -> Path:
@@ -83,8 +75,32 @@ def world_traversable_tmpdir(prefix: str) -> Path:
     return path
 
 
+class _AlertReceiver(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _AlertReceiver.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def alerts() -> Iterator[list[dict]]:
+    """A webhook receiver, configured as the ``mlops_alerts`` connection of the stack."""
+    server = HTTPServer(("127.0.0.1", 0), _AlertReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    os.environ["AIRFLOW_CONN_MLOPS_ALERTS"] = f"http://127.0.0.1:{server.server_address[1]}/ops"
+    yield _AlertReceiver.received
+    server.shutdown()
+    os.environ.pop("AIRFLOW_CONN_MLOPS_ALERTS", None)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, alerts: list[dict]) -> Iterator[Settings]:
     """The real stack (SQLite backend): lakeFS, MLflow and Airflow, started once per session."""
     settings = stack_settings(tmp_path_factory.mktemp("stack"))
     try:

@@ -132,7 +132,7 @@ def test_bad_batch_is_rejected_and_main_unchanged(
 
 
 def test_corrupted_batch_lists_every_violation(
-    stack: Settings, airflow: AirflowClient, accepted: dict, tmp_path: Path
+    stack: Settings, airflow: AirflowClient, accepted: dict, tmp_path: Path, alerts: list[dict]
 ) -> None:
     path = demo_data.write(demo_data.generate("corrupted", rows=5000), tmp_path / "c.csv")
     head_before = vc.head(PROJECT, settings=stack)
@@ -149,6 +149,11 @@ def test_corrupted_batch_lists_every_violation(
         "unique_key",
     ):
         assert f"BLOCKING {rule}" in log, rule
+    # The failure callback logged it and posted it to the alerts webhook.
+    assert f"MLOps alert: {DAG_ID}/{run_id} task publish (try 1) failed" in log
+    mine = [a for a in alerts if a["run_id"] == run_id]
+    assert mine and mine[0]["task_id"] == "publish" and mine[0]["project"] == PROJECT, alerts
+    assert "rejected" in mine[0]["error"]
 
 
 def test_same_logical_date_replaces_its_partition(

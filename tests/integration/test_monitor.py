@@ -83,9 +83,21 @@ def serve_traffic(stack: Settings, world: dict, scenario: str, rows: int, seed: 
     df = demo_data.generate(scenario, rows=rows, seed=seed)
     records = json.loads(df[spec.features].to_json(orient="records"))
     url = f"{stack.serving_base_url}/{PROJECT}/predict"
+    labels = []
     for i in range(0, rows, 500):
         resp = httpx.post(url, json={"instances": records[i : i + 500]}, timeout=60)
         assert resp.status_code == 200, resp.text[:300]
+        part = df.iloc[i : i + 500]
+        labels.append(
+            pd.DataFrame(
+                {
+                    "request_id": resp.json()["request_id"],
+                    "row": range(len(part)),
+                    "churned": part["churned"].to_numpy(),
+                }
+            )
+        )
+    world["labels"] = pd.concat(labels, ignore_index=True)
     world["logged"] += rows
     deadline = time.monotonic() + 60
     total = 0
@@ -116,11 +128,40 @@ def test_stable_traffic_reports_no_drift(stack: Settings, world: dict) -> None:
     assert len(out["drifted_features"]) < world["spec"].monitoring.min_drifted_features
 
 
-def test_drifted_traffic_fires_on_the_shifted_features_only(stack: Settings, world: dict) -> None:
-    from mlops_lib.lineage import lineage_store
+def ingest_labels(world: dict, frame, tmp_path) -> tuple[str, str]:
+    airflow: AirflowClient = world["airflow"]
+    path = tmp_path / "labels.csv"
+    frame.to_csv(path, index=False)
+    run_id, state = airflow.run(f"{PROJECT}__ingest_labels", {"source": str(path)}, timeout=300)
+    return state, airflow.task_log_tail(f"{PROJECT}__ingest_labels", run_id, "ingest_labels", 1)
 
+
+def test_drifted_traffic_fires_on_the_shifted_features_only(
+    stack: Settings, world: dict, tmp_path
+) -> None:
+    from mlops_lib import versioning as vc
+    from mlops_lib.labels import labels_prefix
+    from mlops_lib.lineage import lineage_store
+    from mlops_lib.serving.prediction_log import MONITORING_BRANCH
+
+    world["airflow"].prepare(f"{PROJECT}__ingest_labels", timeout=180)
     serve_traffic(stack, world, "drifted", 12000, seed=603)
+    labels = world["labels"]
+    # A bad labels batch is refused with every problem named, and nothing is stored.
+    bad = labels.head(5).copy()
+    bad.loc[0, "churned"] = 7
+    bad.loc[1, "request_id"] = "never-served"
+    state, log = ingest_labels(world, bad, tmp_path)
+    assert state == "failed"
+    assert "labels_allowed [churned]" in log and "labels_known [request_id]" in log, log
+    assert vc.list_paths(PROJECT, MONITORING_BRANCH, labels_prefix(PROJECT), stack) == []
+    # The labels of the drifted traffic arrive: the report carries the live metric.
+    state, log = ingest_labels(world, labels, tmp_path)
+    assert state == "success", log
     out = run_monitor(world)
+    live = out["live_metric"]
+    assert live["metric"] == "roc_auc" and live["rows"] == 12000, live
+    assert 0.5 < live["value"] < 1.0, live
     assert out["fired"], out
     shifted = set(demo_data.DRIFTED_FEATURES)
     drifted = set(out["drifted_features"])
@@ -128,6 +169,8 @@ def test_drifted_traffic_fires_on_the_shifted_features_only(stack: Settings, wor
     assert not drifted & {"age", "region", "payment_method", "internet_service"}, out
     report = lineage_store(stack).drift_reports(PROJECT, limit=1)[0]
     assert report["id"] == out["report_id"] and report["fired"]
+    assert report["live_metric"] == live["value"] and report["labelled_rows"] == 12000
+    world["drift_report"] = out
     # The asset event carries the verdict for the drift sensor and continuous training.
     events = (
         world["airflow"]
@@ -197,6 +240,19 @@ def test_drift_episode_starts_one_retraining(stack: Settings, world: dict) -> No
     versions = client.search_model_versions(f"name = '{PROJECT}'")
     newest = max(versions, key=lambda v: int(v.version))
     assert newest.tags["drift_report_id"] == str(fired["id"])
+    # The labelled production rows went through the gate onto main and into training.
+    from mlops_lib import versioning as vc
+    from mlops_lib.labels import production_prefix
+
+    folded = [
+        p
+        for p in vc.list_paths(PROJECT, vc.MAIN, production_prefix(PROJECT), stack)
+        if p.endswith(".parquet")
+    ]
+    assert len(folded) == 1 and "labels-through=" in folded[0], folded
+    dataset = store.datasets(PROJECT)[0]
+    assert dataset["rows"] == 12000 and "production" in dataset["partition"], dataset
+    assert newest.tags["lakefs_commit"] == dataset["commit_id"]
     assert newest.tags["gate_decision"] in ("promote", "reject")
     # A win is served by the deploy DAG (champion asset); a loss leaves the champion serving.
     if newest.tags["gate_decision"] == "promote":

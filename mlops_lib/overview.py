@@ -1,0 +1,211 @@
+"""What the MLOps page shows: per project, its models, data, drift and deployments.
+
+One read-only function per view, from the registry (MLflow aliases), the lineage store and
+lakeFS; the Airflow UI plugin renders it and links into MLflow, lakeFS and the service.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from mlops_lib.settings import Settings, get_settings
+
+
+def links(settings: Settings, project: str) -> dict[str, str]:
+    """UI addresses of a project in MLflow, lakeFS, Airflow and the service."""
+    repo = project.replace("_", "-")
+    return {
+        "mlflow_model": f"{settings.mlflow_url}/#/models/{quote(project)}",
+        "lakefs_repo": f"{settings.lakefs_url}/repositories/{repo}/objects?ref=main",
+        "airflow_dags": f"{settings.airflow_base_url}/dags?tags=project%3A{quote(project)}",
+        "service": f"{settings.serving_base_url}/{project}/docs",
+    }
+
+
+def version_link(settings: Settings, project: str, version: int | str) -> str:
+    return f"{settings.mlflow_url}/#/models/{quote(project)}/versions/{version}"
+
+
+def commit_link(settings: Settings, project: str, commit: str) -> str:
+    repo = project.replace("_", "-")
+    return f"{settings.lakefs_url}/repositories/{repo}/commits/{commit}"
+
+
+def _alias_versions(project: str, settings: Settings) -> dict[str, dict[str, Any]]:
+    """champion and challenger versions with their data commit and gate verdict."""
+    from mlops_lib.registry import CHALLENGER, CHAMPION, _client
+
+    client = _client(settings)
+    out: dict[str, dict[str, Any]] = {}
+    for alias in (CHAMPION, CHALLENGER):
+        try:
+            mv = client.get_model_version_by_alias(project, alias)
+        except Exception:  # no such alias (or model) yet
+            continue
+        tags = mv.tags or {}
+        out[alias] = {
+            "version": int(mv.version),
+            "data_commit": tags.get("lakefs_commit", ""),
+            "gate": tags.get("gate_decision", ""),
+            "gate_reason": tags.get("gate_reason", ""),
+            "drift_report_id": tags.get("drift_report_id", ""),
+        }
+    return out
+
+
+def project_overview(project: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Everything the page shows about one project (JSON-ready)."""
+    from mlops_lib.lineage import lineage_store
+
+    settings = settings or get_settings()
+    store = lineage_store(settings)
+    reports = store.drift_reports(project, limit=5)
+    chain = store.chain(project)[:6]
+    return {
+        "project": project,
+        "links": links(settings, project),
+        "models": _alias_versions(project, settings),
+        "lineage": [
+            {
+                "version": link["model_version"]["version"],
+                "data_commit": link["dataset"].get("commit_id", ""),
+                "rows": link["dataset"].get("rows"),
+                "training_run": (link["training"] or {}).get("mlflow_run_id", ""),
+                "family": (link["training"] or {}).get("best_family", ""),
+                "holdout": link["model_version"].get("holdout_metrics", {}),
+                "decisions": [f"{d['decision']}: {d['reason']}" for d in link["decisions"]],
+            }
+            for link in chain
+        ],
+        "drift_reports": reports,
+        "deployments": store.deployments(project, limit=5),
+    }
+
+
+def overview(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The overview of every valid project spec, in name order."""
+    from mlops_lib.spec import discover
+
+    settings = settings or get_settings()
+    specs, _ = discover(settings.projects_dir)
+    return [project_overview(name, settings) for name in sorted(specs)]
+
+
+# HTML -------------------------------------------------------------------------------------
+def _a(href: str, text: str) -> str:
+    return f'<a href="{escape(href)}" target="_blank" rel="noopener">{escape(text)}</a>'
+
+
+def _short(commit: str) -> str:
+    return commit[:12] if commit else "-"
+
+
+def render_project(p: dict[str, Any], settings: Settings, report_href: str) -> str:
+    """One project's section. ``report_href``: format string of a drift report's page."""
+    name = p["project"]
+    models = []
+    for alias in ("champion", "challenger"):
+        m = p["models"].get(alias)
+        if not m:
+            models.append(f"<tr><td>{alias}</td><td colspan=4>none</td></tr>")
+            continue
+        commit = m["data_commit"]
+        models.append(
+            f"<tr><td>{alias}</td>"
+            f"<td>{_a(version_link(settings, name, m['version']), 'v' + str(m['version']))}</td>"
+            f"<td>{_a(commit_link(settings, name, commit), _short(commit)) if commit else '-'}</td>"
+            f"<td>{escape(m['gate'] or '-')}</td>"
+            f"<td>{escape('drift report ' + m['drift_report_id'] if m['drift_report_id'] else '')}"
+            "</td></tr>"
+        )
+    reports = []
+    for r in p["drift_reports"]:
+        live = f"{r['live_metric']:.4f}" if r.get("live_metric") is not None else "-"
+        reports.append(
+            f"<tr class='{'fired' if r['fired'] else 'quiet'}'><td>"
+            f"{_a(report_href.format(project=name, id=r['id']), '#' + str(r['id']))}</td>"
+            f"<td>v{r['model_version']}</td><td>{r['rows']}</td>"
+            f"<td>{'FIRED' if r['fired'] else 'quiet'}</td>"
+            f"<td>{escape(', '.join(r['drifted_features']) or '-')}</td><td>{live}</td>"
+            f"<td>{escape(r['handled_by'] or '-')}</td><td>{str(r['created_at'])[:19]}</td></tr>"
+        )
+    lineage = []
+    for link in p["lineage"]:
+        holdout = ", ".join(f"{k} {v:.3f}" for k, v in list(link["holdout"].items())[:3])
+        commit, v = link["data_commit"], link["version"]
+        lineage.append(
+            f"<tr><td>{_a(version_link(settings, name, v), f'v{v}')}</td>"
+            f"<td>{_a(commit_link(settings, name, commit), _short(commit))}</td>"
+            f"<td>{link['rows'] or '-'}</td><td>{escape(link['family'] or '-')}</td>"
+            f"<td>{escape(holdout)}</td><td>{escape('; '.join(link['decisions']) or '-')}</td></tr>"
+        )
+    deployments = [
+        f"<tr><td>#{d['id']}</td><td>v{d['model_version']}</td><td>{escape(d['state'])}</td>"
+        f"<td>{escape(d['bento_tag'])}</td><td>{escape(d['reason'][:120] or '-')}</td>"
+        f"<td>{str(d['created_at'])[:19]}</td></tr>"
+        for d in p["deployments"]
+    ]
+    latest = p["drift_reports"][0] if p["drift_reports"] else None
+    chart = (
+        f'<iframe class="report" title="latest drift report of {escape(name)}" '
+        f'src="{escape(report_href.format(project=name, id=latest["id"]))}"></iframe>'
+        if latest
+        else "<p>No drift report yet.</p>"
+    )
+    ln = p["links"]
+
+    def table(head: str, rows: list[str]) -> str:
+        cols = "".join(f"<th>{h}</th>" for h in head.split("|"))
+        body = "".join(rows) or f"<tr><td colspan={len(head.split('|'))}>none</td></tr>"
+        return f"<table><tr>{cols}</tr>{body}</table>"
+
+    return f"""<section id="project-{escape(name)}">
+<h2>{escape(name)}</h2>
+<p class="links">{_a(ln["mlflow_model"], "MLflow model")} · {_a(ln["lakefs_repo"], "lakeFS data")}
+ · {_a(ln["airflow_dags"], "Airflow DAGs")} · {_a(ln["service"], "served endpoint")}</p>
+<h3>Models</h3>{table("alias|version|data commit|gate|trained because of", models)}
+<h3>Drift reports</h3>
+{table("report|model|rows|policy|drifted features|live metric|retraining|created", reports)}
+<details open><summary>Latest drift report</summary>{chart}</details>
+<h3>Lineage</h3>{table("version|data commit|rows|family|holdout|gate", lineage)}
+<h3>Deployments</h3>{table("deployment|version|state|bento|reason|created", deployments)}
+</section>"""
+
+
+def render_page(projects: list[dict[str, Any]], settings: Settings, report_href: str) -> str:
+    """The whole MLOps page."""
+    sections = "".join(render_project(p, settings, report_href) for p in projects)
+    nav = " ".join(
+        f'<a href="#project-{escape(p["project"])}">{escape(p["project"])}</a>' for p in projects
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>MLOps</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:1.5em;color:#1a202c}}
+table{{border-collapse:collapse;margin:.3em 0 1em}}
+td,th{{border-bottom:1px solid #e2e8f0;padding:4px 10px;text-align:left;font-size:14px}}
+th{{background:#f7fafc}} tr.fired td:nth-child(4){{color:#c53030;font-weight:bold}}
+iframe.report{{width:100%;height:520px;border:1px solid #e2e8f0}}
+section{{margin-bottom:2.5em}} .links a{{margin-right:.3em}}
+</style></head><body>
+<h1>MLOps</h1><p>Projects: {nav or "none"}</p>
+{sections or "<p>No valid project specs.</p>"}
+</body></html>
+"""
+
+
+def drift_report_html(project: str, report_id: int, settings: Settings | None = None) -> str:
+    """The stored HTML page of one drift report (from lakeFS)."""
+    from mlops_lib import versioning as vc
+    from mlops_lib.lineage import lineage_store
+
+    settings = settings or get_settings()
+    rows = [r for r in lineage_store(settings).drift_reports(project) if r["id"] == report_id]
+    if not rows:
+        raise KeyError(f"{project} has no drift report {report_id}")
+    uri = rows[0]["lakefs_uri"]  # lakefs://<repo>/<commit>/<path>
+    _, _, rest = uri.partition("lakefs://")
+    _repo, ref, path = rest.split("/", 2)
+    return vc.read(project, ref, path, settings).decode()

@@ -1,0 +1,95 @@
+"""Failure notifications of the platform's DAGs.
+
+``MLOpsFailureNotifier`` is every generated DAG's ``on_failure_callback`` (via default_args):
+it always writes one line naming the DAG, run, task, try and error to the task's log, and,
+when the Airflow connection ``mlops_alerts`` exists (an HTTP URL, e.g.
+``AIRFLOW_CONN_MLOPS_ALERTS='https://hooks.example.com/T000/B000'``), posts the same facts as
+JSON to it. A webhook that fails is logged and never masks the task's own failure.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseNotifier
+
+DEFAULT_CONN_ID = "mlops_alerts"
+
+
+def webhook_url(conn: Any) -> str:
+    """The URL of an HTTP connection: its host when that holds a whole URL (JSON form,
+    ``{"conn_type": "http", "host": "https://hooks.example.com/T000/B000"}``), else built from
+    the URI form's parts (``http://host:port/path`` keeps the path in ``schema``)."""
+    host = conn.host or ""
+    if "://" in host:
+        return host
+    scheme = conn.conn_type if conn.conn_type in ("http", "https") else "https"
+    port = f":{conn.port}" if conn.port else ""
+    path = f"/{conn.schema}" if conn.schema else ""
+    return f"{scheme}://{host}{port}{path}" if host else ""
+
+
+class MLOpsFailureNotifier(BaseNotifier):
+    """Log a task failure; post it to the ``mlops_alerts`` webhook when one is configured."""
+
+    template_fields: Sequence[str] = ("project",)
+
+    def __init__(
+        self, *, project: str, conn_id: str = DEFAULT_CONN_ID, timeout: float = 10.0
+    ) -> None:
+        super().__init__()
+        self.project = project
+        self.conn_id = conn_id
+        self.timeout = timeout
+
+    def message(self, context: Any) -> dict[str, Any]:
+        """What is reported: where it failed, the error and where to look."""
+        ti = context.get("ti") or context.get("task_instance")
+        dag_run = context.get("dag_run")
+        error = context.get("exception")
+        first_line = str(error).strip().splitlines()[0] if error else "unknown error"
+        return {
+            "event": "task_failed",
+            "project": self.project,
+            "dag_id": getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", None),
+            "run_id": getattr(ti, "run_id", None) or context.get("run_id"),
+            "task_id": getattr(ti, "task_id", None),
+            "try_number": getattr(ti, "try_number", None),
+            "error": f"{type(error).__name__}: {first_line}" if error else first_line,
+            "log_url": getattr(ti, "log_url", None),
+        }
+
+    def notify(self, context: Any) -> None:
+        msg = self.message(context)
+        self.log.error(
+            "MLOps alert: %s/%s task %s (try %s) failed: %s",
+            msg["dag_id"],
+            msg["run_id"],
+            msg["task_id"],
+            msg["try_number"],
+            msg["error"],
+        )
+        url = self._url()
+        if not url:
+            return
+        body = json.dumps(msg, default=str).encode()
+        req = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                self.log.info("MLOps alert posted to connection %s: %s", self.conn_id, resp.status)
+        except OSError as exc:
+            self.log.warning("MLOps alert webhook (connection %s) failed: %s", self.conn_id, exc)
+
+    def _url(self) -> str | None:
+        from airflow.sdk import BaseHook
+
+        try:
+            conn = BaseHook.get_connection(self.conn_id)
+        except Exception:  # no such connection: alerts are logged only
+            return None
+        return webhook_url(conn) or None

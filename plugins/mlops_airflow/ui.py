@@ -1,0 +1,77 @@
+"""The "MLOps" page of the Airflow UI (an Airflow 3 plugin: a FastAPI app and an external view).
+
+The FastAPI app is mounted by the Airflow API server under ``/mlops``:
+
+* ``/mlops/`` the page: per project its champion and challenger with the data commit behind
+  each, the drift reports with the latest one's charts, the lineage chain, recent
+  deployments, and links into MLflow, lakeFS, Airflow and the service;
+* ``/mlops/api/projects`` the same as JSON;
+* ``/mlops/reports/<project>/<id>`` a stored drift report page.
+
+The external view adds "MLOps" to the navigation, showing the page inside the Airflow UI.
+Everything is read-only; the data comes from ``mlops_lib.overview`` (imported per request,
+in a worker thread, so the API server starts fast).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse
+
+app = FastAPI(title="MLOps", description="Projects, models, drift and deployments.")
+REPORT_HREF = "reports/{project}/{id}"
+
+
+def _overview() -> list[dict]:
+    from mlops_lib.overview import overview
+
+    return overview()
+
+
+@app.get("/api/projects")
+async def projects() -> list[dict]:
+    """Every project's overview as JSON."""
+    return await asyncio.to_thread(_overview)
+
+
+@app.get("/", response_class=HTMLResponse)
+async def page() -> str:
+    """The MLOps page."""
+
+    def render() -> str:
+        from mlops_lib.overview import render_page
+        from mlops_lib.settings import get_settings
+
+        return render_page(_overview(), get_settings(), REPORT_HREF)
+
+    return await asyncio.to_thread(render)
+
+
+@app.get("/reports/{project}/{report_id}", response_class=HTMLResponse)
+async def report(project: str, report_id: int) -> str:
+    """One stored drift report page."""
+    from mlops_lib.overview import drift_report_html
+
+    try:
+        return await asyncio.to_thread(drift_report_html, project, report_id)
+    except KeyError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+
+
+class MLOpsPlugin(AirflowPlugin):
+    """Registers the MLOps page with the Airflow API server and UI."""
+
+    name = "mlops"
+    fastapi_apps = [{"app": app, "url_prefix": "/mlops", "name": "MLOps"}]
+    external_views = [
+        {
+            "name": "MLOps",
+            "href": "mlops/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "mlops",
+        }
+    ]

@@ -1,0 +1,83 @@
+"""The failure notifier: a log line always, a JSON post when the alerts connection exists."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
+
+import pytest
+from mlops_airflow.notifiers import MLOpsFailureNotifier, webhook_url
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Receiver.received.append({"path": self.path, "body": json.loads(body)})
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver():
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Receiver.received = []
+    yield server.server_address[1], _Receiver.received
+    server.shutdown()
+
+
+def _out(capfd) -> str:
+    """The notifier logs through Airflow's structured logging, to the process output."""
+    out, err = capfd.readouterr()
+    return out + err
+
+
+def _context(error: Exception) -> dict:
+    ti = SimpleNamespace(
+        dag_id="churn__ingest",
+        run_id="manual__1",
+        task_id="publish",
+        try_number=1,
+        log_url="http://airflow/log",
+    )
+    return {"ti": ti, "exception": error}
+
+
+def test_failure_is_posted_to_the_alerts_connection(receiver, monkeypatch, capfd) -> None:
+    port, received = receiver
+    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_ALERTS", f"http://127.0.0.1:{port}/hooks/ops")
+    error = ValueError("batch for project 'churn' rejected: 2 blocking violations\n  - ...")
+    MLOpsFailureNotifier(project="churn").notify(_context(error))
+    assert received and received[0]["path"] == "/hooks/ops"
+    body = received[0]["body"]
+    assert body["dag_id"] == "churn__ingest" and body["task_id"] == "publish"
+    assert body["error"] == "ValueError: batch for project 'churn' rejected: 2 blocking violations"
+    assert "MLOps alert: churn__ingest/manual__1 task publish (try 1) failed" in _out(capfd)
+
+
+def test_without_a_connection_it_only_logs(monkeypatch, capfd) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_MLOPS_ALERTS", raising=False)
+    MLOpsFailureNotifier(project="churn").notify(_context(RuntimeError("lakeFS down")))
+    assert "failed: RuntimeError: lakeFS down" in _out(capfd)
+
+
+def test_a_broken_webhook_is_logged_not_raised(monkeypatch, capfd) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_ALERTS", "http://127.0.0.1:9/nothing-listens")
+    MLOpsFailureNotifier(project="churn", timeout=2).notify(_context(RuntimeError("x")))
+    assert "webhook (connection mlops_alerts) failed" in _out(capfd)
+
+
+def test_webhook_url_forms() -> None:
+    conn = SimpleNamespace(conn_type="http", host="https://h.example/a/b", port=None, schema="")
+    assert webhook_url(conn) == "https://h.example/a/b"
+    conn = SimpleNamespace(conn_type="http", host="10.0.0.1", port=8080, schema="alerts")
+    assert webhook_url(conn) == "http://10.0.0.1:8080/alerts"
+    assert webhook_url(SimpleNamespace(conn_type="http", host="", port=None, schema="")) == ""
