@@ -162,7 +162,16 @@ def evaluate_gate(
         challenger_metrics=challenger,
         champion_metrics=champion or {},
     )
-    log.info("gate for %s v%s: %s (%s)", project, version, decision, reason)
+    log.info(
+        "gate for %s v%s on the holdout of lakeFS %s@%s (champion v%s): %s (%s)",
+        project,
+        version,
+        project.replace("_", "-"),
+        commit[:12],
+        champ_v,
+        decision,
+        reason,
+    )
     return {
         "version": version,
         "decision": decision,
