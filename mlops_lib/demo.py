@@ -25,8 +25,11 @@ from mlops_lib.settings import Settings, reload_settings
 from mlops_lib.stack import manager
 
 DEMO_PROJECT = "churn"
+CLEAN_BATCH_ROWS = 20_000
 CLEAN_TRAFFIC_ROWS = 2_000
-DRIFTED_TRAFFIC_ROWS = 10_000
+# Training holds out the newest 20% by event time: with as many labelled drifted rows as
+# clean ones, the retraining both learns from production and is judged on it.
+DRIFTED_TRAFFIC_ROWS = 20_000
 
 Check = Callable[[], tuple[bool, str]]
 TASK_DONE = ("success", "failed", "skipped", "upstream_failed", "removed")
@@ -89,6 +92,19 @@ def _champion(settings: Settings) -> int | None:
     return champion_version(DEMO_PROJECT, settings)
 
 
+def _wait_logged(request_ids: set[str], settings: Settings, timeout: float = 60.0) -> int:
+    """Wait until lakeFS holds these requests' prediction log; returns how many are missing."""
+    from mlops_lib.labels import read_predictions
+
+    deadline = time.monotonic() + timeout
+    while True:
+        logged = set(read_predictions(DEMO_PROJECT, settings, columns=["request_id"])["request_id"])
+        missing = len(request_ids - logged)
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(1)
+
+
 def _stages(sc: Scenario) -> list[Stage]:
     from mlops_lib import demo_data
     from mlops_lib import versioning as vc
@@ -97,7 +113,9 @@ def _stages(sc: Scenario) -> list[Stage]:
     settings, mem = sc.settings, sc.memory
     spec = project_spec(DEMO_PROJECT, settings)
     data_dir = settings.stack_dir / "demo-data"
-    clean = demo_data.write(demo_data.generate("clean", seed=1), data_dir / "churn-clean.parquet")
+    clean = demo_data.write(
+        demo_data.generate("clean", rows=CLEAN_BATCH_ROWS, seed=1), data_dir / "churn-clean.parquet"
+    )
     corrupted = demo_data.write(
         demo_data.generate("corrupted", seed=2), data_dir / "churn-corrupted.csv"
     )
@@ -165,6 +183,9 @@ def _stages(sc: Scenario) -> list[Stage]:
             mem[f"{scenario}_labels"] = out.labels
             if scenario == "drifted":
                 mem["first_drifted_request"] = time.monotonic() - out.seconds
+            missing = _wait_logged(set(out.labels["request_id"]), settings)
+            if missing:
+                return False, f"{missing} answered requests missing from the prediction log"
             return True, (
                 f"{out.rows} rows in {out.requests} requests, {out.rows / out.seconds:.0f} rows/s, "
                 f"answered by v{', v'.join(sorted(out.versions))}"

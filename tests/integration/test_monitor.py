@@ -121,6 +121,22 @@ def run_monitor(world: dict) -> dict:
     return airflow.request("GET", path, params={"deserialize": "true"}).json()["value"]
 
 
+def test_a_window_without_traffic_gives_a_report_that_says_so(stack: Settings, world: dict) -> None:
+    import json as _json
+
+    from mlops_lib import versioning as vc
+    from mlops_lib.lineage import lineage_store
+    from mlops_lib.serving.prediction_log import MONITORING_BRANCH
+
+    out = run_monitor(world)
+    assert out["rows"] == 0 and not out["fired"] and out["drifted_features"] == [], out
+    row = lineage_store(stack).drift_reports(PROJECT, limit=1)[0]
+    path = row["lakefs_uri"].split("/", 4)[-1].replace("report.html", "report.json")
+    report = _json.loads(vc.read(PROJECT, MONITORING_BRANCH, path, stack))
+    assert "no traffic in the monitored windows" in report["notes"]
+    assert report["live_metric"]["note"] == "no labelled predictions"
+
+
 def test_stable_traffic_reports_no_drift(stack: Settings, world: dict) -> None:
     serve_traffic(stack, world, "clean", 3000, seed=602)
     out = run_monitor(world)
