@@ -169,7 +169,7 @@ def render_project(p: dict[str, Any], settings: Settings, report_href: str) -> s
 <h3>Drift reports</h3>
 {table("report|model|rows|policy|drifted features|live metric|retraining|created", reports)}
 <details open><summary>Latest drift report</summary>{chart}</details>
-<h3>Lineage</h3>{table("version|data commit|rows|family|holdout|gate", lineage)}
+<h3>Lineage</h3>{table("version|data commit|batch rows|family|holdout|gate", lineage)}
 <h3>Deployments</h3>{table("deployment|version|state|bento|reason|created", deployments)}
 </section>"""
 
