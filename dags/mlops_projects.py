@@ -568,6 +568,8 @@ def build_ingest_labels(spec: ProjectSpec) -> DAG:
 
 def build_invalid(path: str, error: SpecError) -> DAG:
     """A paused placeholder that shows a broken spec's errors in the UI."""
+    from mlops_airflow.notifiers import MLOpsFailureNotifier
+
     stem = Path(path).stem
     errors = "\n".join(error.problems)
 
@@ -578,7 +580,11 @@ def build_invalid(path: str, error: SpecError) -> DAG:
         is_paused_upon_creation=True,
         tags=["mlops", "invalid-spec", f"project:{stem}"],
         doc_md=INVALID_DOC.format(path=path, errors=errors),
-        default_args={"owner": "ml-platform", "retries": 0},
+        default_args={
+            "owner": "ml-platform",
+            "retries": 0,
+            "on_failure_callback": MLOpsFailureNotifier(project=stem),
+        },
     )
     def invalid_dag() -> None:
         @task

@@ -32,7 +32,10 @@ print(json.dumps({
     "dags": {d: bag.dags[d].fileloc for d in bag.dag_ids},
     "meta": {d: {"tags": sorted(bag.dags[d].tags), "doc_md": bag.dags[d].doc_md or "",
                  "owner": bag.dags[d].default_args.get("owner"),
-                 "retries": bag.dags[d].default_args.get("retries", 0)} for d in bag.dag_ids},
+                 "retries": bag.dags[d].default_args.get("retries", 0),
+                 "notifier": type(bag.dags[d].default_args.get("on_failure_callback")).__name__,
+                 "backoff": bag.dags[d].default_args.get("retry_exponential_backoff")}
+             for d in bag.dag_ids},
     "heavy": sorted(m for m in sys.modules if m.split(".")[0] in %r and m not in heavy_before),
     "stats": [{"file": s.file, "duration": s.duration.total_seconds()} for s in bag.dagbag_stats],
 }))
@@ -85,9 +88,10 @@ def test_no_database_touched_at_parse_time(parsed: dict) -> None:
     assert parsed["db_touched"] is False
 
 
-def test_every_dag_has_owner_tags_docs_and_retries(parsed: dict) -> None:
+def test_every_dag_has_owner_tags_docs_retries_and_a_failure_notifier(parsed: dict) -> None:
     for dag_id, meta in parsed["meta"].items():
         assert meta["tags"], dag_id
         assert "fails" in meta["doc_md"], dag_id
         assert meta["owner"] not in (None, "airflow"), dag_id
-        assert meta["retries"] >= 1, dag_id
+        assert meta["retries"] >= 1 and meta["backoff"] is True, dag_id
+        assert meta["notifier"] == "MLOpsFailureNotifier", dag_id
