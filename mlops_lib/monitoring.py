@@ -723,6 +723,9 @@ def _when(value: str | None) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+SAME_EPISODE = "same episode"
+
+
 def pending_drift(
     reports: list[dict[str, Any]], cooldown: timedelta, now: datetime
 ) -> tuple[dict[str, Any] | None, str]:
@@ -748,7 +751,7 @@ def pending_drift(
             return None, (
                 f"drift report {fired[0]['id']} fired inside the cooldown of the retraining "
                 f"started {last_claim.isoformat(timespec='seconds')} (until "
-                f"{quiet_until.isoformat(timespec='seconds')}): same episode"
+                f"{quiet_until.isoformat(timespec='seconds')}): {SAME_EPISODE}"
             )
         if now < quiet_until:
             return None, f"cooldown until {quiet_until.isoformat(timespec='seconds')}"

@@ -16,7 +16,8 @@ class DriftPolicySensor(BaseSensorOperator):
     of the last retraining (the spec's ``monitoring.cooldown_minutes``). Pushes the report
     (id, drifted features, reason) as its XCom value. Reschedule mode by default, so a
     waiting sensor holds no worker slot; with ``soft_fail`` a run with nothing to do ends
-    skipped rather than failed.
+    skipped rather than failed; a fired report inside the cooldown (the same episode) skips
+    at once.
 
     :param project: project whose drift reports are watched (templated).
     """
@@ -44,9 +45,14 @@ class DriftPolicySensor(BaseSensorOperator):
         self.project = project
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
-        from mlops_lib.monitoring import drift_to_act_on
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from mlops_lib.monitoring import SAME_EPISODE, drift_to_act_on
 
         report, why = drift_to_act_on(self.project)
+        if report is None and SAME_EPISODE in why:
+            # Definitive: the episode already has its retraining; waiting changes nothing.
+            raise AirflowSkipException(f"{self.project}: no retraining due: {why}")
         if report is None:
             self.log.info("%s: no retraining due: %s", self.project, why)
             return False
