@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from mlops_lib.settings import Settings
 from .conftest import MONITOR_PROJECT, mlops_cli, register_model
 
 pytestmark = pytest.mark.integration
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "monitor"
 PROJECT = MONITOR_PROJECT
 MONITOR = f"{PROJECT}__monitor"
 DEPLOY = f"{PROJECT}__deploy"
@@ -187,6 +189,10 @@ def test_drifted_traffic_fires_on_the_shifted_features_only(
     assert report["id"] == out["report_id"] and report["fired"]
     assert report["live_metric"] == live["value"] and report["labelled_rows"] == 12000
     world["drift_report"] = out
+    # Kept for the record: the whole report of this run (scores per column).
+    path = report["lakefs_uri"].split("/", 4)[-1].replace("report.html", "report.json")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    (OUTPUT / "drift-report.json").write_bytes(vc.read(PROJECT, MONITORING_BRANCH, path, stack))
     # The asset event carries the verdict for the drift sensor and continuous training.
     events = (
         world["airflow"]
