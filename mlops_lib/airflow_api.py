@@ -17,6 +17,27 @@ from mlops_lib.settings import Settings
 TERMINAL_STATES = {"success", "failed"}
 
 
+# Fields of a structured task-log line that say where it was logged, not what happened.
+_LOG_FIELDS = {
+    "timestamp",
+    "level",
+    "event",
+    "logger",
+    "filename",
+    "lineno",
+    "ti_id",
+    "task_id",
+    "run_id",
+    "dag_id",
+    "map_index",
+    "try_number",
+    "error_detail",
+    "chan",
+    "bundle_name",
+    "loc",
+}
+
+
 class AirflowApiError(RuntimeError):
     """The Airflow API refused a request; the message names the resource."""
 
@@ -117,6 +138,9 @@ class AirflowClient:
             for item in content:
                 if isinstance(item, dict):
                     text = str(item.get("event", ""))
+                    extra = {k: v for k, v in item.items() if k not in _LOG_FIELDS}
+                    if extra:  # structured details, e.g. the reason of a skip
+                        text += " " + " ".join(f"{k}={v}" for k, v in extra.items())
                     detail = item.get("error_detail")
                     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
                         text += f"\n{detail[0].get('exc_type')}: {detail[0].get('exc_value')}"
