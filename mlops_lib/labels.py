@@ -41,6 +41,11 @@ _STAMP = re.compile(r"(\d{8}T\d{6}\d*)")
 PRODUCTION = "production"
 
 
+def stamp(when: datetime) -> str:
+    """The sortable UTC time stamp of a labels file (``YYYYmmddTHHMMSSffffff``)."""
+    return when.astimezone(UTC).strftime("%Y%m%dT%H%M%S%f")
+
+
 def labels_prefix(project: str) -> str:
     return f"monitoring/{project}/labels/"
 
@@ -208,7 +213,7 @@ def ingest_labels(
     out[REQUEST_ID] = out[REQUEST_ID].astype(str)
     out.insert(1, ROW, frame[ROW].astype("int64") if ROW in frame.columns else 0)
     now = now or datetime.now(UTC)
-    target = f"{labels_prefix(project)}{now:%Y%m%dT%H%M%S%f}.parquet"
+    target = f"{labels_prefix(project)}{stamp(now)}.parquet"
     buf = io.BytesIO()
     out.to_parquet(buf, index=False)
     vc.ensure_branch(project, MONITORING_BRANCH, settings=settings)

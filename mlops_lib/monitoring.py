@@ -669,12 +669,10 @@ def _live_metric(
     spec: ProjectSpec, version: int | str, previous: list[dict[str, Any]], settings: Settings
 ) -> dict[str, Any]:
     """The live metric on the champion's predictions labelled since the previous report."""
-    from mlops_lib.labels import labelled_predictions, live_metric
+    from mlops_lib.labels import labelled_predictions, live_metric, stamp
 
-    after = ""
-    if previous:
-        created = previous[0]["created_at"]
-        after = created.strftime("%Y%m%dT%H%M%S%f") if hasattr(created, "strftime") else ""
+    # The lineage store gives times as ISO strings (naive ones are UTC).
+    after = stamp(_when(previous[0]["created_at"])) if previous else ""
     frame, files = labelled_predictions(spec.name, settings, after=after)
     if len(frame):
         frame = frame[frame["model_version"].astype(str) == str(version)]

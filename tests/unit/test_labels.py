@@ -103,3 +103,20 @@ def test_stamps_sort_labels_files_and_production_partitions() -> None:
     assert stamp_of("datasets/churn/production/labels-through=20261127T101500123456/d.parquet") == (
         "20261127T101500123456"
     )
+
+
+def test_labels_since_a_report_compare_by_utc_stamp() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from mlops_lib.labels import stamp
+    from mlops_lib.monitoring import _when
+
+    # A report time as the lineage store returns it (ISO; naive on SQLite, any offset on
+    # PostgreSQL) and a labels file written a second later compare in that order.
+    created = _when("2026-11-27T10:00:00.000001")
+    later = datetime(2026, 11, 27, 11, 0, 1, tzinfo=timezone(timedelta(hours=1)))
+    assert stamp(created) == "20261127T100000000001"
+    assert stamp(later) > stamp(created)
+    assert stamp(_when("2026-11-27T11:00:00+01:00")) == stamp(
+        datetime(2026, 11, 27, 10, tzinfo=UTC)
+    )
