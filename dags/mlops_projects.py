@@ -19,6 +19,7 @@ from airflow.sdk import DAG, Asset, Param, dag, task
 
 from mlops_lib.settings import get_settings
 from mlops_lib.spec import ProjectSpec, SpecError, discover
+from mlops_lib.versioning import repo_name
 
 INGEST_DOC = """
 ### {name}: ingest
@@ -60,8 +61,10 @@ DAG processor picks it up on its next pass and this placeholder disappears.
 
 def dataset_asset(spec: ProjectSpec) -> Asset:
     """The project's dataset on lakeFS main (events carry the commit id)."""
-    repo = spec.name.replace("_", "-")
-    return Asset(name=f"{spec.name}_dataset", uri=f"lakefs://{repo}/main/datasets/{spec.name}")
+    return Asset(
+        name=f"{spec.name}_dataset",
+        uri=f"lakefs://{repo_name(spec.name)}/main/datasets/{spec.name}",
+    )
 
 
 def default_args(spec: ProjectSpec) -> dict:
@@ -92,7 +95,7 @@ def build_ingest(spec: ProjectSpec) -> DAG:
         doc_md=INGEST_DOC.format(
             name=project,
             description=spec.description.strip(),
-            repo=project.replace("_", "-"),
+            repo=repo_name(project),
             source=spec.source.path or "SQL query",
         ),
         default_args=default_args(spec),

@@ -92,23 +92,11 @@ def _champion(settings: Settings) -> int | None:
     return champion_version(DEMO_PROJECT, settings)
 
 
-def _wait_logged(request_ids: set[str], settings: Settings, timeout: float = 60.0) -> int:
-    """Wait until lakeFS holds these requests' prediction log; returns how many are missing."""
-    from mlops_lib.labels import read_predictions
-
-    deadline = time.monotonic() + timeout
-    while True:
-        logged = set(read_predictions(DEMO_PROJECT, settings, columns=["request_id"])["request_id"])
-        missing = len(request_ids - logged)
-        if not missing or time.monotonic() > deadline:
-            return missing
-        time.sleep(1)
-
-
 def _stages(sc: Scenario) -> list[Stage]:
     from mlops_lib import demo_data
     from mlops_lib import versioning as vc
     from mlops_lib.ingest import project_spec
+    from mlops_lib.traffic import TrafficError, send
 
     settings, mem = sc.settings, sc.memory
     spec = project_spec(DEMO_PROJECT, settings)
@@ -149,24 +137,19 @@ def _stages(sc: Scenario) -> list[Stage]:
         return None
 
     def champion_served() -> tuple[bool, str]:
-        import json
-
-        import httpx
-
-        row = demo_data.generate("clean", rows=1, seed=3)[spec.features]
-        resp = httpx.post(
-            endpoint, json={"instances": json.loads(row.to_json(orient="records"))}, timeout=30
-        )
-        if resp.status_code != 200:
-            return False, f"{endpoint} answered {resp.status_code}: {resp.text[:200]}"
-        served, version = resp.json()["model_version"], str(_champion(settings))
+        row = demo_data.generate("clean", rows=1, seed=3)
+        try:
+            (served,) = send(endpoint, row, spec.features, spec.target.column).versions
+        except TrafficError as exc:
+            return False, str(exc)
+        version = str(_champion(settings))
         if served != version:
             return False, f"{endpoint} serves v{served}, champion is v{version}"
         return True, f"{endpoint} serves champion v{served}"
 
     def traffic(scenario: str, rows: int, seed: int) -> Callable[[Progress], tuple[bool, str]]:
         def act(progress: Progress) -> tuple[bool, str]:
-            from mlops_lib.traffic import TrafficError, send
+            from mlops_lib.labels import wait_logged
 
             frame = demo_data.generate(scenario, rows=rows, seed=seed)
             bar = progress.add_task(f"{scenario} rows -> {endpoint}", total=rows)
@@ -183,7 +166,7 @@ def _stages(sc: Scenario) -> list[Stage]:
             mem[f"{scenario}_labels"] = out.labels
             if scenario == "drifted":
                 mem["first_drifted_request"] = time.monotonic() - out.seconds
-            missing = _wait_logged(set(out.labels["request_id"]), settings)
+            missing = wait_logged(DEMO_PROJECT, set(out.labels["request_id"]), settings)
             if missing:
                 return False, f"{missing} answered requests missing from the prediction log"
             return True, (
@@ -212,7 +195,7 @@ def _stages(sc: Scenario) -> list[Stage]:
     def retrained() -> tuple[bool, str]:
         from mlops_lib.lineage import lineage_store
 
-        run_id = mem.get("ct_run_id", "")
+        run_id = mem["run_id"]
         states = sc.client.task_states(f"{DEMO_PROJECT}__continuous_training", run_id)
         if states.get("wait_for_drift") == "skipped":
             report = lineage_store(settings).drift_reports(DEMO_PROJECT, limit=1)[0]
@@ -305,8 +288,8 @@ def _run_dag_stage(sc: Scenario, stage: Stage, since: str) -> tuple[str, str]:
     else:
         run_id = client.wait_for_asset_run(stage.dag_id, since=since)
         sc.console.print(f"asset event started {stage.dag_id} run {run_id}")
-    if stage.dag_id.endswith("__continuous_training"):
-        sc.memory["ct_run_id"] = run_id
+    sc.memory["run_id"] = run_id  # for the stage's check
+    printed: dict[str, str] = {}
     with _progress(sc.console) as progress:
         bar = progress.add_task(stage.dag_id, total=None)
 
@@ -320,9 +303,8 @@ def _run_dag_stage(sc: Scenario, stage: Stage, since: str) -> tuple[str, str]:
                 description=f"{stage.dag_id} {' '.join(running)}".strip(),
             )
             for task, state in states.items():
-                key = (run_id, task)
-                if state in TASK_DONE and (sc.memory.setdefault("printed", {}).get(key) != state):
-                    sc.memory["printed"][key] = state
+                if state in TASK_DONE and printed.get(task) != state:
+                    printed[task] = state
                     progress.console.print(f"  {task}: {state}")
 
         state = client.follow(stage.dag_id, run_id, on_change=show)

@@ -12,13 +12,16 @@ import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_lib import versioning as vc
 from mlops_lib.quality import DataQualityError, QualityReport, Violation, check_batch, coerce
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.sources import SourceError, read_source
 from mlops_lib.spec import ProjectSpec, load_spec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ def ingest_batch(
     dag_id: str,
     source: str | None = None,
     partition: str | None = None,
+    frame: pd.DataFrame | None = None,
     settings: Settings | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
@@ -109,6 +113,7 @@ def ingest_batch(
     Writes the data as Parquet under ``datasets/<project>/date=<day>/`` (or ``partition``),
     replacing that partition, the validation report and the whylogs profile beside it, and
     commits with metadata. Returns the commit id and the verdict; never touches main.
+    ``frame``: a batch already in memory (``source`` then only says where it came from).
     """
     import pandas as pd
 
@@ -121,7 +126,10 @@ def ingest_batch(
     part = partition or partition_prefix(project, day)
 
     try:
-        df, origin = read_source(spec, override=source, base_dir=settings.repo_root)
+        if frame is not None:
+            df, origin = frame, source or "(in memory)"
+        else:
+            df, origin = read_source(spec, override=source, base_dir=settings.repo_root)
         read_error = None
     except SourceError as exc:
         df, origin, read_error = pd.DataFrame(), source or spec.source.path or "sql", str(exc)
@@ -284,20 +292,13 @@ def ingest_now(
 
 def read_dataset(project: str, ref: str = vc.MAIN, settings: Settings | None = None):
     """Every accepted partition of a project's dataset at a ref, as one frame."""
-    import pandas as pd
-
     settings = settings or get_settings()
     paths = [
         p
         for p in vc.list_paths(project, ref, dataset_prefix(project) + "/", settings)
         if p.endswith("/" + DATA_FILE)
     ]
-    frames = [
-        pd.read_parquet(io.BytesIO(vc.read(project, ref, p, settings))) for p in sorted(paths)
-    ]
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)
+    return vc.read_parquet(project, ref, paths, settings)
 
 
 def local_path(path: str | Path, settings: Settings | None = None) -> Path:

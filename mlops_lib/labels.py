@@ -85,6 +85,8 @@ def check_labels(
         problems.append(Violation("labels_schema", "null request ids", REQUEST_ID, int(bad.sum())))
     rows = frame[ROW] if ROW in frame.columns else pd.Series(0, index=frame.index)
     numeric_rows = pd.to_numeric(rows, errors="coerce")
+    row_numbers = numeric_rows.fillna(-1).astype("int64")
+    id_strings = ids.astype("string")
     if (bad := numeric_rows.isna() | (numeric_rows < 0)).any():
         problems.append(
             Violation(
@@ -95,7 +97,7 @@ def check_labels(
                 _examples(rows[bad]),
             )
         )
-    keys = ids.astype("string") + ":" + numeric_rows.fillna(-1).astype("int64").astype("string")
+    keys = id_strings + ":" + row_numbers.astype("string")
     if (dup := keys.duplicated()).any():
         problems.append(
             Violation(
@@ -135,9 +137,7 @@ def check_labels(
                 )
             )
     if known is not None:
-        pairs = list(
-            zip(ids.astype("string"), numeric_rows.fillna(-1).astype("int64"), strict=True)
-        )
+        pairs = zip(id_strings, row_numbers, strict=True)
         unknown = [f"{i}:{r}" for i, r in pairs if (i, int(r)) not in known]
         if unknown:
             problems.append(
@@ -161,24 +161,23 @@ def read_predictions(project: str, settings: Settings, columns: list[str] | None
     if not vc.branch_exists(project, MONITORING_BRANCH, settings):
         return pd.DataFrame(columns=columns or [REQUEST_ID, ROW])
     paths = vc.list_paths(project, MONITORING_BRANCH, predictions_prefix(project), settings)
-    frames = [
-        pd.read_parquet(
-            io.BytesIO(vc.read(project, MONITORING_BRANCH, p, settings)), columns=columns
-        )
-        for p in sorted(paths)
-    ]
-    if not frames:
-        return pd.DataFrame(columns=columns or [REQUEST_ID, ROW])
-    return pd.concat(frames, ignore_index=True)
+    frame = vc.read_parquet(project, MONITORING_BRANCH, paths, settings, columns)
+    return frame if len(frame.columns) else pd.DataFrame(columns=[REQUEST_ID, ROW])
 
 
-def _read(source: str | Path) -> pd.DataFrame:
-    import pandas as pd
+def wait_logged(
+    project: str, request_ids: set[str], settings: Settings, timeout: float = 60.0
+) -> int:
+    """Wait until lakeFS holds these requests' prediction log; returns how many are missing."""
+    import time
 
-    path = Path(source)
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
+    deadline = time.monotonic() + timeout
+    while True:
+        logged = set(read_predictions(project, settings, columns=[REQUEST_ID])[REQUEST_ID])
+        missing = len(request_ids - logged)
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(1)
 
 
 def ingest_labels(
@@ -194,16 +193,15 @@ def ingest_labels(
     """
     from mlops_lib import versioning as vc
     from mlops_lib.ingest import local_path, project_spec
+    from mlops_lib.sources import SourceError, read_file
 
     settings = settings or get_settings()
     spec = project_spec(project, settings)
     path = local_path(source, settings)
     try:
-        frame = _read(path)
-    except (OSError, ValueError) as exc:
-        raise DataQualityError(
-            project, [Violation("source", f"cannot read {path}: {exc}")], where=str(path)
-        ) from exc
+        frame = read_file(path)
+    except (OSError, SourceError) as exc:
+        raise DataQualityError(project, [Violation("source", str(exc))], where=str(path)) from exc
     served = read_predictions(project, settings, columns=[REQUEST_ID, ROW])
     known = set(zip(served[REQUEST_ID].astype(str), served[ROW].astype(int), strict=True))
     problems = check_labels(frame, spec, known)
@@ -260,13 +258,9 @@ def labelled_predictions(
     )
     if not files:
         return pd.DataFrame(), []
-    labels = pd.concat(
-        [
-            pd.read_parquet(io.BytesIO(vc.read(project, MONITORING_BRANCH, p, settings)))
-            for p in files
-        ],
-        ignore_index=True,
-    ).drop_duplicates([REQUEST_ID, ROW], keep="last")
+    labels = vc.read_parquet(project, MONITORING_BRANCH, files, settings).drop_duplicates(
+        [REQUEST_ID, ROW], keep="last"
+    )
     served = read_predictions(project, settings)
     served = served.drop(columns=[spec.target.column], errors="ignore")
     served[REQUEST_ID] = served[REQUEST_ID].astype(str)
@@ -333,8 +327,6 @@ def fold_in(project: str, run_id: str, settings: Settings | None = None) -> dict
     head when there is nothing new or the batch is rejected (the reason is logged and
     returned; those labels are tried again next time).
     """
-    import tempfile
-
     from mlops_lib import versioning as vc
     from mlops_lib.ingest import ingest_batch, open_branch, project_spec, publish
 
@@ -354,19 +346,17 @@ def fold_in(project: str, run_id: str, settings: Settings | None = None) -> dict
     newest = stamp_of(files[-1])
     batch = production_batch(spec, frame)
     opened = open_branch(project, run_id, settings)
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "production.parquet"
-        batch.to_parquet(source, index=False)
-        result = ingest_batch(
-            project,
-            opened["branch"],
-            day=datetime.now(UTC).strftime("%Y-%m-%d"),
-            run_id=run_id,
-            dag_id="continuous_training",
-            source=str(source),
-            partition=f"{production_prefix(project)}labels-through={newest}",
-            settings=settings,
-        )
+    result = ingest_batch(
+        project,
+        opened["branch"],
+        day=datetime.now(UTC).strftime("%Y-%m-%d"),
+        run_id=run_id,
+        dag_id="continuous_training",
+        source=f"prediction log labelled by {', '.join(files)}",
+        partition=f"{production_prefix(project)}labels-through={newest}",
+        frame=batch,
+        settings=settings,
+    )
     try:
         published = publish(project, result, settings)
     except DataQualityError as exc:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -317,18 +316,10 @@ def _log_view(
     spec: ProjectSpec, paths: list[str], settings: Settings
 ) -> tuple[DatasetProfileView, int]:
     """Profile of prediction-log files (the monitored columns) and their row count."""
-    import pandas as pd
-
     from mlops_lib import profiles
     from mlops_lib import versioning as vc
 
-    frame = pd.concat(
-        [
-            pd.read_parquet(io.BytesIO(vc.read(spec.name, MONITORING_BRANCH, p, settings)))
-            for p in paths
-        ],
-        ignore_index=True,
-    )
+    frame = vc.read_parquet(spec.name, MONITORING_BRANCH, paths, settings)
     return profiles.profile(monitored_frame(spec, frame)), len(frame)
 
 
@@ -518,16 +509,11 @@ def policy(report: dict[str, Any], spec: ProjectSpec) -> tuple[bool, str]:
     if m.metric_floor is not None and live.get("value") is not None:
         from mlops_lib.automl import LOWER_IS_BETTER
 
-        worse = (
-            live["value"] > m.metric_floor
-            if live["metric"] in LOWER_IS_BETTER
-            else live["value"] < m.metric_floor
-        )
-        if worse:
+        lower = live["metric"] in LOWER_IS_BETTER
+        if live["value"] > m.metric_floor if lower else live["value"] < m.metric_floor:
             reasons.append(
                 f"live {live['metric']} {live['value']:.4f} on {live['rows']} labelled "
-                f"predictions {'above' if live['metric'] in LOWER_IS_BETTER else 'below'} "
-                f"the floor {m.metric_floor}"
+                f"predictions {'above' if lower else 'below'} the floor {m.metric_floor}"
             )
     if reasons:
         return True, "; ".join(reasons)

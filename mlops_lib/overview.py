@@ -11,14 +11,14 @@ from typing import Any
 from urllib.parse import quote
 
 from mlops_lib.settings import Settings, get_settings
+from mlops_lib.versioning import repo_name
 
 
 def links(settings: Settings, project: str) -> dict[str, str]:
     """UI addresses of a project in MLflow, lakeFS, Airflow and the service."""
-    repo = project.replace("_", "-")
     return {
         "mlflow_model": f"{settings.mlflow_url}/#/models/{quote(project)}",
-        "lakefs_repo": f"{settings.lakefs_url}/repositories/{repo}/objects?ref=main",
+        "lakefs_repo": f"{settings.lakefs_url}/repositories/{repo_name(project)}/objects?ref=main",
         "airflow_dags": f"{settings.airflow_base_url}/dags?tags=project%3A{quote(project)}",
         "service": f"{settings.serving_base_url}/{project}/docs",
     }
@@ -29,8 +29,7 @@ def version_link(settings: Settings, project: str, version: int | str) -> str:
 
 
 def commit_link(settings: Settings, project: str, commit: str) -> str:
-    repo = project.replace("_", "-")
-    return f"{settings.lakefs_url}/repositories/{repo}/commits/{commit}"
+    return f"{settings.lakefs_url}/repositories/{repo_name(project)}/commits/{commit}"
 
 
 def _alias_versions(project: str, settings: Settings) -> dict[str, dict[str, Any]]:
@@ -202,10 +201,10 @@ def drift_report_html(project: str, report_id: int, settings: Settings | None = 
     from mlops_lib.lineage import lineage_store
 
     settings = settings or get_settings()
-    rows = [r for r in lineage_store(settings).drift_reports(project) if r["id"] == report_id]
-    if not rows:
+    row = lineage_store(settings).drift_report(report_id)
+    if row is None or row["project"] != project:
         raise KeyError(f"{project} has no drift report {report_id}")
-    uri = rows[0]["lakefs_uri"]  # lakefs://<repo>/<commit>/<path>
+    uri = row["lakefs_uri"]  # lakefs://<repo>/<commit>/<path>
     _, _, rest = uri.partition("lakefs://")
     _repo, ref, path = rest.split("/", 2)
     return vc.read(project, ref, path, settings).decode()

@@ -9,6 +9,7 @@ from typing import Any
 from mlops_lib.automl import LOWER_IS_BETTER
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec
+from mlops_lib.versioning import repo_name
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def evaluate_gate(
         "gate for %s v%s on the holdout of lakeFS %s@%s (champion v%s): %s (%s)",
         project,
         version,
-        project.replace("_", "-"),
+        repo_name(project),
         commit[:12],
         champ_v,
         decision,

@@ -31,7 +31,8 @@ def resolve_paths(pattern: str, base_dir: Path) -> list[Path]:
     return files
 
 
-def _read_file(path: Path, fmt: str) -> pd.DataFrame:
+def read_file(path: Path, fmt: str = "auto") -> pd.DataFrame:
+    """One CSV or Parquet file (by suffix unless `fmt` says); SourceError naming the file."""
     import pandas as pd
 
     kind = fmt if fmt != "auto" else ("csv" if path.suffix == ".csv" else "parquet")
@@ -77,6 +78,6 @@ def read_source(
     pattern = override or spec.source.path
     assert pattern is not None
     files = resolve_paths(pattern, base_dir)
-    frames = [_read_file(p, spec.source.format) for p in files]
+    frames = [read_file(p, spec.source.format) for p in files]
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return df, ",".join(str(p) for p in files)

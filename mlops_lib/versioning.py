@@ -112,6 +112,27 @@ def read(project: str, ref: str, path: str, settings: Settings | None = None) ->
         return fh.read()
 
 
+def read_parquet(
+    project: str,
+    ref: str,
+    paths: list[str],
+    settings: Settings | None = None,
+    columns: list[str] | None = None,
+):
+    """Parquet objects at a ref as one frame, in path order (empty frame for no paths)."""
+    import io
+
+    import pandas as pd
+
+    frames = [
+        pd.read_parquet(io.BytesIO(read(project, ref, p, settings)), columns=columns)
+        for p in sorted(paths)
+    ]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)
+
+
 def exists(project: str, ref: str, path: str, settings: Settings | None = None) -> bool:
     return repository(project, settings).ref(ref).object(path).exists()
 

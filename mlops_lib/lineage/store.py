@@ -176,6 +176,11 @@ class LineageStore:
     def update_drift_report(self, report_id: int, **values: Any) -> dict[str, Any]:
         return self._update(DriftReport, report_id, values)
 
+    def drift_report(self, report_id: int) -> dict[str, Any] | None:
+        with Session(self.engine) as session:
+            row = session.get(DriftReport, report_id)
+            return _row(row) if row else None
+
     def drift_reports(self, project: str, limit: int | None = None) -> list[dict[str, Any]]:
         """A project's drift reports, newest first."""
         with Session(self.engine) as session:

@@ -12,11 +12,14 @@ from mlops_lib.stack.procs import StackError
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
-def apt_install(package: str, *, log=print) -> None:
-    """``apt-get install -y <package>`` (through ``sudo -n`` when not root); raises StackError."""
+def apt_install(package: str, *, log=print, hint: str = "install it") -> None:
+    """``apt-get install -y <package>`` (through ``sudo -n`` when not root); raises StackError.
+
+    ``hint``: what to do instead when there is no apt-get.
+    """
     apt = shutil.which("apt-get")
     if apt is None:
-        raise StackError(f"{package} is not installed and apt-get is not available; install it")
+        raise StackError(f"{package} is not installed and apt-get is not available; {hint}")
     prefix: list[str] = []
     if os.geteuid() != 0:
         sudo = shutil.which("sudo")

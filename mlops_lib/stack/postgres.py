@@ -42,7 +42,12 @@ def install_postgres(settings: Settings, *, log=print) -> Path:
     found = find_bin_dir(settings)
     if found:
         return found
-    apt_install("postgresql", log=log)
+    apt_install(
+        "postgresql",
+        log=log,
+        hint="install PostgreSQL server binaries and set MLOPS_POSTGRES_BIN_DIR to the folder "
+        "holding initdb",
+    )
     found = find_bin_dir(settings)
     if not found:
         raise StackError("PostgreSQL was installed but initdb/postgres were not found")

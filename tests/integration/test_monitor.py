@@ -67,52 +67,21 @@ def world(stack: Settings, tmp_path_factory) -> dict:
     airflow.emit_asset_event(f"{PROJECT}_champion", {"version": version})
     run_id = airflow.wait_for_asset_run(DEPLOY, since=since, timeout=180)
     assert airflow.follow(DEPLOY, run_id, timeout=600) == "success"
-    return {"spec": spec, "airflow": airflow, "version": version, "logged": 0}
+    return {"spec": spec, "airflow": airflow, "version": version}
 
 
 def serve_traffic(stack: Settings, world: dict, scenario: str, rows: int, seed: int) -> None:
     """Requests to the project's stable endpoint; waits until the prediction log has them."""
-    import io
-    import time
-
-    import httpx
-    import pandas as pd
-
-    from mlops_lib import versioning as vc
-    from mlops_lib.serving.prediction_log import MONITORING_BRANCH, predictions_prefix
+    from mlops_lib.labels import wait_logged
+    from mlops_lib.traffic import send
 
     spec = world["spec"]
     df = demo_data.generate(scenario, rows=rows, seed=seed)
-    records = json.loads(df[spec.features].to_json(orient="records"))
     url = f"{stack.serving_base_url}/{PROJECT}/predict"
-    labels = []
-    for i in range(0, rows, 500):
-        resp = httpx.post(url, json={"instances": records[i : i + 500]}, timeout=60)
-        assert resp.status_code == 200, resp.text[:300]
-        part = df.iloc[i : i + 500]
-        labels.append(
-            pd.DataFrame(
-                {
-                    "request_id": resp.json()["request_id"],
-                    "row": range(len(part)),
-                    "churned": part["churned"].to_numpy(),
-                }
-            )
-        )
-    world["labels"] = pd.concat(labels, ignore_index=True)
-    world["logged"] += rows
-    deadline = time.monotonic() + 60
-    total = 0
-    while time.monotonic() < deadline:
-        paths = vc.list_paths(PROJECT, MONITORING_BRANCH, predictions_prefix(PROJECT), stack)
-        total = sum(
-            len(pd.read_parquet(io.BytesIO(vc.read(PROJECT, MONITORING_BRANCH, p, stack))))
-            for p in paths
-        )
-        if total >= world["logged"]:
-            return
-        time.sleep(1)
-    raise AssertionError(f"prediction log holds {total} of {world['logged']} served rows")
+    out = send(url, df, spec.features, spec.target.column, rows_per_request=500, concurrency=1)
+    world["labels"] = out.labels
+    missing = wait_logged(PROJECT, set(out.labels["request_id"]), stack)
+    assert not missing, f"prediction log lacks {missing} of {out.requests} answered requests"
 
 
 def run_monitor(world: dict) -> dict:
