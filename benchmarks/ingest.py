@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from mlops_lib import demo_data, ingest
+from mlops_lib import demo_data, ingest, platform_stack
 from mlops_lib import versioning as vc
 from mlops_lib.stack import manager
 
@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = manager.current_settings()
-    manager.up(settings, log=lambda _m: None)
+    platform_stack.up(settings, log=lambda _m: None)
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     projects = work / "projects"
     projects.mkdir()

@@ -24,7 +24,8 @@ import time
 import numpy as np
 
 from mlops_lib import demo_data, profiles
-from mlops_lib.monitoring import drift_scores, monitored_frame
+from mlops_lib.monitoring.drift import drift_scores
+from mlops_lib.monitoring.reference import monitored_frame
 from mlops_lib.settings import get_settings
 from mlops_lib.spec import load_spec
 
@@ -60,9 +61,9 @@ def loop() -> None:
 
     from rich.console import Console
 
+    from mlops_lib import platform_stack
     from mlops_lib.demo import run_demo
     from mlops_lib.settings import load_settings
-    from mlops_lib.stack import manager
     from mlops_lib.stack.procs import free_port, free_port_run
 
     folder = Path(tempfile.mkdtemp(prefix="mlops-loop-"))
@@ -77,7 +78,7 @@ def loop() -> None:
     try:
         result = run_demo(settings, console=console)
     finally:
-        manager.down(settings, log=lambda *_: None)
+        platform_stack.down(settings, log=lambda *_: None)
         shutil.rmtree(folder, ignore_errors=True)
     times = {o.stage: o.seconds for o in result.outcomes}
     if not result.ok or result.drift_to_champion_seconds is None:

@@ -120,10 +120,10 @@ def main() -> None:
     import mlflow.sklearn
 
     from mlops_lib.features import model_input
-    from mlops_lib.ingest import project_spec
     from mlops_lib.lineage import lineage_store
     from mlops_lib.registry import champion_version
     from mlops_lib.serving.package import serve_bento_command, serve_env, use_store
+    from mlops_lib.spec import project_spec
     from mlops_lib.stack.manager import base_env, current_settings
 
     settings = current_settings()

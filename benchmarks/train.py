@@ -14,11 +14,12 @@ import argparse
 import time
 
 from mlops_lib import demo_data
-from mlops_lib.automl import LOWER_IS_BETTER, holdout_metrics, make_estimator, search
+from mlops_lib.automl import make_estimator, search
+from mlops_lib.datasets import split
 from mlops_lib.features import build_pipeline, model_input
+from mlops_lib.metrics import LOWER_IS_BETTER, holdout_metrics
 from mlops_lib.settings import get_settings
 from mlops_lib.spec import load_spec
-from mlops_lib.training import split
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ def _spec() -> ProjectSpec:
     embedded = getattr(ARGS, "spec", None)
     if embedded:
         return ProjectSpec.model_validate(json.loads(embedded))
-    from mlops_lib.ingest import project_spec
+    from mlops_lib.spec import project_spec
 
     return project_spec(ARGS.project)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, dag, task
 
+from mlops_lib.layout import repo_name
 from mlops_lib.settings import get_settings
 from mlops_lib.spec import ProjectSpec, SpecError, discover
-from mlops_lib.versioning import repo_name
 
 INGEST_DOC = """
 ### {name}: ingest
@@ -193,7 +193,7 @@ def training_chain(spec: ProjectSpec, commit: Any, drift: Any | None = None) -> 
     def train(commit: str, drift: dict | None = None, **context) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from mlops_lib.training import TrainingError
+        from mlops_lib.datasets import TrainingError
         from mlops_lib.training import train as run
 
         tags = {"drift_report_id": str(drift["report_id"])} if drift else None
@@ -426,8 +426,8 @@ def build_monitor(spec: ProjectSpec) -> DAG:
         def monitor(**context) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from mlops_lib.monitoring import NothingToMonitor
-            from mlops_lib.monitoring import monitor as run
+            from mlops_lib.monitoring.report import NothingToMonitor
+            from mlops_lib.monitoring.report import monitor as run
 
             conf = context["dag_run"].conf or {}
             try:
@@ -492,14 +492,14 @@ def build_continuous_training(spec: ProjectSpec) -> DAG:
 
         @task
         def claim(found: dict, **context) -> dict:
-            from mlops_lib.monitoring import claim_drift
+            from mlops_lib.continuous_training import claim_drift
 
             claim_drift(project, found["report_id"], context["run_id"])
             return found
 
         @task
         def resolve_data(**context) -> str:
-            from mlops_lib.labels import fold_in
+            from mlops_lib.continuous_training import fold_in
 
             return fold_in(project, context["run_id"])["commit_id"]
 

@@ -12,22 +12,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops_lib.features import build_pipeline
+from mlops_lib.metrics import LOWER_IS_BETTER, SCORERS
 from mlops_lib.spec import ProjectSpec
 
 if TYPE_CHECKING:
     import pandas as pd
-
-# Metrics where lower is better; everything else is maximised.
-LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
-SCORERS = {
-    "roc_auc": "roc_auc",
-    "accuracy": "accuracy",
-    "f1": "f1",
-    "log_loss": "neg_log_loss",
-    "rmse": "neg_root_mean_squared_error",
-    "mae": "neg_mean_absolute_error",
-    "r2": "r2",
-}
 
 
 @dataclass
@@ -167,30 +156,3 @@ def search(
         else max(trials, key=lambda r: r.cv_score)
     )
     return SearchResult(best=best, trials=trials, seconds=time.monotonic() - started)
-
-
-def holdout_metrics(model: Any, X: pd.DataFrame, y: pd.Series, task: str) -> dict[str, float]:
-    """Metrics of a fitted model on the holdout."""
-    import numpy as np
-    from sklearn import metrics
-
-    if task == "classification":
-        proba = model.predict_proba(X)
-        pred = model.predict(X)
-        out = {
-            "accuracy": metrics.accuracy_score(y, pred),
-            "f1": metrics.f1_score(y, pred, average="binary" if proba.shape[1] == 2 else "macro"),
-            "log_loss": metrics.log_loss(y, proba, labels=model.classes_),
-        }
-        if proba.shape[1] == 2:
-            out["roc_auc"] = metrics.roc_auc_score(y, proba[:, 1])
-        else:
-            out["roc_auc"] = metrics.roc_auc_score(y, proba, multi_class="ovr")
-    else:
-        pred = model.predict(X)
-        out = {
-            "rmse": float(np.sqrt(metrics.mean_squared_error(y, pred))),
-            "mae": metrics.mean_absolute_error(y, pred),
-            "r2": metrics.r2_score(y, pred),
-        }
-    return {k: round(float(v), 6) for k, v in out.items()}

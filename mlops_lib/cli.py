@@ -1,4 +1,8 @@
-"""The `mlops` command line."""
+"""The `mlops` command line.
+
+Each command imports what it uses inside its body, so that `mlops --help` and the light
+commands start without loading MLflow, scikit-learn, SQLAlchemy or the stack.
+"""
 
 from __future__ import annotations
 
@@ -81,12 +85,12 @@ def stack_install(backend: str | None, browser: bool) -> None:
 @BACKEND
 def stack_up(backend: str | None) -> None:
     """Start the stack (idempotent) and wait until every service is healthy."""
-    from mlops_lib.stack import manager
+    from mlops_lib import platform_stack
 
     settings = _settings(backend)
     started = time.monotonic()
     try:
-        rows = manager.up(settings, log=console.print)
+        rows = platform_stack.up(settings, log=console.print)
     except StackError as exc:
         _fail(exc)
     settings = reload_settings(settings)
@@ -98,10 +102,10 @@ def stack_up(backend: str | None) -> None:
 @stack.command("down")
 def stack_down() -> None:
     """Stop the services `up` started (pid files); succeeds when nothing runs."""
-    from mlops_lib.stack import manager
+    from mlops_lib import platform_stack
 
     settings = _settings()
-    result = manager.down(settings, log=lambda _msg: None)
+    result = platform_stack.down(settings, log=lambda _msg: None)
     stopped = [n for n, o in result.items() if o == "stopped"]
     stale = [n for n, o in result.items() if o.startswith("stale")]
     if stopped:
@@ -117,10 +121,10 @@ def stack_down() -> None:
 @BACKEND
 def stack_status(as_json: bool, backend: str | None) -> None:
     """State, URL, pid and log of each service."""
-    from mlops_lib.stack import manager
+    from mlops_lib import platform_stack
 
     settings = _settings(backend)
-    rows = manager.status(settings)
+    rows = platform_stack.status(settings)
     if as_json:
         click.echo(json.dumps({"backend": settings.backend, "services": rows}, indent=2))
         return
@@ -475,8 +479,8 @@ def monitor() -> None:
 def monitor_report(project_name: str, out: Path | None, open_it: bool) -> None:
     """Write (and optionally open) the latest drift report of PROJECT as HTML."""
     from mlops_lib import versioning as vc
+    from mlops_lib.layout import MONITORING_BRANCH
     from mlops_lib.lineage import lineage_store
-    from mlops_lib.serving.prediction_log import MONITORING_BRANCH
 
     settings = _settings()
     reports = lineage_store(settings).drift_reports(project_name, limit=1)

@@ -20,9 +20,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mlops_lib import demo_data, platform_stack
+from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowApiError, AirflowClient
+from mlops_lib.labels import wait_logged
+from mlops_lib.lineage import lineage_store
+from mlops_lib.registry import champion_version
 from mlops_lib.settings import Settings, reload_settings
-from mlops_lib.stack import manager
+from mlops_lib.spec import project_spec
+from mlops_lib.traffic import TrafficError, send
 
 DEMO_PROJECT = "churn"
 CLEAN_BATCH_ROWS = 20_000
@@ -87,16 +93,10 @@ def _progress(console: Console) -> Progress:
 
 
 def _champion(settings: Settings) -> int | None:
-    from mlops_lib.registry import champion_version
-
     return champion_version(DEMO_PROJECT, settings)
 
 
 def _stages(sc: Scenario) -> list[Stage]:
-    from mlops_lib import demo_data
-    from mlops_lib import versioning as vc
-    from mlops_lib.ingest import project_spec
-    from mlops_lib.traffic import TrafficError, send
 
     settings, mem = sc.settings, sc.memory
     spec = project_spec(DEMO_PROJECT, settings)
@@ -128,8 +128,6 @@ def _stages(sc: Scenario) -> list[Stage]:
         return True, f"champion is v{version}"
 
     def champion_live() -> str | None:
-        from mlops_lib.lineage import lineage_store
-
         version = _champion(settings)
         live = lineage_store(settings).deployments(DEMO_PROJECT, "active")
         if version is not None and live and live[0]["model_version"] == version:
@@ -149,8 +147,6 @@ def _stages(sc: Scenario) -> list[Stage]:
 
     def traffic(scenario: str, rows: int, seed: int) -> Callable[[Progress], tuple[bool, str]]:
         def act(progress: Progress) -> tuple[bool, str]:
-            from mlops_lib.labels import wait_logged
-
             frame = demo_data.generate(scenario, rows=rows, seed=seed)
             bar = progress.add_task(f"{scenario} rows -> {endpoint}", total=rows)
             try:
@@ -180,8 +176,6 @@ def _stages(sc: Scenario) -> list[Stage]:
         mem["drifted_labels"].to_csv(labels_file, index=False)
 
     def drift_found() -> tuple[bool, str]:
-        from mlops_lib.lineage import lineage_store
-
         report = lineage_store(settings).drift_reports(DEMO_PROJECT, limit=1)[0]
         mem["report"] = report
         live = report.get("live_metric")
@@ -193,8 +187,6 @@ def _stages(sc: Scenario) -> list[Stage]:
         )
 
     def retrained() -> tuple[bool, str]:
-        from mlops_lib.lineage import lineage_store
-
         run_id = mem["run_id"]
         states = sc.client.task_states(f"{DEMO_PROJECT}__continuous_training", run_id)
         if states.get("wait_for_drift") == "skipped":
@@ -323,7 +315,7 @@ def run_demo(settings: Settings, *, console: Console) -> DemoResult:
     """Run the demo scenario; ``ok`` when every stage behaved as expected."""
     t0 = time.monotonic()
     console.rule("stage: stack up")
-    manager.up(settings, log=console.print)
+    platform_stack.up(settings, log=console.print)
     settings = reload_settings(settings)
     outcomes = [Outcome("stack up", "-", "healthy", time.monotonic() - t0, True)]
     sc = Scenario(settings, console, AirflowClient.from_settings(settings))

@@ -11,24 +11,22 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
+from mlops_lib import layout
 from mlops_lib import versioning as vc
+from mlops_lib.layout import MAIN
+from mlops_lib.lineage import lineage_store
+from mlops_lib.profiles import deserialize, profile, sample, serialize
 from mlops_lib.quality import DataQualityError, QualityReport, Violation, check_batch, coerce
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.sources import SourceError, read_source
-from mlops_lib.spec import ProjectSpec, load_spec
+from mlops_lib.spec import ProjectSpec, project_spec
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-DATA_FILE = "data.parquet"
-REPORT_FILE = "_validation.json"
-PROFILE_FILE = "_profile.bin"
-LATEST_FILE = "_latest.json"
 
 
 class _Timer:
@@ -44,47 +42,33 @@ class _Timer:
         self._last = now
 
 
-def project_spec(project: str, settings: Settings | None = None) -> ProjectSpec:
-    """The validated spec of a project from the projects folder."""
-    settings = settings or get_settings()
-    for suffix in (".yaml", ".yml"):
-        path = settings.projects_dir / f"{project}{suffix}"
-        if path.exists():
-            return load_spec(path)
-    raise FileNotFoundError(f"no spec for project {project!r} in {settings.projects_dir}")
+class OpenedBranch(TypedDict):
+    """The run's ingest branch and the main commit it starts from."""
+
+    branch: str
+    base_commit: str
 
 
-def dataset_prefix(project: str) -> str:
-    return f"datasets/{project}"
-
-
-def partition_prefix(project: str, day: str) -> str:
-    """Folder of one logical date's batch."""
-    return f"{dataset_prefix(project)}/date={day}"
-
-
-def open_branch(project: str, run_id: str, settings: Settings | None = None) -> dict[str, str]:
+def open_branch(project: str, run_id: str, settings: Settings | None = None) -> OpenedBranch:
     """Create the run's ingest branch from main (recreated on a retry)."""
     settings = settings or get_settings()
-    branch = vc.ingest_branch_name(run_id)
-    base = vc.head(project, vc.MAIN, settings)
-    vc.fresh_branch(project, branch, vc.MAIN, settings)
-    log.info("lakeFS %s: branch %s created from main@%s", vc.repo_name(project), branch, base)
+    branch = layout.ingest_branch_name(run_id)
+    base = vc.head(project, MAIN, settings)
+    vc.fresh_branch(project, branch, MAIN, settings)
+    log.info("lakeFS %s: branch %s created from main@%s", layout.repo_name(project), branch, base)
     return {"branch": branch, "base_commit": base}
 
 
 def _previous_profile(project: str, settings: Settings) -> Any | None:
     """Profile of the last accepted batch on main, if any."""
-    from mlops_lib.profiles import deserialize
-
-    latest = f"{dataset_prefix(project)}/{LATEST_FILE}"
-    if not vc.exists(project, vc.MAIN, latest, settings):
+    latest = layout.latest_pointer(project)
+    if not vc.exists(project, MAIN, latest, settings):
         return None
-    pointer = json.loads(vc.read(project, vc.MAIN, latest, settings))
-    return deserialize(vc.read(project, vc.MAIN, pointer["profile"], settings))
+    pointer = json.loads(vc.read(project, MAIN, latest, settings))
+    return deserialize(vc.read(project, MAIN, pointer["profile"], settings))
 
 
-def _parquet_bytes(df) -> bytes:
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     try:
         df.to_parquet(buf, index=False)
@@ -95,8 +79,56 @@ def _parquet_bytes(df) -> bytes:
     return buf.getvalue()
 
 
+class LandedBatch(TypedDict):
+    """A batch committed on its ingest branch, with the gate's verdict (not yet on main)."""
+
+    branch: str
+    commit_id: str
+    passed: bool
+    rows: int
+    partition: str
+    report: str
+    summary: str
+    seconds: dict[str, float]
+
+
+class Published(TypedDict):
+    """An accepted batch merged into main (the dataset asset's extra)."""
+
+    commit_id: str
+    rows: int
+    partition: str
+    uri: str
+
+
 def ingest_batch(
     project: str,
+    branch: str,
+    *,
+    day: str,
+    run_id: str,
+    dag_id: str,
+    source: str | None = None,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+) -> LandedBatch:
+    """Read, check, write and commit one batch of the project's source on its branch."""
+    settings = settings or get_settings()
+    spec = project_spec(project, settings)
+    return land_batch(
+        spec,
+        branch,
+        day=day,
+        run_id=run_id,
+        dag_id=dag_id,
+        source=source,
+        settings=settings,
+        now=now,
+    )
+
+
+def land_batch(
+    spec: ProjectSpec,
     branch: str,
     *,
     day: str,
@@ -107,7 +139,7 @@ def ingest_batch(
     frame: pd.DataFrame | None = None,
     settings: Settings | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> LandedBatch:
     """Read, check, write and commit one batch on its branch.
 
     Writes the data as Parquet under ``datasets/<project>/date=<day>/`` (or ``partition``),
@@ -115,84 +147,19 @@ def ingest_batch(
     commits with metadata. Returns the commit id and the verdict; never touches main.
     ``frame``: a batch already in memory (``source`` then only says where it came from).
     """
-    import pandas as pd
-
-    from mlops_lib.profiles import profile, sample, serialize
-
     settings = settings or get_settings()
+    project = spec.name
     timer = _Timer()
-    spec = project_spec(project, settings)
     vc.reset_uncommitted(project, branch, settings)
-    part = partition or partition_prefix(project, day)
-
-    try:
-        if frame is not None:
-            df, origin = frame, source or "(in memory)"
-        else:
-            df, origin = read_source(spec, override=source, base_dir=settings.repo_root)
-        read_error = None
-    except SourceError as exc:
-        df, origin, read_error = pd.DataFrame(), source or spec.source.path or "sql", str(exc)
+    part = partition or layout.partition_prefix(project, day)
+    df, origin, read_error = _read_batch(spec, source, frame, settings)
     timer.lap("read")
-
-    if read_error:
-        report = QualityReport(
-            project=project,
-            rows=0,
-            columns=[],
-            violations=[Violation("source", read_error)],
-            checked_rules=["source"],
-        )
-    else:
-        report = check_batch(
-            df, spec, previous_profile=_previous_profile(project, settings), now=now
-        )
+    report = _check(spec, df, read_error, now, settings)
     timer.lap("validate")
-    for v in report.violations:
-        (log.error if v.severity == "blocking" else log.warning)("%s", v.line())
-    log.info("%s", report.summary())
-
-    removed = vc.delete_prefix(project, branch, part + "/", settings)
-    if removed:
-        log.info("replacing partition %s (%d objects)", part, removed)
-    rows = report.rows
-    if report.passed:
-        df = coerce(df, spec)
-    if len(df.columns):
-        vc.upload(project, branch, f"{part}/{DATA_FILE}", _parquet_bytes(df), settings=settings)
-    timer.lap("write")
-    vc.upload(
-        project,
-        branch,
-        f"{part}/{REPORT_FILE}",
-        json.dumps(report.to_dict(), indent=2, default=str).encode(),
-        content_type="application/json",
-        settings=settings,
-    )
-    if report.passed and rows:
-        view = report.profile
-        if view is None:
-            view = profile(sample(df[[c for c in df.columns if c != spec.schema.key]]))
-        vc.upload(project, branch, f"{part}/{PROFILE_FILE}", serialize(view), settings=settings)
-        timer.lap("profile")
-        pointer = {
-            "partition": part,
-            "data": f"{part}/{DATA_FILE}",
-            "profile": f"{part}/{PROFILE_FILE}",
-            "rows": rows,
-            "run_id": run_id,
-        }
-        vc.upload(
-            project,
-            branch,
-            f"{dataset_prefix(project)}/{LATEST_FILE}",
-            json.dumps(pointer).encode(),
-            content_type="application/json",
-            settings=settings,
-        )
+    df = _write_partition(spec, branch, part, df, report, run_id, settings, timer)
     metadata = {
         "source": origin[:1000],
-        "rows": rows,
+        "rows": report.rows,
         "schema_hash": spec.schema_hash(),
         "spec_hash": spec.spec_hash(),
         "dag_id": dag_id,
@@ -202,27 +169,120 @@ def ingest_batch(
         "passed": report.passed,
     }
     verdict = "accepted" if report.passed else "rejected"
-    commit_id = vc.commit(
-        project, branch, f"ingest {project} {day}: {verdict} ({rows} rows)", metadata, settings
-    )
+    message = f"ingest {project} {day}: {verdict} ({report.rows} rows)"
+    commit_id = vc.commit(project, branch, message, metadata, settings)
     timer.lap("commit")
-    log.info("lakeFS %s: committed %s on %s", vc.repo_name(project), commit_id, branch)
+    log.info("lakeFS %s: committed %s on %s", layout.repo_name(project), commit_id, branch)
     log.info("stage seconds: %s", timer.laps)
     return {
         "branch": branch,
         "commit_id": commit_id,
         "passed": report.passed,
-        "rows": rows,
+        "rows": report.rows,
         "partition": part,
-        "report": f"{part}/{REPORT_FILE}",
+        "report": f"{part}/{layout.REPORT_FILE}",
         "summary": report.summary(),
         "seconds": timer.laps,
     }
 
 
-def publish(
-    project: str, result: dict[str, Any], settings: Settings | None = None
-) -> dict[str, Any]:
+def _read_batch(
+    spec: ProjectSpec, source: str | None, frame: pd.DataFrame | None, settings: Settings
+) -> tuple[pd.DataFrame, str, str | None]:
+    """The batch, where it came from, and why it could not be read (None when it could)."""
+    import pandas as pd  # heavy: kept out of DAG parsing
+
+    if frame is not None:
+        return frame, source or "(in memory)", None
+    try:
+        df, origin = read_source(spec, override=source, base_dir=settings.repo_root)
+    except SourceError as exc:
+        return pd.DataFrame(), source or spec.source.path or "sql", str(exc)
+    return df, origin, None
+
+
+def _check(
+    spec: ProjectSpec,
+    df: pd.DataFrame,
+    read_error: str | None,
+    now: datetime | None,
+    settings: Settings,
+) -> QualityReport:
+    """The quality gate's report on a batch (every violation logged)."""
+    if read_error:
+        report = QualityReport(
+            project=spec.name,
+            rows=0,
+            columns=[],
+            violations=[Violation("source", read_error)],
+            checked_rules=["source"],
+        )
+    else:
+        previous = _previous_profile(spec.name, settings)
+        report = check_batch(df, spec, previous_profile=previous, now=now)
+    for v in report.violations:
+        (log.error if v.severity == "blocking" else log.warning)("%s", v.line())
+    log.info("%s", report.summary())
+    return report
+
+
+def _write_partition(
+    spec: ProjectSpec,
+    branch: str,
+    part: str,
+    df: pd.DataFrame,
+    report: QualityReport,
+    run_id: str,
+    settings: Settings,
+    timer: _Timer,
+) -> pd.DataFrame:
+    """Replace the partition on the branch: data, report and (accepted) profile and pointer."""
+    project = spec.name
+    removed = vc.delete_prefix(project, branch, part + "/", settings)
+    if removed:
+        log.info("replacing partition %s (%d objects)", part, removed)
+    if report.passed:
+        df = coerce(df, spec)
+    if len(df.columns):
+        data = _parquet_bytes(df)
+        vc.upload(project, branch, f"{part}/{layout.DATA_FILE}", data, settings=settings)
+    timer.lap("write")
+    body = json.dumps(report.to_dict(), indent=2, default=str).encode()
+    vc.upload(project, branch, f"{part}/{layout.REPORT_FILE}", body, "application/json", settings)
+    if report.passed and report.rows:
+        _write_profile(spec, branch, part, df, report, run_id, settings)
+        timer.lap("profile")
+    return df
+
+
+def _write_profile(
+    spec: ProjectSpec,
+    branch: str,
+    part: str,
+    df: pd.DataFrame,
+    report: QualityReport,
+    run_id: str,
+    settings: Settings,
+) -> None:
+    """The accepted batch's profile beside it, and the pointer to the last accepted batch."""
+    project = spec.name
+    view = report.profile
+    if view is None:
+        view = profile(sample(df[[c for c in df.columns if c != spec.schema.key]]))
+    profile_path = f"{part}/{layout.PROFILE_FILE}"
+    vc.upload(project, branch, profile_path, serialize(view), settings=settings)
+    pointer = {
+        "partition": part,
+        "data": f"{part}/{layout.DATA_FILE}",
+        "profile": profile_path,
+        "rows": report.rows,
+        "run_id": run_id,
+    }
+    body = json.dumps(pointer).encode()
+    vc.upload(project, branch, layout.latest_pointer(project), body, "application/json", settings)
+
+
+def publish(project: str, result: LandedBatch, settings: Settings | None = None) -> Published:
     """Merge an accepted batch into main and delete its branch; reject otherwise.
 
     Raises DataQualityError listing every blocking violation (read from the report on
@@ -234,13 +294,11 @@ def publish(
     if not report["passed"]:
         violations = [Violation(**v) for v in report["violations"] if v["severity"] == "blocking"]
         raise DataQualityError(
-            project, violations, where=vc.lakefs_uri(project, branch, result["report"])
+            project, violations, where=layout.lakefs_uri(project, branch, result["report"])
         )
-    main_commit = vc.merge(project, branch, vc.MAIN, settings)
+    main_commit = vc.merge(project, branch, MAIN, settings)
     vc.delete_branch(project, branch, settings)
     meta = vc.commit_metadata(project, result["commit_id"], settings)
-    from mlops_lib.lineage import lineage_store
-
     lineage_store(settings).record_dataset(
         project=project,
         commit_id=main_commit,
@@ -253,7 +311,7 @@ def publish(
     )
     log.info(
         "lakeFS %s: merged %s into main -> %s; branch deleted",
-        vc.repo_name(project),
+        layout.repo_name(project),
         branch,
         main_commit,
     )
@@ -261,7 +319,7 @@ def publish(
         "commit_id": main_commit,
         "rows": result["rows"],
         "partition": result["partition"],
-        "uri": vc.lakefs_uri(project, main_commit, result["partition"]),
+        "uri": layout.lakefs_uri(project, main_commit, result["partition"]),
     }
 
 
@@ -272,7 +330,7 @@ def ingest_now(
     day: str | None = None,
     source: str | None = None,
     settings: Settings | None = None,
-) -> dict[str, Any]:
+) -> Published:
     """The three steps in one call (for scripts and benchmarks; the DAG runs them as tasks)."""
     now = datetime.now(UTC)
     run_id = run_id or f"manual__{now.strftime('%Y%m%dT%H%M%S%f')}"
@@ -288,21 +346,3 @@ def ingest_now(
         settings=settings,
     )
     return publish(project, result, settings)
-
-
-def read_dataset(project: str, ref: str = vc.MAIN, settings: Settings | None = None):
-    """Every accepted partition of a project's dataset at a ref, as one frame."""
-    settings = settings or get_settings()
-    paths = [
-        p
-        for p in vc.list_paths(project, ref, dataset_prefix(project) + "/", settings)
-        if p.endswith("/" + DATA_FILE)
-    ]
-    return vc.read_parquet(project, ref, paths, settings)
-
-
-def local_path(path: str | Path, settings: Settings | None = None) -> Path:
-    """A path as the platform resolves it (relative to the repository root)."""
-    settings = settings or get_settings()
-    p = Path(path)
-    return p if p.is_absolute() else settings.repo_root / p

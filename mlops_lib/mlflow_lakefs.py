@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow.data.dataset_source import DatasetSource
 
-from mlops_lib import versioning as vc
+from mlops_lib import layout
+from mlops_lib.datasets import read_dataset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,8 +25,6 @@ class LakeFSDatasetSource(DatasetSource):
 
     def load(self) -> pd.DataFrame:
         """Read the dataset back from lakeFS (every partition at that commit)."""
-        from mlops_lib.ingest import read_dataset
-
         repo, ref, path = self.uri.removeprefix("lakefs://").split("/", 2)
         project = path.split("/")[1] if path.startswith("datasets/") else repo.replace("-", "_")
         return read_dataset(project, ref)
@@ -50,7 +49,7 @@ def lakefs_dataset(df: pd.DataFrame, project: str, commit: str, *, target: str |
     """An MLflow dataset of a frame whose source is the lakeFS URI at the commit."""
     import mlflow.data
 
-    uri = vc.lakefs_uri(project, commit, f"datasets/{project}")
+    uri = layout.lakefs_uri(project, commit, layout.dataset_prefix(project))
     return mlflow.data.from_pandas(
         df, source=LakeFSDatasetSource(uri), name=f"{project}@{commit[:12]}", targets=target
     )

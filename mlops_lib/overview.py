@@ -10,8 +10,12 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from mlops_lib import versioning as vc
+from mlops_lib.layout import repo_name
+from mlops_lib.lineage import lineage_store
+from mlops_lib.registry import CHALLENGER, CHAMPION, _client
 from mlops_lib.settings import Settings, get_settings
-from mlops_lib.versioning import repo_name
+from mlops_lib.spec import discover
 
 
 def links(settings: Settings, project: str) -> dict[str, str]:
@@ -34,8 +38,6 @@ def commit_link(settings: Settings, project: str, commit: str) -> str:
 
 def _alias_versions(project: str, settings: Settings) -> dict[str, dict[str, Any]]:
     """champion and challenger versions with their data commit and gate verdict."""
-    from mlops_lib.registry import CHALLENGER, CHAMPION, _client
-
     client = _client(settings)
     out: dict[str, dict[str, Any]] = {}
     for alias in (CHAMPION, CHALLENGER):
@@ -56,8 +58,6 @@ def _alias_versions(project: str, settings: Settings) -> dict[str, dict[str, Any
 
 def project_overview(project: str, settings: Settings | None = None) -> dict[str, Any]:
     """Everything the page shows about one project (JSON-ready)."""
-    from mlops_lib.lineage import lineage_store
-
     settings = settings or get_settings()
     store = lineage_store(settings)
     reports = store.drift_reports(project, limit=5)
@@ -85,8 +85,6 @@ def project_overview(project: str, settings: Settings | None = None) -> dict[str
 
 def overview(settings: Settings | None = None) -> list[dict[str, Any]]:
     """The overview of every valid project spec, in name order."""
-    from mlops_lib.spec import discover
-
     settings = settings or get_settings()
     specs, _ = discover(settings.projects_dir)
     return [project_overview(name, settings) for name in sorted(specs)]
@@ -197,9 +195,6 @@ section{{margin-bottom:2.5em}} .links a{{margin-right:.3em}}
 
 def drift_report_html(project: str, report_id: int, settings: Settings | None = None) -> str:
     """The stored HTML page of one drift report (from lakeFS)."""
-    from mlops_lib import versioning as vc
-    from mlops_lib.lineage import lineage_store
-
     settings = settings or get_settings()
     row = lineage_store(settings).drift_report(report_id)
     if row is None or row["project"] != project:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mlops_lib import versioning as vc
+from mlops_lib.layout import MAIN
 from mlops_lib.settings import Settings, get_settings
 
 CHECK_REPOSITORY = "platform-check"
@@ -10,14 +12,12 @@ CHECK_EXPERIMENT = "platform-check"
 
 def check_lakefs(settings: Settings | None = None) -> str:
     """Ensure the check repository exists on lakeFS; returns its main head commit id."""
-    from mlops_lib import versioning as vc
-
-    return vc.head(CHECK_REPOSITORY, vc.MAIN, settings or get_settings())
+    return vc.head(CHECK_REPOSITORY, MAIN, settings or get_settings())
 
 
 def check_mlflow(settings: Settings | None = None) -> str:
     """Ensure the check experiment exists on the MLflow server; returns its id."""
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # heavy: kept out of DAG parsing
 
     settings = settings or get_settings()
     client = MlflowClient(tracking_uri=settings.mlflow_url)

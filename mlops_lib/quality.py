@@ -1,12 +1,29 @@
-"""Data quality gate: the spec's schema and rules checked on one batch, all at once."""
+"""Data quality gate: the spec's schema and rules checked on one batch, all at once.
+
+This module owns the gate itself: the verdict types (``Violation``, ``QualityReport``,
+``DataQualityError``), the schema steps every batch goes through (required columns, types,
+nullability, ranges, allowed values; ``SCHEMA_STEPS``), one checker per ``rule:`` kind of the
+spec (``RULE_CHECKERS``, registered with ``@_checks(SpecRuleClass)`` next to each other), and
+``coerce``, which casts a passing batch to the declared types. Adding a rule kind means a class
+in ``mlops_lib.spec`` and a ``@_checks`` function here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
-from mlops_lib.spec import ProjectSpec
+from mlops_lib.profiles import drifted_columns, profile, sample
+from mlops_lib.spec import (
+    DistributionRule,
+    EventTimeNotInFutureRule,
+    MaxNullFractionRule,
+    MinRowsRule,
+    ProjectSpec,
+    UniqueKeyRule,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -158,29 +175,54 @@ def coerce(df: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
     return out
 
 
-def check_batch(
-    df: pd.DataFrame,
-    spec: ProjectSpec,
-    *,
-    previous_profile: Any | None = None,
-    now: datetime | None = None,
-) -> QualityReport:
-    """Run the schema checks and every rule of the spec; collect all violations."""
-    import pandas as pd
+@dataclass
+class BatchContext:
+    """What the steps and checkers of one ``check_batch`` call share."""
 
-    now = now or datetime.now(UTC)
-    violations: list[Violation] = []
-    checked: list[str] = []
-    schema = spec.schema
-    present = [c for c in schema.columns if c in df.columns]
+    df: pd.DataFrame
+    spec: ProjectSpec
+    now: datetime
+    previous_profile: Any | None = None
+    # Declared columns present in the batch, in schema order.
+    present: list[str] = field(default_factory=list)
+    # Per present column: (holds the declared type, bad values or None), from ``_type_ok``.
+    type_checks: dict[str, tuple[bool, pd.Series | None]] = field(default_factory=dict)
+    # whylogs profile of the batch, set by the distribution checker when it runs.
+    profile: Any = None
 
-    checked.append("required_columns")
-    missing = [c for c in schema.columns if c not in df.columns]
-    for name in missing:
-        violations.append(Violation("required_columns", "column is missing", column=name))
-    extra = [c for c in df.columns if c not in schema.columns]
+    def typed_ok(self, name: str | None) -> bool:
+        check = self.type_checks.get(name) if name is not None else None
+        return bool(check and check[0])
+
+
+def _context(
+    df: pd.DataFrame, spec: ProjectSpec, previous_profile: Any | None, now: datetime
+) -> BatchContext:
+    columns = spec.schema.columns
+    present = [c for c in columns if c in df.columns]
+    return BatchContext(
+        df=df,
+        spec=spec,
+        now=now,
+        previous_profile=previous_profile,
+        present=present,
+        type_checks={name: _type_ok(df[name], columns[name].type) for name in present},
+    )
+
+
+# --- Schema steps: run on every batch, in this order, before the spec's rules. ---
+
+
+def _check_required_columns(ctx: BatchContext) -> list[Violation]:
+    columns = ctx.spec.schema.columns
+    out = [
+        Violation("required_columns", "column is missing", column=name)
+        for name in columns
+        if name not in ctx.df.columns
+    ]
+    extra = [c for c in ctx.df.columns if c not in columns]
     if extra:
-        violations.append(
+        out.append(
             Violation(
                 "required_columns",
                 f"unexpected columns {extra} (renamed?)",
@@ -188,36 +230,43 @@ def check_batch(
                 examples=extra[:MAX_EXAMPLES],
             )
         )
+    return out
 
-    checked.append("types")
-    typed_ok: dict[str, bool] = {}
-    for name in present:
-        ok, bad = _type_ok(df[name], schema.columns[name].type)
-        typed_ok[name] = ok
+
+def _check_types(ctx: BatchContext) -> list[Violation]:
+    out = []
+    for name in ctx.present:
+        ok, bad = ctx.type_checks[name]
         if not ok:
-            violations.append(
+            out.append(
                 Violation(
                     "types",
-                    f"expected {schema.columns[name].type}, found {df[name].dtype}",
+                    f"expected {ctx.spec.schema.columns[name].type}, found {ctx.df[name].dtype}",
                     column=name,
                     count=len(bad) if bad is not None else 0,
                     examples=_examples(bad) if bad is not None else [],
                 )
             )
+    return out
 
-    checked.append("not_null")
-    for name in present:
-        if not schema.columns[name].nullable:
-            nulls = int(df[name].isna().sum())
+
+def _check_not_null(ctx: BatchContext) -> list[Violation]:
+    out = []
+    for name in ctx.present:
+        if not ctx.spec.schema.columns[name].nullable:
+            nulls = int(ctx.df[name].isna().sum())
             if nulls:
-                violations.append(
-                    Violation("not_null", "nulls in a non-nullable column", name, nulls)
-                )
+                out.append(Violation("not_null", "nulls in a non-nullable column", name, nulls))
+    return out
 
-    checked.append("ranges")
-    for name in present:
-        col = schema.columns[name]
-        if (col.min is None and col.max is None) or not typed_ok.get(name):
+
+def _check_ranges(ctx: BatchContext) -> list[Violation]:
+    import pandas as pd
+
+    df, out = ctx.df, []
+    for name in ctx.present:
+        col = ctx.spec.schema.columns[name]
+        if (col.min is None and col.max is None) or not ctx.typed_ok(name):
             continue
         values = pd.to_numeric(df[name], errors="coerce")
         mask = pd.Series(False, index=df.index)
@@ -226,7 +275,7 @@ def check_batch(
         if col.max is not None:
             mask |= values > col.max
         if mask.any():
-            violations.append(
+            out.append(
                 Violation(
                     "ranges",
                     f"values outside [{col.min}, {col.max}]",
@@ -235,16 +284,19 @@ def check_batch(
                     _examples(df.loc[mask, name]),
                 )
             )
+    return out
 
-    checked.append("allowed_values")
-    for name in present:
-        col = schema.columns[name]
-        if not col.allowed or not typed_ok.get(name):
+
+def _check_allowed_values(ctx: BatchContext) -> list[Violation]:
+    out = []
+    for name in ctx.present:
+        col = ctx.spec.schema.columns[name]
+        if not col.allowed or not ctx.typed_ok(name):
             continue
-        s = df[name].dropna()
+        s = ctx.df[name].dropna()
         bad = s[~s.isin(col.allowed)]
         if not bad.empty:
-            violations.append(
+            out.append(
                 Violation(
                     "allowed_values",
                     f"values not in {col.allowed}",
@@ -253,92 +305,166 @@ def check_batch(
                     sorted({str(v) for v in bad.unique()[:MAX_EXAMPLES]}),
                 )
             )
+    return out
 
-    current = None
+
+SchemaStep = Callable[[BatchContext], list[Violation]]
+# (name in ``checked_rules`` and on the violations, step), in the order they run.
+SCHEMA_STEPS: tuple[tuple[str, SchemaStep], ...] = (
+    ("required_columns", _check_required_columns),
+    ("types", _check_types),
+    ("not_null", _check_not_null),
+    ("ranges", _check_ranges),
+    ("allowed_values", _check_allowed_values),
+)
+
+
+# --- Rule checkers: one per ``rule:`` kind of the spec, looked up by the rule's tag. ---
+
+Checker = Callable[[BatchContext, Any], list[Violation]]
+RULE_CHECKERS: dict[str, Checker] = {}
+_F = TypeVar("_F", bound=Callable[..., list[Violation]])
+
+
+def _checks(rule_type: type) -> Callable[[_F], _F]:
+    """Register the decorated function as the checker of a spec rule class (by its tag)."""
+    (tag,) = get_args(rule_type.model_fields["rule"].annotation)
+
+    def register(fn: _F) -> _F:
+        if tag in RULE_CHECKERS:
+            raise ValueError(f"rule {tag!r} already has a checker")
+        RULE_CHECKERS[tag] = fn
+        return fn
+
+    return register
+
+
+@_checks(MinRowsRule)
+def _check_min_rows(ctx: BatchContext, rule: MinRowsRule) -> list[Violation]:
+    rows = len(ctx.df)
+    if rows >= rule.value:
+        return []
+    return [Violation("min_rows", f"{rows} rows, fewer than {rule.value}", severity=rule.severity)]
+
+
+@_checks(MaxNullFractionRule)
+def _check_max_null_fraction(ctx: BatchContext, rule: MaxNullFractionRule) -> list[Violation]:
+    df, out = ctx.df, []
+    for name in rule.columns or ctx.present:
+        if name not in df or len(df) == 0:
+            continue
+        frac = float(df[name].isna().mean())
+        if frac > rule.value:
+            out.append(
+                Violation(
+                    "max_null_fraction",
+                    f"null fraction {frac:.3f} above {rule.value}",
+                    name,
+                    int(df[name].isna().sum()),
+                    severity=rule.severity,
+                )
+            )
+    return out
+
+
+@_checks(UniqueKeyRule)
+def _check_unique_key(ctx: BatchContext, rule: UniqueKeyRule) -> list[Violation]:
+    df, key = ctx.df, ctx.spec.schema.key
+    if key not in df:
+        return []
+    dup = df[key][df[key].duplicated(keep=False)]
+    if dup.empty:
+        return []
+    return [
+        Violation(
+            "unique_key",
+            "duplicate keys",
+            key,
+            int(df[key].duplicated().sum()),
+            sorted({str(v) for v in dup.unique()[:MAX_EXAMPLES]}),
+            severity=rule.severity,
+        )
+    ]
+
+
+@_checks(EventTimeNotInFutureRule)
+def _check_event_time_not_in_future(
+    ctx: BatchContext, rule: EventTimeNotInFutureRule
+) -> list[Violation]:
+    import pandas as pd
+
+    name = ctx.spec.schema.event_time
+    if name not in ctx.df or not ctx.typed_ok(name):
+        return []
+    ts = pd.to_datetime(ctx.df[name], utc=True, format="mixed")
+    limit = ctx.now + timedelta(seconds=rule.tolerance_seconds)
+    future = ts > limit
+    if not future.any():
+        return []
+    return [
+        Violation(
+            "event_time_not_in_future",
+            f"event times after {limit.isoformat()}",
+            name,
+            int(future.sum()),
+            _examples(ts[future]),
+            severity=rule.severity,
+        )
+    ]
+
+
+def _profile_batch(ctx: BatchContext) -> Any:
+    """whylogs profile of the well-typed, non-key columns of the batch (a sample of it)."""
+    key = ctx.spec.schema.key
+    profiled = [c for c in ctx.present if ctx.typed_ok(c) and c != key]
+    return profile(coerce(sample(ctx.df[profiled]), ctx.spec))
+
+
+@_checks(DistributionRule)
+def _check_distribution(ctx: BatchContext, rule: DistributionRule) -> list[Violation]:
+    if ctx.previous_profile is None or len(ctx.df) == 0:
+        return []
+    wanted = rule.columns or ctx.spec.features
+    columns = [c for c in wanted if c in ctx.df and ctx.typed_ok(c)]
+    ctx.profile = _profile_batch(ctx)
+    scores = drifted_columns(ctx.profile, ctx.previous_profile, p_value=rule.p_value)
+    drifted = {c: s for c, s in scores.items() if c in columns and s["drift"]}
+    if not columns or len(drifted) / len(columns) <= rule.max_drift_fraction:
+        return []
+    return [
+        Violation(
+            "distribution",
+            f"{len(drifted)} of {len(columns)} columns drifted from the previous "
+            f"accepted batch (limit {rule.max_drift_fraction:.0%})",
+            count=len(drifted),
+            examples=[f"{c} p={s['p_value']:.2g}" for c, s in drifted.items()][:MAX_EXAMPLES],
+            severity=rule.severity,
+        )
+    ]
+
+
+def check_batch(
+    df: pd.DataFrame,
+    spec: ProjectSpec,
+    *,
+    previous_profile: Any | None = None,
+    now: datetime | None = None,
+) -> QualityReport:
+    """Run the schema checks and every rule of the spec; collect all violations."""
+    ctx = _context(df, spec, previous_profile, now or datetime.now(UTC))
+    violations: list[Violation] = []
+    checked: list[str] = []
+    for name, step in SCHEMA_STEPS:
+        checked.append(name)
+        violations += step(ctx)
     for rule in spec.rules:
         checked.append(rule.rule)
-        sev = rule.severity
-        if rule.rule == "min_rows":
-            if len(df) < rule.value:
-                violations.append(
-                    Violation("min_rows", f"{len(df)} rows, fewer than {rule.value}", severity=sev)
-                )
-        elif rule.rule == "max_null_fraction":
-            for name in rule.columns or present:
-                if name not in df or len(df) == 0:
-                    continue
-                frac = float(df[name].isna().mean())
-                if frac > rule.value:
-                    violations.append(
-                        Violation(
-                            "max_null_fraction",
-                            f"null fraction {frac:.3f} above {rule.value}",
-                            name,
-                            int(df[name].isna().sum()),
-                            severity=sev,
-                        )
-                    )
-        elif rule.rule == "unique_key":
-            key = schema.key
-            if key in df:
-                dup = df[key][df[key].duplicated(keep=False)]
-                if not dup.empty:
-                    violations.append(
-                        Violation(
-                            "unique_key",
-                            "duplicate keys",
-                            key,
-                            int(df[key].duplicated().sum()),
-                            sorted({str(v) for v in dup.unique()[:MAX_EXAMPLES]}),
-                            severity=sev,
-                        )
-                    )
-        elif rule.rule == "event_time_not_in_future":
-            name = schema.event_time
-            if name in df and typed_ok.get(name):
-                ts = pd.to_datetime(df[name], utc=True, format="mixed")
-                limit = now + timedelta(seconds=rule.tolerance_seconds)
-                future = ts > limit
-                if future.any():
-                    violations.append(
-                        Violation(
-                            "event_time_not_in_future",
-                            f"event times after {limit.isoformat()}",
-                            name,
-                            int(future.sum()),
-                            _examples(ts[future]),
-                            severity=sev,
-                        )
-                    )
-        elif rule.rule == "distribution":
-            if previous_profile is None or len(df) == 0:
-                continue
-            from mlops_lib.profiles import drifted_columns, profile, sample
-
-            columns = [c for c in (rule.columns or spec.features) if c in df and typed_ok.get(c)]
-            profiled = [c for c in present if typed_ok.get(c) and c != schema.key]
-            current = profile(coerce(sample(df[profiled]), spec))
-            scores = drifted_columns(current, previous_profile, p_value=rule.p_value)
-            scores = {c: s for c, s in scores.items() if c in columns}
-            drifted = {c: s for c, s in scores.items() if s["drift"]}
-            if columns and len(drifted) / len(columns) > rule.max_drift_fraction:
-                violations.append(
-                    Violation(
-                        "distribution",
-                        f"{len(drifted)} of {len(columns)} columns drifted from the previous "
-                        f"accepted batch (limit {rule.max_drift_fraction:.0%})",
-                        count=len(drifted),
-                        examples=[f"{c} p={s['p_value']:.2g}" for c, s in drifted.items()][
-                            :MAX_EXAMPLES
-                        ],
-                        severity=sev,
-                    )
-                )
+        violations += RULE_CHECKERS[rule.rule](ctx, rule)
     return QualityReport(
         project=spec.name,
         rows=len(df),
         columns=[str(c) for c in df.columns],
         violations=violations,
         checked_rules=checked,
-        profile=current,
+        profile=ctx.profile,
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TypedDict
 
-from mlops_lib.automl import LOWER_IS_BETTER
+from mlops_lib.datasets import holdout
+from mlops_lib.layout import repo_name
+from mlops_lib.lineage import lineage_store
+from mlops_lib.metrics import LOWER_IS_BETTER, holdout_metrics
 from mlops_lib.settings import Settings, get_settings
-from mlops_lib.spec import ProjectSpec
-from mlops_lib.versioning import repo_name
+from mlops_lib.spec import ProjectSpec, project_spec
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,27 @@ class RegistryError(RuntimeError):
     """A registry operation was refused; the message names the model and version."""
 
 
+class GateDecision(TypedDict):
+    """The gate's decision on a challenger (what the promote task reads)."""
+
+    version: int
+    decision: str
+    reason: str
+    champion_version: int | None
+    challenger_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+
+
+class Promotion(TypedDict):
+    """``@champion`` moved (the champion asset's extra)."""
+
+    version: int
+    previous: int | None
+    model_uri: str
+
+
 def _client(settings: Settings):
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # heavy: kept out of DAG parsing
 
     return MlflowClient(settings.mlflow_url)
 
@@ -105,7 +126,7 @@ def model_card(
         f"## {spec.name} v{version}\n\n"
         f"**Intended use**: {spec.description.strip() or spec.name} "
         f"({spec.target.task} of `{spec.target.column}`).\n\n"
-        f"**Data**: lakeFS `{spec.name.replace('_', '-')}` commit `{commit}`; time-ordered "
+        f"**Data**: lakeFS `{repo_name(spec.name)}` commit `{commit}`; time-ordered "
         f"holdout of {spec.training.holdout_fraction:.0%}.\n\n"
         f"**Features**: {feats}.\n\n"
         f"**Holdout metrics**: {json.dumps(metrics)}; champion at gate time: {champ}.\n\n"
@@ -117,28 +138,68 @@ def model_card(
 
 def evaluate_gate(
     project: str, version: int, commit: str, settings: Settings | None = None
-) -> dict[str, Any]:
+) -> GateDecision:
     """Score challenger and champion on the same holdout and decide; records the decision."""
-    import mlflow.sklearn
-
-    from mlops_lib.automl import holdout_metrics
-    from mlops_lib.ingest import project_spec
-    from mlops_lib.lineage import lineage_store
-    from mlops_lib.training import holdout_for
-
     settings = settings or get_settings()
     spec = project_spec(project, settings)
-    client = _client(settings)
+    challenger, champ_v, champion = _score_on_holdout(spec, version, commit, settings)
+    decision, reason = decide(spec, challenger, champion)
+    _record_decision(
+        spec, version, commit, decision, reason, challenger, champ_v, champion, settings
+    )
+    log.info(
+        "gate for %s v%s on the holdout of lakeFS %s@%s (champion v%s): %s (%s)",
+        project,
+        version,
+        repo_name(project),
+        commit[:12],
+        champ_v,
+        decision,
+        reason,
+    )
+    return {
+        "version": version,
+        "decision": decision,
+        "reason": reason,
+        "champion_version": champ_v,
+        "challenger_metrics": challenger,
+        "champion_metrics": champion,
+    }
+
+
+def _score_on_holdout(
+    spec: ProjectSpec, version: int, commit: str, settings: Settings
+) -> tuple[dict[str, float], int | None, dict[str, float] | None]:
+    """Holdout metrics of the challenger, the champion's version and its metrics (if any)."""
+    import mlflow.sklearn  # heavy: kept out of DAG parsing
+
+    project = spec.name
     mlflow.set_tracking_uri(settings.mlflow_url)
-    X, y = holdout_for(project, commit, settings)
+    held = holdout(spec, commit, settings)
     challenger_model = mlflow.sklearn.load_model(f"models:/{project}/{version}")
-    challenger = holdout_metrics(challenger_model, X, y, spec.target.task)
+    challenger = holdout_metrics(challenger_model, held.X, held.y, spec.target.task)
     champ_v = champion_version(project, settings)
     champion = None
     if champ_v is not None and champ_v != version:
         champion_model = mlflow.sklearn.load_model(f"models:/{project}/{champ_v}")
-        champion = holdout_metrics(champion_model, X, y, spec.target.task)
-    decision, reason = decide(spec, challenger, champion)
+        champion = holdout_metrics(champion_model, held.X, held.y, spec.target.task)
+    return challenger, champ_v, champion
+
+
+def _record_decision(
+    spec: ProjectSpec,
+    version: int,
+    commit: str,
+    decision: str,
+    reason: str,
+    challenger: dict[str, float],
+    champ_v: int | None,
+    champion: dict[str, float] | None,
+    settings: Settings,
+) -> None:
+    """The decision as version tags, the model card and a lineage row."""
+    project = spec.name
+    client = _client(settings)
     tags = {
         "gate_decision": decision,
         "gate_reason": reason[:4000],
@@ -163,27 +224,9 @@ def evaluate_gate(
         challenger_metrics=challenger,
         champion_metrics=champion or {},
     )
-    log.info(
-        "gate for %s v%s on the holdout of lakeFS %s@%s (champion v%s): %s (%s)",
-        project,
-        version,
-        repo_name(project),
-        commit[:12],
-        champ_v,
-        decision,
-        reason,
-    )
-    return {
-        "version": version,
-        "decision": decision,
-        "reason": reason,
-        "champion_version": champ_v,
-        "challenger_metrics": challenger,
-        "champion_metrics": champion,
-    }
 
 
-def promote(project: str, version: int, settings: Settings | None = None) -> dict[str, Any]:
+def promote(project: str, version: int, settings: Settings | None = None) -> Promotion:
     """Move ``@champion`` to a version."""
     settings = settings or get_settings()
     client = _client(settings)
@@ -194,10 +237,8 @@ def promote(project: str, version: int, settings: Settings | None = None) -> dic
     return {"version": version, "previous": previous, "model_uri": f"models:/{project}@{CHAMPION}"}
 
 
-def approve(project: str, version: int, settings: Settings | None = None) -> dict[str, Any]:
+def approve(project: str, version: int, settings: Settings | None = None) -> Promotion:
     """Operator approval of a version the gate held for approval; promotes it."""
-    from mlops_lib.lineage import lineage_store
-
     settings = settings or get_settings()
     client = _client(settings)
     try:

@@ -6,6 +6,7 @@ import glob
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, SqlSource
 
 if TYPE_CHECKING:
@@ -14,6 +15,13 @@ if TYPE_CHECKING:
 
 class SourceError(RuntimeError):
     """The source cannot be read; the message names the path or URL and the cause."""
+
+
+def local_path(path: str | Path, settings: Settings | None = None) -> Path:
+    """A path as the platform resolves it (relative to the repository root)."""
+    settings = settings or get_settings()
+    p = Path(path)
+    return p if p.is_absolute() else settings.repo_root / p
 
 
 def resolve_paths(pattern: str, base_dir: Path) -> list[Path]:

@@ -1,4 +1,8 @@
-"""Project specs: one YAML file per ML use case, validated into a typed model."""
+"""Project specs: one YAML file per ML use case, validated into a typed model.
+
+Owns the spec's schema, its validation errors and where a project's spec is found
+(:func:`project_spec`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlops_lib.settings import Settings, get_settings
 
 ColumnType = Literal["int", "float", "string", "category", "bool", "datetime"]
 Severity = Literal["blocking", "warning"]
@@ -321,6 +327,20 @@ def load_spec(path: Path | str) -> ProjectSpec:
     except yaml.YAMLError as exc:
         raise SpecError(path, [f"not valid YAML: {exc}"]) from None
     return parse_spec(data, path)
+
+
+def project_spec(project: str, settings: Settings | None = None) -> ProjectSpec:
+    """The validated spec of a project from the projects folder.
+
+    Entry points (DAG tasks, the CLI, sensors) call this once with the project name and
+    hand the spec object down, so one task never sees two versions of an edited spec.
+    """
+    settings = settings or get_settings()
+    for suffix in (".yaml", ".yml"):
+        path = settings.projects_dir / f"{project}{suffix}"
+        if path.exists():
+            return load_spec(path)
+    raise FileNotFoundError(f"no spec for project {project!r} in {settings.projects_dir}")
 
 
 def spec_files(projects_dir: Path) -> list[Path]:

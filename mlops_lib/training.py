@@ -10,14 +10,20 @@ import json
 import logging
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from mlops_lib import __version__
+from mlops_lib import __version__, layout
 from mlops_lib import versioning as vc
+from mlops_lib.automl import SearchResult, Trial, make_estimator, search
+from mlops_lib.datasets import Holdout, holdout_of, split, trainable
+from mlops_lib.features import build_pipeline, model_input
+from mlops_lib.lineage import lineage_store
+from mlops_lib.metrics import holdout_metrics
+from mlops_lib.monitoring.reference import reference_frame, save_reference
 from mlops_lib.settings import Settings, get_settings
-from mlops_lib.spec import ProjectSpec
+from mlops_lib.spec import ProjectSpec, project_spec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,8 +33,15 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 RUN_KEY_TAG = "mlops.run_key"
 
 
-class TrainingError(RuntimeError):
-    """The data at a commit cannot train a model; the message names the cause."""
+class TrainedVersion(TypedDict):
+    """A registered challenger: what the train task hands the gate."""
+
+    version: int
+    model_uri: str
+    mlflow_run_id: str
+    commit: str
+    family: str
+    holdout_metrics: dict[str, float]
 
 
 def resolve_commit(
@@ -37,7 +50,7 @@ def resolve_commit(
     """The commit to train on: from the triggering asset event, else main's head."""
     if event_extra and event_extra.get("commit_id"):
         return str(event_extra["commit_id"])
-    return vc.head(project, vc.MAIN, settings or get_settings())
+    return vc.head(project, layout.MAIN, settings or get_settings())
 
 
 def code_version(settings: Settings | None = None) -> str:
@@ -56,72 +69,6 @@ def code_version(settings: Settings | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return __version__
-
-
-def load_data(project: str, commit: str, settings: Settings | None = None) -> pd.DataFrame:
-    """Every accepted partition at exactly this commit."""
-    from mlops_lib.ingest import read_dataset
-
-    return read_dataset(project, commit, settings or get_settings())
-
-
-def check_trainable(df: pd.DataFrame, spec: ProjectSpec, commit: str) -> None:
-    """Raise TrainingError when the data cannot train a model."""
-    target = spec.target.column
-    where = f"lakeFS {vc.repo_name(spec.name)}@{commit[:12]}"
-    if df.empty:
-        raise TrainingError(f"no accepted data at {where}")
-    if target not in df.columns:
-        raise TrainingError(f"target column {target!r} is missing at {where}")
-    missing = [c for c in spec.features if c not in df.columns]
-    if missing:
-        raise TrainingError(f"feature columns {missing} are missing at {where}")
-    labelled = int(df[target].notna().sum())
-    if labelled < spec.training.min_rows:
-        raise TrainingError(
-            f"{labelled} labelled rows at {where}, fewer than training.min_rows="
-            f"{spec.training.min_rows}"
-        )
-    if spec.target.task == "classification" and df[target].nunique(dropna=True) < 2:
-        only = df[target].dropna().unique().tolist()
-        raise TrainingError(f"target {target!r} has a single class {only} at {where}")
-
-
-def split(df: pd.DataFrame, spec: ProjectSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train/holdout split, fixed for given data: by time when the spec has an event time,
-    else stratified (classification) or random, seeded."""
-    from sklearn.model_selection import train_test_split
-
-    df = df[df[spec.target.column].notna()]
-    order = [c for c in (spec.schema.event_time, spec.schema.key) if c]
-    if order:
-        df = df.sort_values(order, kind="mergesort").reset_index(drop=True)
-    frac = spec.training.holdout_fraction
-    if spec.schema.event_time:
-        cut = round(len(df) * (1 - frac))
-        train, holdout = df.iloc[:cut], df.iloc[cut:]
-    else:
-        stratify = df[spec.target.column] if spec.target.task == "classification" else None
-        train, holdout = train_test_split(
-            df, test_size=frac, random_state=spec.training.seed, stratify=stratify
-        )
-    cap = spec.training.max_train_rows
-    if cap and len(train) > cap:
-        train = train.iloc[-cap:]
-    return train.reset_index(drop=True), holdout.reset_index(drop=True)
-
-
-def holdout_for(project: str, commit: str, settings: Settings | None = None):
-    """The holdout (inputs, labels) of a commit, as every model is evaluated on it."""
-    from mlops_lib.features import model_input
-    from mlops_lib.ingest import project_spec
-
-    settings = settings or get_settings()
-    spec = project_spec(project, settings)
-    df = load_data(project, commit, settings)
-    check_trainable(df, spec, commit)
-    _, holdout = split(df, spec)
-    return model_input(holdout, spec), holdout[spec.target.column]
 
 
 def pip_requirements() -> list[str]:
@@ -153,6 +100,18 @@ def _existing_version(client: Any, project: str, run_key: str) -> Any | None:
     return None
 
 
+@dataclass
+class _Fit:
+    """What one AutoML run produced: the search, the refit winner and its holdout metrics."""
+
+    search: SearchResult
+    model: Any
+    metrics: dict[str, float]
+    train_rows: pd.DataFrame
+    X: pd.DataFrame
+    holdout: Holdout
+
+
 def train(
     project: str,
     commit: str,
@@ -162,7 +121,7 @@ def train(
     trigger: str = "",
     extra_tags: dict[str, str] | None = None,
     settings: Settings | None = None,
-) -> dict[str, Any]:
+) -> TrainedVersion:
     """AutoML on the data at ``commit``; log to MLflow; register as ``challenger``.
 
     ``extra_tags`` go to the MLflow run and the registered version (e.g. the id of the
@@ -171,15 +130,8 @@ def train(
     Idempotent per (dag id, run id): a retry after a failure returns the version the
     first try registered instead of registering another.
     """
-    import mlflow
-    from mlflow.models import infer_signature
+    import mlflow  # heavy: kept out of DAG parsing
     from mlflow.tracking import MlflowClient
-
-    from mlops_lib.automl import holdout_metrics, make_estimator, search
-    from mlops_lib.features import build_pipeline, model_input
-    from mlops_lib.ingest import project_spec
-    from mlops_lib.lineage import lineage_store
-    from mlops_lib.mlflow_lakefs import lakefs_dataset
 
     settings = settings or get_settings()
     spec = project_spec(project, settings)
@@ -193,24 +145,64 @@ def train(
             return _result(project, existing, commit, client)
 
     started = time.monotonic()
-    df = load_data(project, commit, settings)
-    check_trainable(df, spec, commit)
-    train_df, holdout = split(df, spec)
-    target = spec.target.column
-    X, y = model_input(train_df, spec), train_df[target]
-    Xh, yh = model_input(holdout, spec), holdout[target]
+    train_rows, held = _split(spec, commit, settings)
+    mlflow.set_experiment(project)
+    tags = _run_tags(spec, commit, dag_id, run_id, trigger, extra_tags, settings)
+    with mlflow.start_run(run_name=f"train@{commit[:12]}", tags=tags) as parent:
+        fit = _search_and_refit(spec, train_rows, held)
+        _log_run(spec, fit, commit)
+        version = _log_and_register(spec, fit, parent.info.run_id, run_key, commit, extra_tags)
+        _keep_reference(spec, fit, version, parent.info.run_id, settings)
+    seconds = time.monotonic() - started
+    _record_lineage(spec, fit, version, parent.info.run_id, commit, tags, seconds, settings)
+    log.info(
+        "registered %s version %s (%s, holdout %s) from MLflow run %s in %.0fs",
+        project,
+        version,
+        fit.search.best.family,
+        json.dumps(fit.metrics),
+        parent.info.run_id,
+        seconds,
+    )
+    return {
+        "version": version,
+        "model_uri": f"models:/{project}/{version}",
+        "mlflow_run_id": parent.info.run_id,
+        "commit": commit,
+        "family": fit.search.best.family,
+        "holdout_metrics": fit.metrics,
+    }
+
+
+def _split(spec: ProjectSpec, commit: str, settings: Settings) -> tuple[pd.DataFrame, Holdout]:
+    """Training rows and the holdout of the data at the commit."""
+    train_rows, holdout_rows = split(trainable(spec, commit, settings), spec)
+    held = holdout_of(spec, holdout_rows)
     log.info(
         "training %s on lakeFS %s@%s: %d train rows, %d holdout rows",
-        project,
-        vc.repo_name(project),
+        spec.name,
+        layout.repo_name(spec.name),
         commit[:12],
-        len(X),
-        len(Xh),
+        len(train_rows),
+        len(held.X),
     )
-    mlflow.set_experiment(project)
-    tags = {
+    return train_rows, held
+
+
+def _run_tags(
+    spec: ProjectSpec,
+    commit: str,
+    dag_id: str,
+    run_id: str,
+    trigger: str,
+    extra_tags: dict[str, str] | None,
+    settings: Settings,
+) -> dict[str, str]:
+    """Tags of the MLflow parent run: data commit, spec, code and what triggered it."""
+    project = spec.name
+    return {
         "lakefs_commit": commit,
-        "lakefs_uri": vc.lakefs_uri(project, commit, f"datasets/{project}"),
+        "lakefs_uri": layout.lakefs_uri(project, commit, layout.dataset_prefix(project)),
         "spec_hash": spec.spec_hash(),
         "code_version": code_version(settings),
         "dag_id": dag_id,
@@ -218,130 +210,146 @@ def train(
         "trigger": trigger,
         **(extra_tags or {}),
     }
-    with mlflow.start_run(run_name=f"train@{commit[:12]}", tags=tags) as parent:
 
-        def on_trial(trial) -> None:
-            with mlflow.start_run(run_name=f"trial-{trial.number}-{trial.family}", nested=True):
-                mlflow.log_params({"family": trial.family, **trial.params})
-                mlflow.log_metrics(
-                    {
-                        f"cv_{spec.training.metric}": trial.cv_score,
-                        "cv_std": trial.cv_std,
-                        "fit_seconds": trial.seconds,
-                    }
-                )
-            log.info(
-                "trial %d %s cv %s=%.4f",
-                trial.number,
-                trial.family,
-                spec.training.metric,
-                trial.cv_score,
-            )
 
-        result = search(spec, X, y, on_trial=on_trial)
-        best = result.best
-        model = build_pipeline(
-            spec, make_estimator(best.family, best.params, spec.target.task, spec.training.seed)
-        )
-        model.fit(X, y)
-        metrics = holdout_metrics(model, Xh, yh, spec.target.task)
-        mlflow.log_params(
-            {
-                "family": best.family,
-                **best.params,
-                "trials": len(result.trials),
-                "train_rows": len(X),
-                "holdout_rows": len(Xh),
-            }
-        )
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
-        mlflow.log_metric(f"cv_{spec.training.metric}", best.cv_score)
-        mlflow.log_input(
-            lakefs_dataset(train_df, project, commit, target=target), context="training"
-        )
-        mlflow.log_dict({"trials": [asdict(t) for t in result.trials]}, "automl/trials.json")
-        example = Xh.head(5)
-        signature = infer_signature(example, model.predict(example))
-        info = mlflow.sklearn.log_model(
-            sk_model=model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            pip_requirements=pip_requirements(),
-            code_paths=[str(PACKAGE_DIR)],
-            serialization_format="skops",
-            skops_trusted_types=trusted_types(model),
-        )
-        mv = mlflow.register_model(
-            info.model_uri,
-            project,
-            tags={
-                RUN_KEY_TAG: run_key,
-                "lakefs_commit": commit,
-                "mlflow_run_id": parent.info.run_id,
-                **(extra_tags or {}),
-            },
-        )
-        client.set_registered_model_alias(project, "challenger", mv.version)
-        for k, v in metrics.items():
-            client.set_model_version_tag(project, mv.version, f"holdout_{k}", str(v))
-        # What monitoring compares served traffic with: the holdout as served rows look.
-        from mlops_lib.monitoring import reference_frame, save_reference
+def _log_trial(spec: ProjectSpec, trial: Trial) -> None:
+    """One AutoML trial as a nested MLflow run."""
+    import mlflow  # heavy: kept out of DAG parsing
 
-        ref_path = save_reference(
-            project,
-            mv.version,
-            reference_frame(spec, model, holdout),
-            run_id=parent.info.run_id,
-            settings=settings,
+    metric = spec.training.metric
+    with mlflow.start_run(run_name=f"trial-{trial.number}-{trial.family}", nested=True):
+        mlflow.log_params({"family": trial.family, **trial.params})
+        mlflow.log_metrics(
+            {f"cv_{metric}": trial.cv_score, "cv_std": trial.cv_std, "fit_seconds": trial.seconds}
         )
-        client.set_model_version_tag(
-            project, mv.version, "reference_profile", vc.lakefs_uri(project, "monitoring", ref_path)
-        )
-    seconds = time.monotonic() - started
+    log.info("trial %d %s cv %s=%.4f", trial.number, trial.family, metric, trial.cv_score)
+
+
+def _search_and_refit(spec: ProjectSpec, train_rows: pd.DataFrame, held: Holdout) -> _Fit:
+    """The search on the training rows, the winner refit on all of them, its holdout metrics."""
+    X, y = model_input(train_rows, spec), train_rows[spec.target.column]
+    result = search(spec, X, y, on_trial=lambda trial: _log_trial(spec, trial))
+    best = result.best
+    model = build_pipeline(
+        spec, make_estimator(best.family, best.params, spec.target.task, spec.training.seed)
+    )
+    model.fit(X, y)
+    metrics = holdout_metrics(model, held.X, held.y, spec.target.task)
+    return _Fit(result, model, metrics, train_rows, X, held)
+
+
+def _log_run(spec: ProjectSpec, fit: _Fit, commit: str) -> None:
+    """Parameters, metrics, the lakeFS dataset and the trials on the parent run."""
+    import mlflow  # heavy: kept out of DAG parsing
+
+    from mlops_lib.mlflow_lakefs import lakefs_dataset  # imports MLflow
+
+    best = fit.search.best
+    mlflow.log_params(
+        {
+            "family": best.family,
+            **best.params,
+            "trials": len(fit.search.trials),
+            "train_rows": len(fit.X),
+            "holdout_rows": len(fit.holdout.X),
+        }
+    )
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in fit.metrics.items()})
+    mlflow.log_metric(f"cv_{spec.training.metric}", best.cv_score)
+    dataset = lakefs_dataset(fit.train_rows, spec.name, commit, target=spec.target.column)
+    mlflow.log_input(dataset, context="training")
+    mlflow.log_dict({"trials": [asdict(t) for t in fit.search.trials]}, "automl/trials.json")
+
+
+def _log_and_register(
+    spec: ProjectSpec,
+    fit: _Fit,
+    parent_run_id: str,
+    run_key: str,
+    commit: str,
+    extra_tags: dict[str, str] | None,
+) -> int:
+    """Log the model (signature, example, pinned requirements) and register it as
+    ``challenger`` with its holdout metrics as tags; returns the version."""
+    import mlflow  # heavy: kept out of DAG parsing
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    project = spec.name
+    example = fit.holdout.X.head(5)
+    info = mlflow.sklearn.log_model(
+        sk_model=fit.model,
+        name="model",
+        signature=infer_signature(example, fit.model.predict(example)),
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        code_paths=[str(PACKAGE_DIR)],
+        serialization_format="skops",
+        skops_trusted_types=trusted_types(fit.model),
+    )
+    tags = {RUN_KEY_TAG: run_key, "lakefs_commit": commit, "mlflow_run_id": parent_run_id}
+    mv = mlflow.register_model(info.model_uri, project, tags={**tags, **(extra_tags or {})})
+    client = MlflowClient(mlflow.get_tracking_uri())
+    client.set_registered_model_alias(project, "challenger", mv.version)
+    for k, v in fit.metrics.items():
+        client.set_model_version_tag(project, mv.version, f"holdout_{k}", str(v))
+    return int(mv.version)
+
+
+def _keep_reference(
+    spec: ProjectSpec, fit: _Fit, version: int, parent_run_id: str, settings: Settings
+) -> None:
+    """What monitoring compares served traffic with: the holdout as served rows look."""
+    from mlflow.tracking import MlflowClient  # heavy: kept out of DAG parsing
+
+    project = spec.name
+    frame = reference_frame(spec, fit.model, fit.holdout.rows)
+    path = save_reference(project, version, frame, run_id=parent_run_id, settings=settings)
+    uri = layout.lakefs_uri(project, layout.MONITORING_BRANCH, path)
+    MlflowClient(settings.mlflow_url).set_model_version_tag(
+        project, str(version), "reference_profile", uri
+    )
+
+
+def _record_lineage(
+    spec: ProjectSpec,
+    fit: _Fit,
+    version: int,
+    parent_run_id: str,
+    commit: str,
+    tags: dict[str, str],
+    seconds: float,
+    settings: Settings,
+) -> None:
+    """The training run and the registered version in the lineage store."""
+    project = spec.name
+    best = fit.search.best
     store = lineage_store(settings)
     store.record_training(
         project=project,
-        mlflow_run_id=parent.info.run_id,
+        mlflow_run_id=parent_run_id,
         data_commit=commit,
         spec_hash=spec.spec_hash(),
         code_version=tags["code_version"],
-        dag_id=dag_id,
-        dag_run_id=run_id,
+        dag_id=tags["dag_id"],
+        dag_run_id=tags["dag_run_id"],
         best_family=best.family,
         cv_score=best.cv_score,
-        trials=len(result.trials),
+        trials=len(fit.search.trials),
         seconds=round(seconds, 2),
-        trigger=trigger,
+        trigger=tags["trigger"],
     )
     store.record_model_version(
         project=project,
-        version=int(mv.version),
-        model_uri=f"models:/{project}/{mv.version}",
-        mlflow_run_id=parent.info.run_id,
+        version=version,
+        model_uri=f"models:/{project}/{version}",
+        mlflow_run_id=parent_run_id,
         data_commit=commit,
-        holdout_metrics=metrics,
+        holdout_metrics=fit.metrics,
     )
-    log.info(
-        "registered %s version %s (%s, holdout %s) from MLflow run %s in %.0fs",
-        project,
-        mv.version,
-        best.family,
-        json.dumps(metrics),
-        parent.info.run_id,
-        seconds,
-    )
-    return {
-        "version": int(mv.version),
-        "model_uri": f"models:/{project}/{mv.version}",
-        "mlflow_run_id": parent.info.run_id,
-        "commit": commit,
-        "family": best.family,
-        "holdout_metrics": metrics,
-    }
 
 
-def _result(project: str, mv: Any, commit: str, client: Any) -> dict[str, Any]:
+def _result(project: str, mv: Any, commit: str, client: Any) -> TrainedVersion:
     client.set_registered_model_alias(project, "challenger", mv.version)
     tags = mv.tags or {}
     metrics = {

@@ -1,18 +1,20 @@
-"""Data versioning on lakeFS: one repository per project, branches per ingest run."""
+"""Data versioning on lakeFS: the SDK calls (repositories, branches, objects, commits, merges).
+
+Where things live (repository names, branches, paths) is :mod:`mlops_lib.layout`'s rule.
+"""
 
 from __future__ import annotations
 
-import re
+import io
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from mlops_lib.layout import MAIN, repo_name
 from mlops_lib.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import lakefs
-
-MAIN = "main"
-_BRANCH_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+    import pandas as pd
 
 
 class VersioningError(RuntimeError):
@@ -31,19 +33,9 @@ def client(settings: Settings | None = None) -> lakefs.Client:
 
 @lru_cache(maxsize=8)
 def _client(host: str, key_id: str, secret: str) -> lakefs.Client:
-    import lakefs
+    import lakefs  # heavy SDK: kept out of DAG parsing
 
     return lakefs.Client(host=host, username=key_id, password=secret)
-
-
-def repo_name(project: str) -> str:
-    """lakeFS repository of a project (lakeFS names allow lowercase, digits and '-')."""
-    return project.replace("_", "-")
-
-
-def ingest_branch_name(run_id: str) -> str:
-    """Branch of one ingest run: ``ingest-<run id>`` (lakeFS branch ids allow no '/' or ':')."""
-    return "ingest-" + _BRANCH_SAFE.sub("-", run_id).strip("-")[:200]
 
 
 def repository(project: str, settings: Settings | None = None) -> lakefs.Repository:
@@ -56,18 +48,13 @@ def repository(project: str, settings: Settings | None = None) -> lakefs.Reposit
 
 @lru_cache(maxsize=64)
 def _repository(lakefs_client: lakefs.Client, name: str) -> lakefs.Repository:
-    import lakefs
+    import lakefs  # heavy SDK: kept out of DAG parsing
 
     repo = lakefs.Repository(name, client=lakefs_client)
     try:
         return repo.create(storage_namespace=f"local://{name}", default_branch=MAIN, exist_ok=True)
     except Exception as exc:  # lakeFS SDK raises several exception types
         raise VersioningError(f"cannot open lakeFS repository {name!r}: {exc}") from exc
-
-
-def lakefs_uri(project: str, ref: str, path: str = "") -> str:
-    """lakefs://<repo>/<ref>/<path> URI of a path at a ref."""
-    return f"lakefs://{repo_name(project)}/{ref}/{path}".rstrip("/")
 
 
 def head(project: str, branch: str = MAIN, settings: Settings | None = None) -> str:
@@ -118,11 +105,9 @@ def read_parquet(
     paths: list[str],
     settings: Settings | None = None,
     columns: list[str] | None = None,
-):
+) -> pd.DataFrame:
     """Parquet objects at a ref as one frame, in path order (empty frame for no paths)."""
-    import io
-
-    import pandas as pd
+    import pandas as pd  # heavy: kept out of DAG parsing
 
     frames = [
         pd.read_parquet(io.BytesIO(read(project, ref, p, settings)), columns=columns)

@@ -1,10 +1,17 @@
-"""Access to the metadata store; the schema is migrated with Alembic on first use."""
+"""The metadata store's room: its database URL, its Alembic migration, and every read and write.
+
+``LineageStore`` owns the lineage tables (``models.py``): dataset versions, training runs,
+model versions, gate decisions, deployments and drift reports. Writes take the table's columns
+as keyword arguments; reads hand back the typed, JSON-ready rows of ``rows.py``.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
@@ -19,9 +26,33 @@ from mlops_lib.lineage.models import (
     TrainingRun,
     utcnow,
 )
+from mlops_lib.lineage.rows import (
+    ChainLink,
+    DatasetRow,
+    DecisionRow,
+    DeploymentRow,
+    DriftReportRow,
+    ModelVersionRow,
+    TrainingRow,
+)
 from mlops_lib.settings import Settings, get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Unset(Enum):
+    """The type of ``UNSET``: an argument that was not given."""
+
+    UNSET = "unset"
+
+
+UNSET: Final = Unset.UNSET
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The arguments that were given: on insert the rest take the column default, on update
+    they are left as they are."""
+    return {k: v for k, v in values.items() if v is not UNSET}
 
 
 def database_url(settings: Settings) -> str:
@@ -45,6 +76,7 @@ def migrate(url: str) -> None:
 
 
 def _row(obj: Any) -> dict[str, Any]:
+    """A table row as a JSON-ready dict (the typed rows of ``rows.py`` are casts of it)."""
     out = {c.name: getattr(obj, c.name) for c in obj.__table__.columns}
     for key in ("created_at", "activated_at", "updated_at", "handled_at"):
         if out.get(key) is not None:
@@ -81,60 +113,6 @@ class LineageStore:
             session.flush()
             return _row(obj)
 
-    def record_dataset(self, **values: Any) -> dict[str, Any]:
-        """Record an accepted dataset version (idempotent per project and commit)."""
-        match = {"project": values["project"], "commit_id": values["commit_id"]}
-        return self._upsert(DatasetVersion, match, values, update=False)
-
-    def record_training(self, **values: Any) -> dict[str, Any]:
-        """Record a training run (keyed by its MLflow run id)."""
-        return self._upsert(TrainingRun, {"mlflow_run_id": values["mlflow_run_id"]}, values)
-
-    def record_model_version(self, **values: Any) -> dict[str, Any]:
-        """Record a registered model version (keyed by project and version)."""
-        match = {"project": values["project"], "version": values["version"]}
-        return self._upsert(ModelVersion, match, values)
-
-    def record_decision(self, **values: Any) -> dict[str, Any]:
-        return self._add(GateDecision(**values))
-
-    def chain(self, project: str, version: int | None = None) -> list[dict[str, Any]]:
-        """Data commit -> training run -> model version -> gate decisions, newest first."""
-        with Session(self.engine) as session:
-            query = select(ModelVersion).where(ModelVersion.project == project)
-            if version is not None:
-                query = query.where(ModelVersion.version == version)
-            versions = session.scalars(query.order_by(ModelVersion.version.desc())).all()
-            out = []
-            for mv in versions:
-                dataset = session.scalar(
-                    select(DatasetVersion).where(
-                        DatasetVersion.project == project,
-                        DatasetVersion.commit_id == mv.data_commit,
-                    )
-                )
-                training = session.scalar(
-                    select(TrainingRun).where(TrainingRun.mlflow_run_id == mv.mlflow_run_id)
-                )
-                decisions = session.scalars(
-                    select(GateDecision)
-                    .where(GateDecision.project == project, GateDecision.version == mv.version)
-                    .order_by(GateDecision.id)
-                ).all()
-                out.append(
-                    {
-                        "dataset": _row(dataset) if dataset else {"commit_id": mv.data_commit},
-                        "training": _row(training) if training else None,
-                        "model_version": _row(mv),
-                        "decisions": [_row(d) for d in decisions],
-                    }
-                )
-            return out
-
-    def record_deployment(self, **values: Any) -> dict[str, Any]:
-        """A new deployment (state ``starting`` unless given)."""
-        return self._add(Deployment(**values))
-
     def _update(self, model: Any, row_id: int, values: dict[str, Any]) -> dict[str, Any]:
         """Change fields of one row (KeyError naming the table when it does not exist)."""
         with Session(self.engine) as session, session.begin():
@@ -146,18 +124,200 @@ class LineageStore:
             session.flush()
             return _row(row)
 
-    def update_deployment(self, deployment_id: int, **values: Any) -> dict[str, Any]:
-        """Change a deployment's fields (``updated_at`` is set)."""
-        return self._update(Deployment, deployment_id, values | {"updated_at": utcnow()})
+    def record_dataset(
+        self,
+        *,
+        project: str,
+        commit_id: str,
+        rows: int,
+        schema_hash: str,
+        rule_summary: str | Unset = UNSET,
+        source: str | Unset = UNSET,
+        partition: str | Unset = UNSET,
+        dag_run_id: str | Unset = UNSET,
+    ) -> DatasetRow:
+        """Record an accepted dataset version (idempotent per project and commit)."""
+        values = _given(
+            project=project,
+            commit_id=commit_id,
+            rows=rows,
+            schema_hash=schema_hash,
+            rule_summary=rule_summary,
+            source=source,
+            partition=partition,
+            dag_run_id=dag_run_id,
+        )
+        match = {"project": project, "commit_id": commit_id}
+        return cast(DatasetRow, self._upsert(DatasetVersion, match, values, update=False))
 
-    def deployment(self, deployment_id: int) -> dict[str, Any] | None:
+    def record_training(
+        self,
+        *,
+        project: str,
+        mlflow_run_id: str,
+        data_commit: str,
+        spec_hash: str,
+        code_version: str,
+        dag_id: str | Unset = UNSET,
+        dag_run_id: str | Unset = UNSET,
+        best_family: str | Unset = UNSET,
+        cv_score: float | Unset | None = UNSET,
+        trials: int | Unset = UNSET,
+        seconds: float | Unset = UNSET,
+        trigger: str | Unset = UNSET,
+    ) -> TrainingRow:
+        """Record a training run (keyed by its MLflow run id)."""
+        values = _given(
+            project=project,
+            mlflow_run_id=mlflow_run_id,
+            data_commit=data_commit,
+            spec_hash=spec_hash,
+            code_version=code_version,
+            dag_id=dag_id,
+            dag_run_id=dag_run_id,
+            best_family=best_family,
+            cv_score=cv_score,
+            trials=trials,
+            seconds=seconds,
+            trigger=trigger,
+        )
+        match = {"mlflow_run_id": mlflow_run_id}
+        return cast(TrainingRow, self._upsert(TrainingRun, match, values))
+
+    def record_model_version(
+        self,
+        *,
+        project: str,
+        version: int,
+        model_uri: str,
+        mlflow_run_id: str,
+        data_commit: str,
+        holdout_metrics: dict[str, Any] | Unset = UNSET,
+    ) -> ModelVersionRow:
+        """Record a registered model version (keyed by project and version)."""
+        values = _given(
+            project=project,
+            version=version,
+            model_uri=model_uri,
+            mlflow_run_id=mlflow_run_id,
+            data_commit=data_commit,
+            holdout_metrics=holdout_metrics,
+        )
+        match = {"project": project, "version": version}
+        return cast(ModelVersionRow, self._upsert(ModelVersion, match, values))
+
+    def record_decision(
+        self,
+        *,
+        project: str,
+        version: int,
+        decision: str,
+        reason: str,
+        champion_version: int | Unset | None = UNSET,
+        challenger_metrics: dict[str, Any] | Unset = UNSET,
+        champion_metrics: dict[str, Any] | Unset = UNSET,
+    ) -> DecisionRow:
+        """Record the promotion gate's (or an operator's) verdict on a version."""
+        values = _given(
+            project=project,
+            version=version,
+            decision=decision,
+            reason=reason,
+            champion_version=champion_version,
+            challenger_metrics=challenger_metrics,
+            champion_metrics=champion_metrics,
+        )
+        return cast(DecisionRow, self._add(GateDecision(**values)))
+
+    def chain(self, project: str, version: int | None = None) -> list[ChainLink]:
+        """Data commit -> training run -> model version -> gate decisions, newest first."""
+        with Session(self.engine) as session:
+            query = select(ModelVersion).where(ModelVersion.project == project)
+            if version is not None:
+                query = query.where(ModelVersion.version == version)
+            versions = session.scalars(query.order_by(ModelVersion.version.desc())).all()
+            return [self._link(session, project, mv) for mv in versions]
+
+    @staticmethod
+    def _link(session: Session, project: str, mv: ModelVersion) -> ChainLink:
+        """One model version with its dataset, training run and gate decisions."""
+        dataset = session.scalar(
+            select(DatasetVersion).where(
+                DatasetVersion.project == project,
+                DatasetVersion.commit_id == mv.data_commit,
+            )
+        )
+        training = session.scalar(
+            select(TrainingRun).where(TrainingRun.mlflow_run_id == mv.mlflow_run_id)
+        )
+        decisions = session.scalars(
+            select(GateDecision)
+            .where(GateDecision.project == project, GateDecision.version == mv.version)
+            .order_by(GateDecision.id)
+        ).all()
+        return {
+            "dataset": (
+                cast(DatasetRow, _row(dataset)) if dataset else {"commit_id": mv.data_commit}
+            ),
+            "training": cast(TrainingRow, _row(training)) if training else None,
+            "model_version": cast(ModelVersionRow, _row(mv)),
+            "decisions": [cast(DecisionRow, _row(d)) for d in decisions],
+        }
+
+    def record_deployment(
+        self,
+        *,
+        project: str,
+        bento_tag: str,
+        model_version: int,
+        model_tag: str | Unset = UNSET,
+        model_uri: str | Unset = UNSET,
+        port: int | Unset | None = UNSET,
+        url: str | Unset = UNSET,
+        state: str | Unset = UNSET,
+        reason: str | Unset = UNSET,
+        dag_run_id: str | Unset = UNSET,
+        activated_at: datetime | Unset | None = UNSET,
+    ) -> DeploymentRow:
+        """A new deployment (state ``starting`` unless given)."""
+        values = _given(
+            project=project,
+            bento_tag=bento_tag,
+            model_version=model_version,
+            model_tag=model_tag,
+            model_uri=model_uri,
+            port=port,
+            url=url,
+            state=state,
+            reason=reason,
+            dag_run_id=dag_run_id,
+            activated_at=activated_at,
+        )
+        return cast(DeploymentRow, self._add(Deployment(**values)))
+
+    def update_deployment(
+        self,
+        deployment_id: int,
+        *,
+        state: str | Unset = UNSET,
+        reason: str | Unset = UNSET,
+        port: int | Unset | None = UNSET,
+        url: str | Unset = UNSET,
+        activated_at: datetime | Unset | None = UNSET,
+    ) -> DeploymentRow:
+        """Change the given fields of a deployment (``updated_at`` is set)."""
+        values = _given(state=state, reason=reason, port=port, url=url, activated_at=activated_at)
+        values["updated_at"] = utcnow()
+        return cast(DeploymentRow, self._update(Deployment, deployment_id, values))
+
+    def deployment(self, deployment_id: int) -> DeploymentRow | None:
         with Session(self.engine) as session:
             dep = session.get(Deployment, deployment_id)
-            return _row(dep) if dep else None
+            return cast(DeploymentRow, _row(dep)) if dep else None
 
     def deployments(
         self, project: str | None = None, state: str | None = None, limit: int | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[DeploymentRow]:
         """Deployments, newest first (optionally of one project and in one state)."""
         with Session(self.engine) as session:
             query = select(Deployment)
@@ -168,20 +328,68 @@ class LineageStore:
             query = query.order_by(Deployment.id.desc())
             if limit:
                 query = query.limit(limit)
-            return [_row(r) for r in session.scalars(query).all()]
+            return [cast(DeploymentRow, _row(r)) for r in session.scalars(query).all()]
 
-    def record_drift_report(self, **values: Any) -> dict[str, Any]:
-        return self._add(DriftReport(**values))
+    def record_drift_report(
+        self,
+        *,
+        project: str,
+        model_version: int,
+        windows: list[str] | Unset = UNSET,
+        last_window: str | Unset = UNSET,
+        rows: int | Unset = UNSET,
+        drifted_features: list[str] | Unset = UNSET,
+        scores: dict[str, Any] | Unset = UNSET,
+        prediction_drift: float | Unset | None = UNSET,
+        live_metric: float | Unset | None = UNSET,
+        labelled_rows: int | Unset = UNSET,
+        fired: bool | Unset = UNSET,
+        reason: str | Unset = UNSET,
+        lakefs_uri: str | Unset = UNSET,
+        mlflow_run_id: str | Unset = UNSET,
+        dag_run_id: str | Unset = UNSET,
+        handled_by: str | Unset = UNSET,
+        handled_at: datetime | Unset | None = UNSET,
+    ) -> DriftReportRow:
+        """Record one monitor run's report."""
+        values = _given(
+            project=project,
+            model_version=model_version,
+            windows=windows,
+            last_window=last_window,
+            rows=rows,
+            drifted_features=drifted_features,
+            scores=scores,
+            prediction_drift=prediction_drift,
+            live_metric=live_metric,
+            labelled_rows=labelled_rows,
+            fired=fired,
+            reason=reason,
+            lakefs_uri=lakefs_uri,
+            mlflow_run_id=mlflow_run_id,
+            dag_run_id=dag_run_id,
+            handled_by=handled_by,
+            handled_at=handled_at,
+        )
+        return cast(DriftReportRow, self._add(DriftReport(**values)))
 
-    def update_drift_report(self, report_id: int, **values: Any) -> dict[str, Any]:
-        return self._update(DriftReport, report_id, values)
+    def update_drift_report(
+        self,
+        report_id: int,
+        *,
+        handled_by: str | Unset = UNSET,
+        handled_at: datetime | Unset | None = UNSET,
+    ) -> DriftReportRow:
+        """Change the given fields of a drift report (who acted on it, and when)."""
+        values = _given(handled_by=handled_by, handled_at=handled_at)
+        return cast(DriftReportRow, self._update(DriftReport, report_id, values))
 
-    def drift_report(self, report_id: int) -> dict[str, Any] | None:
+    def drift_report(self, report_id: int) -> DriftReportRow | None:
         with Session(self.engine) as session:
             row = session.get(DriftReport, report_id)
-            return _row(row) if row else None
+            return cast(DriftReportRow, _row(row)) if row else None
 
-    def drift_reports(self, project: str, limit: int | None = None) -> list[dict[str, Any]]:
+    def drift_reports(self, project: str, limit: int | None = None) -> list[DriftReportRow]:
         """A project's drift reports, newest first."""
         with Session(self.engine) as session:
             query = (
@@ -191,16 +399,16 @@ class LineageStore:
             )
             if limit:
                 query = query.limit(limit)
-            return [_row(r) for r in session.scalars(query).all()]
+            return [cast(DriftReportRow, _row(r)) for r in session.scalars(query).all()]
 
-    def datasets(self, project: str) -> list[dict[str, Any]]:
+    def datasets(self, project: str) -> list[DatasetRow]:
         with Session(self.engine) as session:
             rows = session.scalars(
                 select(DatasetVersion)
                 .where(DatasetVersion.project == project)
                 .order_by(DatasetVersion.id.desc())
             ).all()
-            return [_row(r) for r in rows]
+            return [cast(DatasetRow, _row(r)) for r in rows]
 
 
 @lru_cache(maxsize=4)

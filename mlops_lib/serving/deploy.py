@@ -22,10 +22,21 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
+from mlops_lib.datasets import holdout
+from mlops_lib.lineage import DeploymentRow, lineage_store
+from mlops_lib.registry import champion_version, model_version_tags
 from mlops_lib.serving.gateway import read_routes, write_route
+from mlops_lib.serving.package import (
+    build_bento,
+    import_model,
+    serve_bento_command,
+    serve_env,
+    use_store,
+)
 from mlops_lib.settings import Settings, get_settings
+from mlops_lib.spec import ProjectSpec, project_spec
 from mlops_lib.stack.procs import ManagedProcess, StackError, free_port, http_ok, port_in_use
 
 log = logging.getLogger(__name__)
@@ -45,13 +56,37 @@ class DeploymentError(RuntimeError):
     """A deployment could not go live; the message names project, deployment and cause."""
 
 
-def _store(settings: Settings):
-    from mlops_lib.lineage import lineage_store
+class DeploymentRef(TypedDict):
+    """What a deploy task passes on: ids and tags, no data."""
 
+    id: int
+    project: str
+    bento_tag: str
+    model_version: int
+    model_uri: str
+    port: int | None
+    url: str
+    state: str
+
+
+class Activated(DeploymentRef):
+    """A deployment that now serves the project's stable endpoint."""
+
+    previous: list[int]
+    endpoint: str
+
+
+class SmokeResult(TypedDict):
+    id: int
+    rows: int
+    max_abs_diff: float
+
+
+def _store(settings: Settings):
     return lineage_store(settings)
 
 
-def process(settings: Settings, deployment: dict[str, Any]) -> ManagedProcess:
+def process(settings: Settings, deployment: DeploymentRow) -> ManagedProcess:
     """The supervised ``bentoml serve`` process of one deployment."""
     name = f"deployment-{deployment['project']}-{deployment['id']}"
     return ManagedProcess(name, settings.stack_dir / "run", settings.stack_dir / "logs")
@@ -62,20 +97,20 @@ def endpoint(settings: Settings, project: str) -> str:
     return f"{settings.serving_base_url}/{project}"
 
 
-def _describe(dep: dict[str, Any]) -> str:
+def _describe(dep: DeploymentRow) -> str:
     return (
         f"deployment {dep['id']} of {dep['project']} (v{dep['model_version']}, {dep['bento_tag']})"
     )
 
 
-def _get(deployment_id: int, settings: Settings) -> dict[str, Any]:
+def _get(deployment_id: int, settings: Settings) -> DeploymentRow:
     dep = _store(settings).deployment(int(deployment_id))
     if dep is None:
         raise DeploymentError(f"no deployment {deployment_id}")
     return dep
 
 
-def _fail(dep: dict[str, Any], reason: str, settings: Settings) -> DeploymentError:
+def _fail(dep: DeploymentRow, reason: str, settings: Settings) -> DeploymentError:
     """Stop a candidate, mark it failed; the route (old deployment) is left alone."""
     process(settings, dep).stop()
     _store(settings).update_deployment(dep["id"], state=FAILED, reason=reason)
@@ -89,12 +124,8 @@ def package(
     *,
     dag_run_id: str = "",
     settings: Settings | None = None,
-) -> dict[str, Any]:
+) -> DeploymentRef:
     """Import the champion (or ``version``) into the Bento store and build its Bento."""
-    from mlops_lib.ingest import project_spec
-    from mlops_lib.registry import champion_version
-    from mlops_lib.serving.package import build_bento, import_model
-
     settings = settings or get_settings()
     spec = project_spec(project, settings)
     if version is None:
@@ -124,16 +155,14 @@ def package(
     return _ref(dep)
 
 
-def _ref(dep: dict[str, Any]) -> dict[str, Any]:
+def _ref(dep: DeploymentRow) -> DeploymentRef:
     """What a DAG passes on: ids and tags, no data."""
     keys = ("id", "project", "bento_tag", "model_version", "model_uri", "port", "url", "state")
     return {k: dep[k] for k in keys}
 
 
-def _serve(dep: dict[str, Any], port: int, settings: Settings) -> None:
+def _serve(dep: DeploymentRow, port: int, settings: Settings) -> None:
     """Start the Bento on a port and wait for /readyz (raises StackError)."""
-    from mlops_lib.serving.package import serve_bento_command, serve_env, use_store
-
     use_store(settings)
     proc = process(settings, dep)
     proc.start(
@@ -145,7 +174,7 @@ def _serve(dep: dict[str, Any], port: int, settings: Settings) -> None:
     proc.wait_healthy(lambda: http_ok(f"{url}/readyz"), settings.serving_start_timeout)
 
 
-def start(deployment_id: int, settings: Settings | None = None) -> dict[str, Any]:
+def start(deployment_id: int, settings: Settings | None = None) -> DeploymentRef:
     """Serve a built deployment on a free port; ready when its /readyz answers."""
     settings = settings or get_settings()
     dep = _get(deployment_id, settings)
@@ -160,43 +189,40 @@ def start(deployment_id: int, settings: Settings | None = None) -> dict[str, Any
     return _ref(dep)
 
 
-def smoke_rows(project: str, version: int, n: int, settings: Settings) -> list[dict[str, Any]]:
+def smoke_rows(spec: ProjectSpec, version: int, n: int, settings: Settings) -> list[dict[str, Any]]:
     """Raw feature rows of the holdout of the commit the version was trained on."""
-    from mlops_lib.ingest import project_spec
-    from mlops_lib.registry import model_version_tags
-    from mlops_lib.training import check_trainable, load_data, split
-
-    spec = project_spec(project, settings)
-    commit = model_version_tags(project, version, settings).get("lakefs_commit")
+    commit = model_version_tags(spec.name, version, settings).get("lakefs_commit")
     if not commit:
-        raise DeploymentError(f"{project} v{version} has no lakefs_commit tag (no holdout)")
-    df = load_data(project, commit, settings)
-    check_trainable(df, spec, commit)
-    _, holdout = split(df, spec)
-    rows = holdout[spec.features].head(n)
+        raise DeploymentError(f"{spec.name} v{version} has no lakefs_commit tag (no holdout)")
+    rows = holdout(spec, commit, settings).rows[spec.features].head(n)
     return json.loads(rows.to_json(orient="records", date_format="iso"))
 
 
-def smoke_test(deployment_id: int, settings: Settings | None = None) -> dict[str, Any]:
+def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeResult:
     """The candidate must answer holdout rows exactly as the MLflow model does."""
-    import httpx
-    import mlflow
-    import mlflow.sklearn
-    import numpy as np
-    import pandas as pd
-
-    from mlops_lib.features import model_input
-    from mlops_lib.ingest import project_spec
-    from mlops_lib.serving.predictor import Predictor
-
     settings = settings or get_settings()
     dep = _get(deployment_id, settings)
-    project = dep["project"]
-    spec = project_spec(project, settings)
+    spec = project_spec(dep["project"], settings)
     try:
-        rows = smoke_rows(project, dep["model_version"], settings.smoke_rows, settings)
+        rows = smoke_rows(spec, dep["model_version"], settings.smoke_rows, settings)
     except Exception as exc:
         raise _fail(dep, f"smoke test has no holdout rows: {exc}", settings) from exc
+    served = _served_answers(spec, dep, rows, settings)
+    try:
+        expected = _expected_answers(spec, dep, rows, settings)
+    except Exception as exc:
+        raise _fail(dep, f"smoke test: the MLflow model itself fails: {exc}", settings) from exc
+    max_diff = _compare(dep, served, expected, len(rows), settings)
+    log.info("%s: smoke test passed on %d holdout rows", _describe(dep), len(rows))
+    return {"id": dep["id"], "rows": len(rows), "max_abs_diff": max_diff}
+
+
+def _served_answers(
+    spec: ProjectSpec, dep: DeploymentRow, rows: list[dict[str, Any]], settings: Settings
+) -> dict[str, list]:
+    """The candidate's predictions and probabilities for the rows, over HTTP in batches."""
+    import httpx  # kept out of DAG parsing
+
     served: dict[str, list] = {"predictions": [], "probabilities": []}
     step = spec.serving.max_batch_size
     with httpx.Client(base_url=dep["url"], timeout=60, trust_env=False) as http:
@@ -226,46 +252,64 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> dict[str
                 )
             for key in served:
                 served[key].extend(body.get(key) or [])
-    try:
-        mlflow.set_tracking_uri(settings.mlflow_url)
-        model = mlflow.sklearn.load_model(dep["model_uri"])
-        predictor = Predictor(spec, model, version=str(dep["model_version"]))
-        expected = predictor.response(predictor.scores(model_input(pd.DataFrame(rows), spec)))
-    except Exception as exc:
-        raise _fail(dep, f"smoke test: the MLflow model itself fails: {exc}", settings) from exc
+    return served
+
+
+def _expected_answers(
+    spec: ProjectSpec, dep: DeploymentRow, rows: list[dict[str, Any]], settings: Settings
+) -> dict[str, Any]:
+    """What the MLflow model itself answers for the rows."""
+    import mlflow  # heavy: kept out of DAG parsing
+    import mlflow.sklearn
+    import pandas as pd
+
+    from mlops_lib.features import model_input  # imports scikit-learn
+    from mlops_lib.serving.predictor import Predictor
+
+    mlflow.set_tracking_uri(settings.mlflow_url)
+    model = mlflow.sklearn.load_model(dep["model_uri"])
+    predictor = Predictor(spec, model, version=str(dep["model_version"]))
+    return predictor.response(predictor.scores(model_input(pd.DataFrame(rows), spec)))
+
+
+def _compare(
+    dep: DeploymentRow, served: dict[str, list], expected: dict[str, Any], n: int, settings
+) -> float:
+    """Fail the candidate unless predictions match and probabilities agree to 1e-9."""
+    import numpy as np  # heavy: kept out of DAG parsing
+
     if served["predictions"] != expected["predictions"]:
         diff = sum(
             a != b for a, b in zip(served["predictions"], expected["predictions"], strict=False)
         )
         raise _fail(
             dep,
-            f"smoke test: {diff} of {len(rows)} holdout predictions differ from the MLflow "
+            f"smoke test: {diff} of {n} holdout predictions differ from the MLflow "
             f"model's ({dep['model_uri']})",
             settings,
         )
-    max_diff = 0.0
-    if expected.get("probabilities"):
-        names = list(expected["probabilities"][0])
-        got = np.array([[p[c] for c in names] for p in served["probabilities"]])
-        want = np.array([[p[c] for c in names] for p in expected["probabilities"]])
-        max_diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
-        if max_diff > 1e-9:
-            raise _fail(
-                dep,
-                f"smoke test: probabilities differ from the MLflow model's by up to {max_diff:.3g}",
-                settings,
-            )
-    log.info("%s: smoke test passed on %d holdout rows", _describe(dep), len(rows))
-    return {"id": dep["id"], "rows": len(rows), "max_abs_diff": max_diff}
+    if not expected.get("probabilities"):
+        return 0.0
+    names = list(expected["probabilities"][0])
+    got = np.array([[p[c] for c in names] for p in served["probabilities"]])
+    want = np.array([[p[c] for c in names] for p in expected["probabilities"]])
+    max_diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+    if max_diff > 1e-9:
+        raise _fail(
+            dep,
+            f"smoke test: probabilities differ from the MLflow model's by up to {max_diff:.3g}",
+            settings,
+        )
+    return max_diff
 
 
-def _route_to(dep: dict[str, Any], settings: Settings) -> None:
+def _route_to(dep: DeploymentRow, settings: Settings) -> None:
     """Point the project's stable endpoint (the gateway's route) at a deployment."""
     route = {k: dep[k] for k in ("port", "model_version", "bento_tag")} | {"deployment": dep["id"]}
     write_route(settings.stack_dir, dep["project"], route)
 
 
-def _activate(dep: dict[str, Any], settings: Settings, retire_as: str, reason: str) -> dict:
+def _activate(dep: DeploymentRow, settings: Settings, retire_as: str, reason: str) -> Activated:
     """Route the project to ``dep`` and stop whatever served before."""
     store = _store(settings)
     previous = [d for d in store.deployments(dep["project"], ACTIVE) if d["id"] != dep["id"]]
@@ -290,7 +334,7 @@ def _activate(dep: dict[str, Any], settings: Settings, retire_as: str, reason: s
     return out
 
 
-def switch(deployment_id: int, settings: Settings | None = None) -> dict[str, Any]:
+def switch(deployment_id: int, settings: Settings | None = None) -> Activated:
     """Make a smoke-tested deployment the project's stable endpoint; stop the old one."""
     settings = settings or get_settings()
     dep = _get(deployment_id, settings)
@@ -299,7 +343,7 @@ def switch(deployment_id: int, settings: Settings | None = None) -> dict[str, An
     return _activate(dep, settings, RETIRED, "")
 
 
-def rollback(project: str, settings: Settings | None = None) -> dict[str, Any]:
+def rollback(project: str, settings: Settings | None = None) -> Activated:
     """Serve the last deployment that was live before the current one again."""
     settings = settings or get_settings()
     store = _store(settings)
@@ -329,7 +373,7 @@ def rollback(project: str, settings: Settings | None = None) -> dict[str, Any]:
     return _activate(target, settings, ROLLED_BACK, f"rollback from deployment {current[0]['id']}")
 
 
-def restore(settings: Settings | None = None, *, log_line: Log = print) -> list[dict[str, Any]]:
+def restore(settings: Settings | None = None, *, log_line: Log = print) -> list[DeploymentRef]:
     """Start every active deployment whose process is gone (after `stack down` or a crash)."""
     settings = settings or get_settings()
     store = _store(settings)
@@ -410,12 +454,10 @@ def serve_active(
     import subprocess
     import time
 
-    from mlops_lib.serving.package import serve_bento_command, serve_env, use_store
-
     settings = settings or get_settings()
     use_store(settings)
     store = _store(settings)
-    current: dict[str, Any] | None = None
+    current: DeploymentRow | None = None
     proc: subprocess.Popen | None = None
     try:
         while True:

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from mlops_lib.settings import get_settings
+
 # Hop-by-hop headers are not forwarded (RFC 9110 7.6.1), nor is the client's Host.
 _SKIP = {"host", "connection", "keep-alive", "transfer-encoding", "content-length", "upgrade"}
 
@@ -141,9 +143,7 @@ def create_app(stack_dir: Path, upstream_host: str = "127.0.0.1"):
 
 def main() -> None:
     """Serve the gateway on the configured host and serving port."""
-    import uvicorn
-
-    from mlops_lib.settings import get_settings
+    import uvicorn  # kept out of DAG parsing
 
     settings = get_settings()
     uvicorn.run(

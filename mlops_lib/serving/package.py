@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlops_lib.settings import Settings, get_settings, process_env
+from mlops_lib.settings import Settings, get_settings, process_env, settings_env
 from mlops_lib.spec import ProjectSpec
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -173,8 +173,6 @@ def serve_command(project: str, model_tag: str, version: int | str, port: int) -
 
 def serve_env(settings: Settings) -> dict[str, Any]:
     """Environment of a serving process: the platform settings and the BentoML store."""
-    from mlops_lib.settings import settings_env
-
     return {
         **process_env(),
         **settings_env(settings),

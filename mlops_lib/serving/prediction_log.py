@@ -22,20 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlops_lib import versioning as vc
+from mlops_lib.layout import MONITORING_BRANCH, prediction_log_path
+
 log = logging.getLogger(__name__)
 
-MONITORING_BRANCH = "monitoring"
 Ship = Callable[[str, bytes], None]
-
-
-def predictions_prefix(project: str) -> str:
-    """lakeFS prefix of a project's prediction log."""
-    return f"monitoring/{project}/predictions/"
-
-
-def window_path(project: str, hour: datetime, name: str) -> str:
-    """Object path of one spooled file in its hourly window."""
-    return f"{predictions_prefix(project)}date={hour:%Y-%m-%d}/hour={hour:%H}/{name}"
 
 
 @dataclass
@@ -184,7 +176,7 @@ class PredictionLog:
             except FileNotFoundError:  # shipped by another worker meanwhile
                 continue
             try:
-                self.ship(window_path(self.project, hour, path.name), data)
+                self.ship(prediction_log_path(self.project, hour, path.name), data)
             except Exception as exc:  # keep the file, try again later
                 log.warning("prediction log: cannot ship %s yet: %s", path.name, exc)
                 break
@@ -196,8 +188,6 @@ class PredictionLog:
 
 def lakefs_shipper(project: str, settings: Any = None) -> Ship:
     """Upload to the project's ``monitoring`` branch (created from main on first use)."""
-    from mlops_lib import versioning as vc
-
     ready = False
 
     def ship(path: str, data: bytes) -> None:

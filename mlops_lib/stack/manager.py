@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from mlops_lib.settings import Settings, process_env, reload_settings, settings_env
+from mlops_lib.settings import Settings, load_settings, process_env, reload_settings, settings_env
 from mlops_lib.stack import postgres as pg
 from mlops_lib.stack.credentials import ensure_credentials
 from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
@@ -55,8 +55,6 @@ def _bin(name: str) -> str:
 
 def current_settings(backend: str | None = None, **overrides: object) -> Settings:
     """Settings of the stack as started: the backend recorded by `up` unless one is given."""
-    from mlops_lib.settings import load_settings
-
     settings = load_settings(**overrides, **({"backend": backend} if backend else {}))
     if backend is None and "backend" not in settings.model_fields_set:
         recorded = read_state(settings).get("backend")
@@ -315,12 +313,32 @@ def _prepare(settings: Settings, svc: Service, log: Log) -> None:
 WAIT_BEFORE_DEPENDANTS = ("postgres", "mlflow", "airflow-api-server")
 
 
-def up(settings: Settings, *, log: Log = print) -> list[dict]:
+def _no_op(_settings: Settings, _log: Log) -> None:
+    return None
+
+
+def _no_rows(_settings: Settings) -> list[dict]:
+    return []
+
+
+@dataclass(frozen=True)
+class StackHooks:
+    """What runs around the services without the stack knowing it (e.g. deployments):
+    ``after_up`` once every service is healthy, ``before_down`` before any stops, and
+    ``status`` rows listed after the services'."""
+
+    after_up: Callable[[Settings, Log], object] = _no_op
+    before_down: Callable[[Settings, Log], object] = _no_op
+    status: Callable[[Settings], list[dict]] = _no_rows
+
+
+def up(settings: Settings, *, log: Log = print, hooks: StackHooks | None = None) -> list[dict]:
     """Start every service not already running and wait until all are healthy.
 
     On failure, the services started by this call are stopped again and a
     StackError names the service and the cause.
     """
+    hooks = hooks or StackHooks()
     generated = ensure_credentials(settings)
     if generated:
         settings = reload_settings(settings)
@@ -373,18 +391,16 @@ def up(settings: Settings, *, log: Log = print) -> list[dict]:
         for name in reversed(started):
             procs[name].stop()
         raise
-    # Deployments that were serving before a stop or crash come back behind the gateway.
-    from mlops_lib.serving import deploy
-
-    deploy.restore(settings, log_line=log)
-    return status(settings)
+    hooks.after_up(settings, log)
+    return status(settings, hooks)
 
 
-def down(settings: Settings, *, log: Log = print) -> dict[str, str]:
-    """Stop what `up` started (by pid file), dependants first; deployments before all."""
-    from mlops_lib.serving import deploy
-
-    deploy.stop_all(settings, log_line=log)
+def down(
+    settings: Settings, *, log: Log = print, hooks: StackHooks | None = None
+) -> dict[str, str]:
+    """Stop what `up` started (by pid file), dependants first; the hooks' processes first."""
+    hooks = hooks or StackHooks()
+    hooks.before_down(settings, log)
     result = {}
     for name in reversed(SERVICE_NAMES):
         outcome = _proc(settings, name).stop()
@@ -393,8 +409,9 @@ def down(settings: Settings, *, log: Log = print) -> dict[str, str]:
     return result
 
 
-def status(settings: Settings) -> list[dict]:
-    """State, URL, pid and log path of each service."""
+def status(settings: Settings, hooks: StackHooks | None = None) -> list[dict]:
+    """State, URL, pid and log path of each service, then the hooks' rows."""
+    hooks = hooks or StackHooks()
     rows = []
     for svc in services(settings):
         proc = _proc(settings, svc.name)
@@ -414,34 +431,18 @@ def status(settings: Settings) -> list[dict]:
                 "log": str(proc.log_file),
             }
         )
-    return rows + _serving_status(settings)
+    return rows + hooks.status(settings)
 
 
-def _serving_status(settings: Settings) -> list[dict]:
-    """Each project's endpoint and served model version (nothing when none is deployed)."""
-    from mlops_lib.serving import deploy
-
-    try:
-        return deploy.status(settings)
-    except Exception as exc:  # the metadata store may be down with the stack
-        return [
-            {
-                "service": "serving",
-                "state": f"unknown ({type(exc).__name__})",
-                "url": None,
-                "pid": None,
-                "log": "",
-            }
-        ]
-
-
-def wait_all_healthy(settings: Settings, timeout: float = 60.0) -> list[dict]:
+def wait_all_healthy(
+    settings: Settings, timeout: float = 60.0, hooks: StackHooks | None = None
+) -> list[dict]:
     """Poll status until every service is healthy (or the timeout passes)."""
     deadline = time.monotonic() + timeout
-    rows = status(settings)
+    rows = status(settings, hooks)
     while time.monotonic() < deadline and any(r["state"] != "healthy" for r in rows):
         time.sleep(1)
-        rows = status(settings)
+        rows = status(settings, hooks)
     return rows
 
 

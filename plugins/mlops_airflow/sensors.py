@@ -47,7 +47,7 @@ class DriftPolicySensor(BaseSensorOperator):
     def poke(self, context: Any) -> PokeReturnValue | bool:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlops_lib.monitoring import SAME_EPISODE, drift_to_act_on
+        from mlops_lib.continuous_training import SAME_EPISODE, drift_to_act_on
 
         report, why = drift_to_act_on(self.project)
         if report is None and SAME_EPISODE in why:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from mlops_lib import platform_stack
 from mlops_lib.settings import Settings, load_settings, reload_settings, settings_env
-from mlops_lib.stack import manager
 from mlops_lib.stack.procs import free_port, free_port_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,13 +104,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, alerts: list[dict]) -> Itera
     """The real stack (SQLite backend): lakeFS, MLflow and Airflow, started once per session."""
     settings = stack_settings(tmp_path_factory.mktemp("stack"))
     try:
-        manager.up(settings, log=print)
+        platform_stack.up(settings, log=print)
     except BaseException:
-        manager.down(settings, log=print)
+        platform_stack.down(settings, log=print)
         raise
     settings = reload_settings(settings)
     yield settings
-    manager.down(settings, log=print)
+    platform_stack.down(settings, log=print)
 
 
 def register_model(

@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from mlops_lib import demo_data
+from mlops_lib import demo_data, platform_stack
 from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
-from mlops_lib.stack import manager
 from mlops_lib.stack.procs import http_ok
 
 from .conftest import DEPLOY_PROJECT, mlops_cli, register_model
@@ -33,7 +32,8 @@ DEPLOY = f"{PROJECT}__deploy"
 @pytest.fixture(scope="module")
 def world(stack: Settings, tmp_path_factory) -> dict:
     """A clean batch on lakeFS main and the deploy DAG unpaused."""
-    from mlops_lib.ingest import ingest_now, project_spec
+    from mlops_lib.ingest import ingest_now
+    from mlops_lib.spec import project_spec
 
     folder = tmp_path_factory.mktemp("deploy-data")
     src = demo_data.write(demo_data.generate("clean", rows=4000, seed=501), folder / "b.parquet")
@@ -202,7 +202,7 @@ def test_killed_deployment_comes_back_with_stack_up(stack: Settings, world: dict
         f"{endpoint(stack)}/predict", json={"instances": rows(world, 1, 9)}, timeout=30
     )
     assert resp.status_code == 503 and f"deployment {live['id']}" in resp.json()["detail"]
-    manager.up(stack, log=print)
+    platform_stack.up(stack, log=print)
     assert predict(stack, world)["model_version"] == str(world["v1"])
 
 
@@ -212,8 +212,8 @@ def test_prediction_log_reaches_lakefs(stack: Settings, world: dict) -> None:
 
     import pandas as pd
 
+    from mlops_lib.layout import MONITORING_BRANCH, predictions_prefix
     from mlops_lib.serving.deploy import process
-    from mlops_lib.serving.prediction_log import MONITORING_BRANCH, predictions_prefix
 
     # A clean stop flushes what the live deployment still buffers.
     live = next(d for d in deployments(stack) if d["state"] == "active")
@@ -236,4 +236,4 @@ def test_prediction_log_reaches_lakefs(stack: Settings, world: dict) -> None:
     assert "date=" in paths[0] and "/hour=" in paths[0]
     spool = stack.stack_dir / "serving" / PROJECT / "prediction-log"
     assert not list(spool.glob("*.parquet")), "spool not empty after a clean shutdown"
-    manager.up(stack, log=print)  # leave the project served for later tests
+    platform_stack.up(stack, log=print)  # leave the project served for later tests

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops_lib import demo_data
+from mlops_lib import demo_data, layout, platform_stack
 from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
-from mlops_lib.stack import manager
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +75,7 @@ def test_clean_batch_lands_on_main(stack: Settings, airflow: AirflowClient, acce
         "_validation.json",
         "_profile.bin",
     }
-    branch = vc.ingest_branch_name(accepted["run_id"])
+    branch = layout.ingest_branch_name(accepted["run_id"])
     assert not vc.branch_exists(PROJECT, branch, stack), "merged branch should be deleted"
 
 
@@ -117,7 +116,7 @@ def test_bad_batch_is_rejected_and_main_unchanged(
     assert vc.head(PROJECT, settings=stack) == head_before
     log = failed_log(airflow, run_id)
     assert "rejected" in log and expected in log, log
-    branch = vc.ingest_branch_name(run_id)
+    branch = layout.ingest_branch_name(run_id)
     assert vc.branch_exists(PROJECT, branch, stack), "rejected branch is kept for inspection"
     report_path = next(
         p
@@ -161,7 +160,7 @@ def test_same_logical_date_replaces_its_partition(
 ) -> None:
     state, _ = run(airflow, str(batches / "clean-2.csv"))
     assert state == "success"
-    from mlops_lib.ingest import read_dataset
+    from mlops_lib.datasets import read_dataset
 
     df = read_dataset(PROJECT, settings=stack)
     # Both runs fall on the same day: the second replaced the first, no duplicated rows.
@@ -177,14 +176,14 @@ def test_lakefs_down_mid_run_fails_then_retry_succeeds(
     airflow.wait_until(
         DAG_ID, run_id, lambda states: states.get("open_branch") == "success", timeout=120
     )
-    lakefs_pid = {r["service"]: r["pid"] for r in manager.status(stack)}["lakefs"]
+    lakefs_pid = {r["service"]: r["pid"] for r in platform_stack.status(stack)}["lakefs"]
     os.killpg(lakefs_pid, signal.SIGKILL)
     # The running task fails and is scheduled for a retry.
     states = airflow.wait_until(
         DAG_ID, run_id, lambda states: "up_for_retry" in states.values(), timeout=180
     )
     assert "up_for_retry" in states.values(), states
-    manager.up(stack, log=lambda _m: None)
+    platform_stack.up(stack, log=lambda _m: None)
     assert vc.head(PROJECT, settings=stack) == head_before, "nothing partial reached main"
     assert airflow.follow(DAG_ID, run_id, timeout=600) == "success"
     tis = {ti["task_id"]: ti for ti in airflow.task_instances(DAG_ID, run_id)}

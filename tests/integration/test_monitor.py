@@ -35,8 +35,9 @@ def world(stack: Settings, tmp_path_factory) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from mlops_lib.features import build_pipeline, model_input
-    from mlops_lib.ingest import ingest_now, project_spec
-    from mlops_lib.monitoring import reference_frame, save_reference
+    from mlops_lib.ingest import ingest_now
+    from mlops_lib.monitoring.reference import reference_frame, save_reference
+    from mlops_lib.spec import project_spec
 
     spec = project_spec(PROJECT, stack)
     folder = tmp_path_factory.mktemp("monitor-data")
@@ -96,8 +97,8 @@ def test_a_window_without_traffic_gives_a_report_that_says_so(stack: Settings, w
     import json as _json
 
     from mlops_lib import versioning as vc
+    from mlops_lib.layout import MONITORING_BRANCH
     from mlops_lib.lineage import lineage_store
-    from mlops_lib.serving.prediction_log import MONITORING_BRANCH
 
     out = run_monitor(world)
     assert out["rows"] == 0 and not out["fired"] and out["drifted_features"] == [], out
@@ -127,9 +128,8 @@ def test_drifted_traffic_fires_on_the_shifted_features_only(
     stack: Settings, world: dict, tmp_path
 ) -> None:
     from mlops_lib import versioning as vc
-    from mlops_lib.labels import labels_prefix
+    from mlops_lib.layout import MONITORING_BRANCH, labels_prefix
     from mlops_lib.lineage import lineage_store
-    from mlops_lib.serving.prediction_log import MONITORING_BRANCH
 
     world["airflow"].prepare(f"{PROJECT}__ingest_labels", timeout=180)
     serve_traffic(stack, world, "drifted", 12000, seed=603)
@@ -233,11 +233,11 @@ def test_drift_episode_starts_one_retraining(stack: Settings, world: dict) -> No
     assert newest.tags["drift_report_id"] == str(fired["id"])
     # The labelled production rows went through the gate onto main and into training.
     from mlops_lib import versioning as vc
-    from mlops_lib.labels import production_prefix
+    from mlops_lib.layout import MAIN, production_prefix
 
     folded = [
         p
-        for p in vc.list_paths(PROJECT, vc.MAIN, production_prefix(PROJECT), stack)
+        for p in vc.list_paths(PROJECT, MAIN, production_prefix(PROJECT), stack)
         if p.endswith(".parquet")
     ]
     assert len(folded) == 1 and "labels-through=" in folded[0], folded

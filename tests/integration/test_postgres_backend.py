@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from mlops_lib import platform_stack
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings, reload_settings
-from mlops_lib.stack import manager
 from mlops_lib.stack.postgres import connect
 
 from .conftest import stack_settings, world_traversable_tmpdir
@@ -22,16 +22,16 @@ def pg_stack() -> Iterator[Settings]:
     folder = world_traversable_tmpdir("mlops-pg-stack-")
     settings = stack_settings(folder / "stack", backend="postgres")
     try:
-        manager.up(settings, log=print)
+        platform_stack.up(settings, log=print)
         settings = reload_settings(settings)
         yield settings
     finally:
-        manager.down(settings, log=print)
+        platform_stack.down(settings, log=print)
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_every_service_healthy_on_postgres(pg_stack: Settings) -> None:
-    rows = {r["service"]: r for r in manager.status(pg_stack)}
+    rows = {r["service"]: r for r in platform_stack.status(pg_stack)}
     assert "postgres" in rows
     assert all(r["state"] == "healthy" for r in rows.values()), rows
 

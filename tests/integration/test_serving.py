@@ -25,7 +25,7 @@ def registered(stack: Settings) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from mlops_lib.features import build_pipeline, model_input
-    from mlops_lib.ingest import project_spec
+    from mlops_lib.spec import project_spec
     from mlops_lib.training import pip_requirements, trusted_types
 
     spec = project_spec(PROJECT, stack)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops_lib import platform_stack
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 from mlops_lib.stack import manager
@@ -55,11 +56,11 @@ def test_status_json_lists_every_service_healthy(stack: Settings) -> None:
 
 
 def test_up_twice_starts_nothing_twice(stack: Settings) -> None:
-    before = {r["service"]: r["pid"] for r in manager.status(stack)}
+    before = {r["service"]: r["pid"] for r in platform_stack.status(stack)}
     proc = cli(stack, "stack", "up")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("already running") == len(SERVICES)
-    after = {r["service"]: r["pid"] for r in manager.status(stack)}
+    after = {r["service"]: r["pid"] for r in platform_stack.status(stack)}
     assert after == before
 
 
@@ -85,12 +86,12 @@ def test_killed_lakefs_and_mlflow_come_back_with_their_data(stack: Settings) -> 
     mlflow_client = MlflowClient(tracking_uri=stack.mlflow_url)
     exp_id = mlflow_client.create_experiment(f"persist-check-{time.time_ns()}")
 
-    pids = {r["service"]: r["pid"] for r in manager.status(stack)}
+    pids = {r["service"]: r["pid"] for r in platform_stack.status(stack)}
     for name in ("lakefs", "mlflow"):
         os.killpg(pids[name], signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        states = {r["service"]: r["state"] for r in manager.status(stack)}
+        states = {r["service"]: r["state"] for r in platform_stack.status(stack)}
         if states["lakefs"] == "stale" and states["mlflow"] == "stale":
             break
         time.sleep(0.5)
@@ -100,7 +101,7 @@ def test_killed_lakefs_and_mlflow_come_back_with_their_data(stack: Settings) -> 
 
     proc = cli(stack, "stack", "up")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = {r["service"]: r for r in manager.status(stack)}
+    rows = {r["service"]: r for r in platform_stack.status(stack)}
     assert all(r["state"] == "healthy" for r in rows.values()), rows
     assert rows["lakefs"]["pid"] != pids["lakefs"]
     assert rows["airflow-scheduler"]["pid"] == pids["airflow-scheduler"]
@@ -117,7 +118,7 @@ def test_busy_port_fails_naming_service_and_port(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", settings.mlflow_port))
         holder.listen()
         with pytest.raises(StackError) as err:
-            manager.up(settings, log=lambda _m: None)
+            platform_stack.up(settings, log=lambda _m: None)
     message = str(err.value)
     assert f"port {settings.mlflow_port} for mlflow is already in use" in message
     assert "MLOPS_MLFLOW_PORT" in message
@@ -131,7 +132,7 @@ def test_service_dying_at_start_prints_its_log_and_stops_what_started(tmp_path: 
     db.parent.mkdir(parents=True)
     db.write_bytes(b"this is not a sqlite database" * 100)
     with pytest.raises(StackError) as err:
-        manager.up(settings, log=lambda _m: None)
+        platform_stack.up(settings, log=lambda _m: None)
     message = str(err.value)
     assert message.startswith("mlflow exited with code"), message
     assert "last lines of" in message and "mlflow.log" in message

@@ -8,11 +8,10 @@ import time
 
 import pytest
 
-from mlops_lib import demo_data
+from mlops_lib import demo_data, platform_stack
 from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
-from mlops_lib.stack import manager
 
 from .conftest import FAULTS_PROJECT, mlops_cli
 
@@ -156,14 +155,16 @@ def test_retraining_same_commit_reproduces_metrics_and_predictions(
     import mlflow.sklearn
     import numpy as np
 
-    from mlops_lib.training import holdout_for, train
+    from mlops_lib.datasets import holdout
+    from mlops_lib.spec import project_spec
+    from mlops_lib.training import train
 
     again = train(
         PROJECT, auto_run["commit"], dag_id="repro", run_id=f"r{time.time_ns()}", settings=stack
     )
     assert again["holdout_metrics"] == auto_run["trained"]["holdout_metrics"]
     mlflow.set_tracking_uri(stack.mlflow_url)
-    X, _ = holdout_for(PROJECT, auto_run["commit"], stack)
+    X = holdout(project_spec(PROJECT, stack), auto_run["commit"], stack).X
     first = mlflow.sklearn.load_model(auto_run["trained"]["model_uri"]).predict_proba(X)
     second = mlflow.sklearn.load_model(again["model_uri"]).predict_proba(X)
     np.testing.assert_array_equal(first, second)
@@ -180,7 +181,8 @@ def test_retraining_same_commit_reproduces_metrics_and_predictions(
 def test_untrainable_data_fails_naming_the_cause(stack: Settings, fault: str, message: str) -> None:
     import io
 
-    from mlops_lib.training import TrainingError, train
+    from mlops_lib.datasets import TrainingError
+    from mlops_lib.training import train
 
     df = demo_data.generate("clean", rows=5000, seed=301)
     if fault == "few_rows":
@@ -215,7 +217,7 @@ def test_mlflow_down_mid_training_retries_without_duplicate_version(
     run_id = airflow.trigger(TRAIN)
     airflow.wait_until(TRAIN, run_id, lambda states: states.get("train") == "running", timeout=300)
     time.sleep(3)  # inside the search: trials are being logged
-    pid = {r["service"]: r["pid"] for r in manager.status(stack)}["mlflow"]
+    pid = {r["service"]: r["pid"] for r in platform_stack.status(stack)}["mlflow"]
     os.killpg(pid, signal.SIGKILL)
     states = airflow.wait_until(
         TRAIN,
@@ -225,7 +227,7 @@ def test_mlflow_down_mid_training_retries_without_duplicate_version(
         poll=1,
     )
     assert states.get("train") == "up_for_retry", states
-    manager.up(stack, log=lambda _m: None)
+    platform_stack.up(stack, log=lambda _m: None)
     assert airflow.follow(TRAIN, run_id, timeout=900) == "success"
     key = f"{TRAIN}:{run_id}"
     mine = [mv for mv in versions_of(stack, PROJECT) if mv.tags.get("mlops.run_key") == key]
@@ -272,7 +274,8 @@ def test_manual_approval_promotes_and_announces_the_champion(
 
 def test_reference_profile_is_kept_with_the_version(stack: Settings, auto_run: dict) -> None:
     """Monitoring's baseline: the holdout's profile in lakeFS and as an MLflow artifact."""
-    from mlops_lib.monitoring import load_reference, reference_path
+    from mlops_lib.layout import reference_path
+    from mlops_lib.monitoring.reference import load_reference
 
     version = auto_run["trained"]["version"]
     mv = mlflow_client(stack).get_model_version(PROJECT, str(version))

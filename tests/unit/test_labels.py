@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 
 from mlops_lib import demo_data
-from mlops_lib.labels import check_labels, live_metric, production_batch, stamp_of
-from mlops_lib.monitoring import policy
+from mlops_lib.continuous_training import production_batch
+from mlops_lib.labels import check_labels
+from mlops_lib.layout import stamp_of
+from mlops_lib.metrics import live_metric
+from mlops_lib.monitoring.drift import policy
 from mlops_lib.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,15 +111,15 @@ def test_stamps_sort_labels_files_and_production_partitions() -> None:
 def test_labels_since_a_report_compare_by_utc_stamp() -> None:
     from datetime import UTC, datetime, timedelta, timezone
 
-    from mlops_lib.labels import stamp
-    from mlops_lib.monitoring import _when
+    from mlops_lib.layout import stamp
+    from mlops_lib.lineage import stored_time
 
     # A report time as the lineage store returns it (ISO; naive on SQLite, any offset on
     # PostgreSQL) and a labels file written a second later compare in that order.
-    created = _when("2026-11-27T10:00:00.000001")
+    created = stored_time("2026-11-27T10:00:00.000001")
     later = datetime(2026, 11, 27, 11, 0, 1, tzinfo=timezone(timedelta(hours=1)))
     assert stamp(created) == "20261127T100000000001"
     assert stamp(later) > stamp(created)
-    assert stamp(_when("2026-11-27T11:00:00+01:00")) == stamp(
+    assert stamp(stored_time("2026-11-27T11:00:00+01:00")) == stamp(
         datetime(2026, 11, 27, 10, tzinfo=UTC)
     )

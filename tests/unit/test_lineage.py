@@ -1,9 +1,19 @@
 """Metadata store on SQLite: Alembic migration, idempotent records, the chain."""
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, inspect
 
+from mlops_lib.lineage import (
+    DatasetRow,
+    DecisionRow,
+    DeploymentRow,
+    DriftReportRow,
+    ModelVersionRow,
+    TrainingRow,
+)
 from mlops_lib.lineage.store import LineageStore, migrate
 
 
@@ -100,3 +110,82 @@ def test_deployments_record_state_changes_newest_first(tmp_path: Path) -> None:
     assert [d["id"] for d in s.deployments("p")] == [second["id"], first["id"]]
     assert [d["port"] for d in s.deployments("p", "active")] == [4000]
     assert s.deployments("other") == [] and s.deployment(999) is None
+
+
+# The fewest arguments each record_* method accepts.
+REQUIRED: dict[str, dict[str, Any]] = {
+    "record_dataset": {"project": "p", "commit_id": "c1", "rows": 1, "schema_hash": "h"},
+    "record_training": {
+        "project": "p",
+        "mlflow_run_id": "m1",
+        "data_commit": "c1",
+        "spec_hash": "s",
+        "code_version": "abc",
+    },
+    "record_model_version": {
+        "project": "p",
+        "version": 1,
+        "model_uri": "models:/p/1",
+        "mlflow_run_id": "m1",
+        "data_commit": "c1",
+    },
+    "record_decision": {"project": "p", "version": 1, "decision": "promote", "reason": "r"},
+    "record_deployment": {"project": "p", "bento_tag": "mlops-p:a", "model_version": 1},
+    "record_drift_report": {"project": "p", "model_version": 1},
+}
+ROW_TYPES: dict[str, Any] = {
+    "record_dataset": DatasetRow,
+    "record_training": TrainingRow,
+    "record_model_version": ModelVersionRow,
+    "record_decision": DecisionRow,
+    "record_deployment": DeploymentRow,
+    "record_drift_report": DriftReportRow,
+}
+
+
+@pytest.mark.parametrize("method", sorted(REQUIRED))
+def test_record_with_an_unknown_keyword_raises_type_error(tmp_path: Path, method: str) -> None:
+    s = store(tmp_path)
+    with pytest.raises(TypeError, match="no_such_column"):
+        getattr(s, method)(**REQUIRED[method], no_such_column=1)
+    assert s.datasets("p") == [] and s.deployments() == [] and s.drift_reports("p") == []
+
+
+@pytest.mark.parametrize("method", sorted(REQUIRED))
+def test_recorded_rows_have_exactly_the_keys_of_their_row_type(tmp_path: Path, method: str) -> None:
+    row = getattr(store(tmp_path), method)(**REQUIRED[method])
+    assert set(row) == set(ROW_TYPES[method].__required_keys__)
+
+
+def test_omitted_columns_take_the_table_defaults(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    report = s.record_drift_report(project="p", model_version=1)
+    assert report["windows"] == [] and report["scores"] == {} and report["fired"] is False
+    assert report["live_metric"] is None and report["handled_at"] is None
+    deployment = s.record_deployment(project="p", bento_tag="mlops-p:a", model_version=1)
+    assert deployment["state"] == "starting" and deployment["port"] is None
+    assert isinstance(deployment["created_at"], str)
+
+
+def test_update_changes_only_the_given_fields(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    dep = s.record_deployment(
+        project="p", bento_tag="mlops-p:a", model_version=1, port=4000, reason="built"
+    )
+    updated = s.update_deployment(dep["id"], state="active")
+    assert updated["state"] == "active"
+    assert (updated["port"], updated["reason"]) == (4000, "built")
+    report = s.record_drift_report(project="p", model_version=1, fired=True, reason="drift")
+    handled = s.update_drift_report(report["id"], handled_by="run-1")
+    assert handled["handled_by"] == "run-1" and handled["handled_at"] is None
+    assert handled["reason"] == "drift" and handled["fired"] is True
+    with pytest.raises(KeyError, match="drift_reports"):
+        s.update_drift_report(999, handled_by="run-2")
+
+
+def test_recording_a_training_run_again_keeps_the_columns_not_given(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    first = s.record_training(**REQUIRED["record_training"], trigger="drift", trials=3)
+    again = s.record_training(**REQUIRED["record_training"], trials=5)
+    assert again["id"] == first["id"]
+    assert (again["trials"], again["trigger"]) == (5, "drift")

@@ -10,14 +10,10 @@ import pandas as pd
 import pytest
 
 from mlops_lib import demo_data, profiles
-from mlops_lib.monitoring import (
-    drift_scores,
-    merge,
-    monitored_frame,
-    reference_frame,
-    window_of,
-    windows_to_profile,
-)
+from mlops_lib.layout import window_of
+from mlops_lib.monitoring.drift import drift_scores
+from mlops_lib.monitoring.reference import monitored_frame, reference_frame
+from mlops_lib.monitoring.windows import merge, windows_to_profile
 from mlops_lib.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,7 +108,8 @@ def test_window_profiles_merge(spec) -> None:
 
 
 def test_drift_report_names_drift_new_values_nulls_and_missing_columns(spec) -> None:
-    from mlops_lib.monitoring import drift_report, render_html
+    from mlops_lib.monitoring.drift import drift_report
+    from mlops_lib.monitoring.report import render_html
 
     both = demo_data.generate("clean", rows=25_000, seed=1).sample(frac=1.0, random_state=0)
     ref_df, prod = both.iloc[:20_000], both.iloc[20_000:].reset_index(drop=True).copy()
@@ -135,7 +132,8 @@ def test_drift_report_names_drift_new_values_nulls_and_missing_columns(spec) -> 
 
 
 def test_report_of_a_window_without_traffic(spec) -> None:
-    from mlops_lib.monitoring import drift_report, render_html
+    from mlops_lib.monitoring.drift import drift_report
+    from mlops_lib.monitoring.report import render_html
 
     reference = profiles.profile(monitored_frame(spec, demo_data.generate("clean", rows=500)))
     report = drift_report(spec, reference, None, model_version=1, windows=[])
@@ -159,7 +157,7 @@ def _report(i: int, minutes: int, fired: bool = True, **kw) -> dict:
 def test_one_drift_episode_causes_one_retraining() -> None:
     from datetime import timedelta
 
-    from mlops_lib.monitoring import pending_drift
+    from mlops_lib.continuous_training import pending_drift
 
     hour = timedelta(minutes=60)
     base = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

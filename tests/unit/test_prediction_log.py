@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlops_lib.serving.prediction_log import PredictionLog, window_path
+from mlops_lib.layout import prediction_log_path
+from mlops_lib.serving.prediction_log import PredictionLog
 
 
 class Sink:
@@ -60,7 +61,7 @@ def test_rows_are_split_by_hour_window(tmp_path: Path) -> None:
     log._buffer[1].ts = pd.Timestamp("2026-11-27T10:00:01Z").timestamp()
     files = log.flush()
     assert len(files) == 2
-    assert window_path("churn", pd.Timestamp("2026-11-27T10:00Z"), "x").endswith(
+    assert prediction_log_path("churn", pd.Timestamp("2026-11-27T10:00Z"), "x").endswith(
         "date=2026-11-27/hour=10/x"
     )
 

@@ -3,8 +3,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mlops_lib import demo_data
-from mlops_lib.quality import DataQualityError, check_batch, coerce
-from mlops_lib.spec import load_spec
+from mlops_lib.quality import RULE_CHECKERS, DataQualityError, check_batch, coerce
+from mlops_lib.spec import RULE_KINDS, load_spec
 
 from .test_spec import CHURN
 
@@ -107,3 +107,12 @@ def test_coerce_gives_declared_types(spec) -> None:
     out = coerce(df, spec)
     assert str(out["event_time"].dtype).startswith("datetime64")
     assert str(out["contract"].dtype) == "string"
+
+
+def test_every_rule_kind_has_a_checker() -> None:
+    missing = sorted(RULE_KINDS - RULE_CHECKERS.keys())
+    assert not missing, f"rule kinds without a checker in quality.RULE_CHECKERS: {missing}"
+
+
+def test_every_checker_belongs_to_a_rule_kind() -> None:
+    assert not sorted(RULE_CHECKERS.keys() - RULE_KINDS)

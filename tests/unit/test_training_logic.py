@@ -4,10 +4,10 @@ import pytest
 import yaml
 
 from mlops_lib import demo_data
+from mlops_lib.datasets import TrainingError, check_trainable, split
 from mlops_lib.features import build_pipeline, model_input
 from mlops_lib.registry import AWAIT, PROMOTE, REJECT, decide
 from mlops_lib.spec import load_spec, parse_spec
-from mlops_lib.training import TrainingError, check_trainable, split
 
 from .test_spec import CHURN
 

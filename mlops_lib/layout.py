@@ -1,0 +1,148 @@
+"""The lakeFS layout of the platform: every repository, branch and object path rule.
+
+One repository per project (``<project>`` with ``_`` -> ``-``), two long-lived branches:
+
+* ``main``: accepted data, ``datasets/<project>/``
+
+  * ``date=<day>/`` one partition per ingested batch: ``data.parquet``, the validation
+    report ``_validation.json`` and the whylogs profile ``_profile.bin``;
+  * ``production/labels-through=<stamp>/`` labelled production rows folded in by
+    continuous training;
+  * ``_latest.json`` the pointer to the last accepted batch (its profile);
+
+* ``monitoring``: what serving and monitoring write, ``monitoring/<project>/``
+
+  * ``predictions/date=../hour=../<file>.parquet`` the prediction log;
+  * ``labels/<stamp>.parquet`` labels of served predictions;
+  * ``reference/v<version>/profile.bin`` each model version's reference profile;
+  * ``profiles/date=../hour=../profile.bin`` one profile per closed hour window;
+  * ``reports/<stamp>/report.{json,html}`` drift reports.
+
+Ingest runs work on short-lived branches ``ingest-<run id>``. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+MAIN = "main"
+MONITORING_BRANCH = "monitoring"
+
+DATA_FILE = "data.parquet"
+REPORT_FILE = "_validation.json"
+PROFILE_FILE = "_profile.bin"
+LATEST_FILE = "_latest.json"
+PRODUCTION = "production"
+LABELS_THROUGH = "labels-through="
+
+_BRANCH_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_WINDOW = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")
+_STAMP = re.compile(r"(\d{8}T\d{6}\d*)")
+
+
+# Repositories, branches, URIs ------------------------------------------------------
+def repo_name(project: str) -> str:
+    """lakeFS repository of a project (lakeFS names allow lowercase, digits and '-')."""
+    return project.replace("_", "-")
+
+
+def lakefs_uri(project: str, ref: str, path: str = "") -> str:
+    """lakefs://<repo>/<ref>/<path> URI of a path at a ref."""
+    return f"lakefs://{repo_name(project)}/{ref}/{path}".rstrip("/")
+
+
+def ingest_branch_name(run_id: str) -> str:
+    """Branch of one ingest run: ``ingest-<run id>`` (lakeFS branch ids allow no '/' or ':')."""
+    return "ingest-" + _BRANCH_SAFE.sub("-", run_id).strip("-")[:200]
+
+
+# Datasets on main ------------------------------------------------------------------
+def dataset_prefix(project: str) -> str:
+    return f"datasets/{project}"
+
+
+def partition_prefix(project: str, day: str) -> str:
+    """Folder of one logical date's batch."""
+    return f"{dataset_prefix(project)}/date={day}"
+
+
+def latest_pointer(project: str) -> str:
+    """The pointer to the last accepted batch."""
+    return f"{dataset_prefix(project)}/{LATEST_FILE}"
+
+
+def is_data_file(path: str) -> bool:
+    """Whether an object of the dataset prefix is a partition's data."""
+    return path.endswith("/" + DATA_FILE)
+
+
+def production_prefix(project: str) -> str:
+    """Where folded-in labelled production batches live on ``main``."""
+    return f"{dataset_prefix(project)}/{PRODUCTION}/"
+
+
+def production_partition(project: str, through: str) -> str:
+    """Partition of the labelled production rows of the labels batches through a stamp."""
+    return f"{production_prefix(project)}{LABELS_THROUGH}{through}"
+
+
+# Time stamps in object names --------------------------------------------------------
+def stamp(when: datetime) -> str:
+    """The sortable UTC time stamp of a labels file (``YYYYmmddTHHMMSSffffff``)."""
+    return when.astimezone(UTC).strftime("%Y%m%dT%H%M%S%f")
+
+
+def stamp_of(path: str) -> str:
+    """The sortable time stamp in a labels file or production partition name."""
+    m = _STAMP.search(path.rsplit("/", 1)[-1]) or _STAMP.search(path)
+    return m.group(1) if m else ""
+
+
+def window_of(path: str) -> datetime | None:
+    """The hour window an object path belongs to (``date=../hour=..``), if any."""
+    m = _WINDOW.search(path)
+    if not m:
+        return None
+    return datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+
+
+# The monitoring branch ---------------------------------------------------------------
+def monitoring_prefix(project: str) -> str:
+    return f"monitoring/{project}"
+
+
+def predictions_prefix(project: str) -> str:
+    """lakeFS prefix of a project's prediction log."""
+    return f"{monitoring_prefix(project)}/predictions/"
+
+
+def prediction_log_path(project: str, hour: datetime, name: str) -> str:
+    """Object path of one spooled prediction-log file in its hourly window."""
+    return f"{predictions_prefix(project)}date={hour:%Y-%m-%d}/hour={hour:%H}/{name}"
+
+
+def labels_prefix(project: str) -> str:
+    return f"{monitoring_prefix(project)}/labels/"
+
+
+def labels_path(project: str, when: datetime) -> str:
+    """Object path of a labels batch stored at a time."""
+    return f"{labels_prefix(project)}{stamp(when)}.parquet"
+
+
+def reference_path(project: str, version: int | str) -> str:
+    return f"{monitoring_prefix(project)}/reference/v{version}/profile.bin"
+
+
+def profiles_prefix(project: str) -> str:
+    return f"{monitoring_prefix(project)}/profiles/"
+
+
+def window_profile_path(project: str, hour: datetime) -> str:
+    return f"{profiles_prefix(project)}date={hour:%Y-%m-%d}/hour={hour:%H}/profile.bin"
+
+
+def report_folder(project: str, report_stamp: str) -> str:
+    """Folder of one drift report (``report.json`` and ``report.html``)."""
+    return f"{monitoring_prefix(project)}/reports/{report_stamp}"

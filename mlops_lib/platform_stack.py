@@ -1,0 +1,53 @@
+"""The local platform: the stack's services and, around them, the served deployments.
+
+:mod:`mlops_lib.stack` supervises processes and knows nothing of deployments; this room
+adds them through the stack's hooks: deployments that were serving come back after
+``up``, stop before ``down``, and each project's endpoint is a row of ``status``. The CLI,
+the demo and the tests start and stop the platform here.
+"""
+
+from __future__ import annotations
+
+from mlops_lib.serving import deploy
+from mlops_lib.settings import Settings
+from mlops_lib.stack import manager
+from mlops_lib.stack.manager import Log, StackHooks
+
+
+def _serving_status(settings: Settings) -> list[dict]:
+    """Each project's endpoint and served model version (nothing when none is deployed)."""
+    try:
+        return list(deploy.status(settings))
+    except Exception as exc:  # the metadata store may be down with the stack
+        return [
+            {
+                "service": "serving",
+                "state": f"unknown ({type(exc).__name__})",
+                "url": None,
+                "pid": None,
+                "log": "",
+            }
+        ]
+
+
+SERVING = StackHooks(
+    # Deployments that were serving before a stop or crash come back behind the gateway.
+    after_up=lambda settings, log: deploy.restore(settings, log_line=log),
+    before_down=lambda settings, log: deploy.stop_all(settings, log_line=log),
+    status=_serving_status,
+)
+
+
+def up(settings: Settings, *, log: Log = print) -> list[dict]:
+    """Start the stack, then restore the deployments that were serving."""
+    return manager.up(settings, log=log, hooks=SERVING)
+
+
+def down(settings: Settings, *, log: Log = print) -> dict[str, str]:
+    """Stop the deployments, then the stack."""
+    return manager.down(settings, log=log, hooks=SERVING)
+
+
+def status(settings: Settings) -> list[dict]:
+    """Every service's row, then every project's endpoint."""
+    return manager.status(settings, SERVING)
