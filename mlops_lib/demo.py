@@ -96,73 +96,80 @@ def _champion(settings: Settings) -> int | None:
     return champion_version(DEMO_PROJECT, settings)
 
 
-def _stages(sc: Scenario) -> list[Stage]:
+class _Steps:
+    """The demo's data files and the checks, skips and actions of its stages."""
 
-    settings, mem = sc.settings, sc.memory
-    spec = project_spec(DEMO_PROJECT, settings)
-    data_dir = settings.stack_dir / "demo-data"
-    clean = demo_data.write(
-        demo_data.generate("clean", rows=CLEAN_BATCH_ROWS, seed=1), data_dir / "churn-clean.parquet"
-    )
-    corrupted = demo_data.write(
-        demo_data.generate("corrupted", seed=2), data_dir / "churn-corrupted.csv"
-    )
-    labels_file = data_dir / "churn-labels.csv"
-    sc.console.print(f"demo batches written to {data_dir}")
-    endpoint = f"{settings.serving_base_url}/{DEMO_PROJECT}/predict"
+    def __init__(self, sc: Scenario) -> None:
+        self.sc, self.settings, self.mem = sc, sc.settings, sc.memory
+        self.spec = project_spec(DEMO_PROJECT, self.settings)
+        data_dir = self.settings.stack_dir / "demo-data"
+        self.clean = demo_data.write(
+            demo_data.generate("clean", rows=CLEAN_BATCH_ROWS, seed=1),
+            data_dir / "churn-clean.parquet",
+        )
+        self.corrupted = demo_data.write(
+            demo_data.generate("corrupted", seed=2), data_dir / "churn-corrupted.csv"
+        )
+        self.labels_file = data_dir / "churn-labels.csv"
+        sc.console.print(f"demo batches written to {data_dir}")
+        self.endpoint = f"{self.settings.serving_base_url}/{DEMO_PROJECT}/predict"
 
-    def remember_head() -> tuple[bool, str]:
-        mem["main"] = vc.head(DEMO_PROJECT, settings=settings)
-        return True, f"main at {mem['main'][:12]}"
+    def remember_head(self) -> tuple[bool, str]:
+        self.mem["main"] = vc.head(DEMO_PROJECT, settings=self.settings)
+        return True, f"main at {self.mem['main'][:12]}"
 
-    def main_unchanged() -> tuple[bool, str]:
-        now = vc.head(DEMO_PROJECT, settings=settings)
-        if now != mem["main"]:
-            return False, f"lakeFS main moved from {mem['main'][:12]} to {now[:12]}"
+    def main_unchanged(self) -> tuple[bool, str]:
+        now = vc.head(DEMO_PROJECT, settings=self.settings)
+        if now != self.mem["main"]:
+            return False, f"lakeFS main moved from {self.mem['main'][:12]} to {now[:12]}"
         return True, f"main still at {now[:12]}; rejected as expected"
 
-    def champion_exists() -> tuple[bool, str]:
-        version = _champion(settings)
+    def champion_exists(self) -> tuple[bool, str]:
+        version = _champion(self.settings)
         if version is None:
             return False, "no champion after training"
         return True, f"champion is v{version}"
 
-    def champion_live() -> str | None:
-        version = _champion(settings)
-        live = lineage_store(settings).deployments(DEMO_PROJECT, "active")
+    def champion_live(self) -> str | None:
+        version = _champion(self.settings)
+        live = lineage_store(self.settings).deployments(DEMO_PROJECT, "active")
         if version is not None and live and live[0]["model_version"] == version:
             return f"champion v{version} already served (deployment {live[0]['id']})"
         return None
 
-    def champion_served() -> tuple[bool, str]:
+    def champion_served(self) -> tuple[bool, str]:
         row = demo_data.generate("clean", rows=1, seed=3)
         try:
-            (served,) = send(endpoint, row, spec.features, spec.target.column).versions
+            (served,) = send(
+                self.endpoint, row, self.spec.features, self.spec.target.column
+            ).versions
         except TrafficError as exc:
             return False, str(exc)
-        version = str(_champion(settings))
+        version = str(_champion(self.settings))
         if served != version:
-            return False, f"{endpoint} serves v{served}, champion is v{version}"
-        return True, f"{endpoint} serves champion v{served}"
+            return False, f"{self.endpoint} serves v{served}, champion is v{version}"
+        return True, f"{self.endpoint} serves champion v{served}"
 
-    def traffic(scenario: str, rows: int, seed: int) -> Callable[[Progress], tuple[bool, str]]:
+    def traffic(
+        self, scenario: str, rows: int, seed: int
+    ) -> Callable[[Progress], tuple[bool, str]]:
         def act(progress: Progress) -> tuple[bool, str]:
             frame = demo_data.generate(scenario, rows=rows, seed=seed)
-            bar = progress.add_task(f"{scenario} rows -> {endpoint}", total=rows)
+            bar = progress.add_task(f"{scenario} rows -> {self.endpoint}", total=rows)
             try:
                 out = send(
-                    endpoint,
+                    self.endpoint,
                     frame,
-                    spec.features,
-                    spec.target.column,
+                    self.spec.features,
+                    self.spec.target.column,
                     on_progress=lambda n: progress.advance(bar, n),
                 )
             except TrafficError as exc:
                 return False, str(exc)
-            mem[f"{scenario}_labels"] = out.labels
+            self.mem[f"{scenario}_labels"] = out.labels
             if scenario == "drifted":
-                mem["first_drifted_request"] = time.monotonic() - out.seconds
-            missing = wait_logged(DEMO_PROJECT, set(out.labels["request_id"]), settings)
+                self.mem["first_drifted_request"] = time.monotonic() - out.seconds
+            missing = wait_logged(DEMO_PROJECT, set(out.labels["request_id"]), self.settings)
             if missing:
                 return False, f"{missing} answered requests missing from the prediction log"
             return True, (
@@ -172,12 +179,12 @@ def _stages(sc: Scenario) -> list[Stage]:
 
         return act
 
-    def write_labels() -> None:
-        mem["drifted_labels"].to_csv(labels_file, index=False)
+    def write_labels(self) -> None:
+        self.mem["drifted_labels"].to_csv(self.labels_file, index=False)
 
-    def drift_found() -> tuple[bool, str]:
-        report = lineage_store(settings).drift_reports(DEMO_PROJECT, limit=1)[0]
-        mem["report"] = report
+    def drift_found(self) -> tuple[bool, str]:
+        report = lineage_store(self.settings).drift_reports(DEMO_PROJECT, limit=1)[0]
+        self.mem["report"] = report
         live = report.get("live_metric")
         live_note = f"; live roc_auc {live:.3f}" if live is not None else ""
         if not report["fired"]:
@@ -186,86 +193,89 @@ def _stages(sc: Scenario) -> list[Stage]:
             f"report {report['id']}: drifted {', '.join(report['drifted_features'])}{live_note}"
         )
 
-    def retrained() -> tuple[bool, str]:
-        run_id = mem["run_id"]
-        states = sc.client.task_states(f"{DEMO_PROJECT}__continuous_training", run_id)
+    def retrained(self) -> tuple[bool, str]:
+        run_id = self.mem["run_id"]
+        states = self.sc.client.task_states(f"{DEMO_PROJECT}__continuous_training", run_id)
         if states.get("wait_for_drift") == "skipped":
-            report = lineage_store(settings).drift_reports(DEMO_PROJECT, limit=1)[0]
+            report = lineage_store(self.settings).drift_reports(DEMO_PROJECT, limit=1)[0]
             return (
                 bool(report["fired"]) and not report["handled_by"],
                 "drift episode already handled by an earlier retraining (cooldown "
-                f"{spec.monitoring.cooldown_minutes} min); no second retraining",
+                f"{self.spec.monitoring.cooldown_minutes} min); no second retraining",
             )
         if states.get("promote") != "success":
             return False, f"the new version did not win the gate: {states}"
-        return True, f"new champion v{_champion(settings)}"
+        return True, f"new champion v{_champion(self.settings)}"
 
-    def no_new_champion() -> str | None:
-        if mem.get("champion_before") == _champion(settings):
+    def no_new_champion(self) -> str | None:
+        if self.mem.get("champion_before") == _champion(self.settings):
             return "no new champion to deploy (same drift episode)"
-        return champion_live()
+        return self.champion_live()
 
-    def note_champion() -> None:
-        mem["champion_before"] = _champion(settings)
+    def note_champion(self) -> None:
+        self.mem["champion_before"] = _champion(self.settings)
 
+
+def _stages(sc: Scenario) -> list[Stage]:
+    steps = _Steps(sc)
     return [
         Stage("platform check", "platform_check"),
         Stage(
             "ingest clean batch",
             f"{DEMO_PROJECT}__ingest",
-            conf={"source": str(clean)},
-            check=remember_head,
+            conf={"source": str(steps.clean)},
+            check=steps.remember_head,
         ),
         Stage(
             "train on it (asset-triggered)",
             f"{DEMO_PROJECT}__train",
             trigger=False,
-            check=champion_exists,
+            check=steps.champion_exists,
         ),
         Stage(
             "deploy the champion (asset-triggered)",
             f"{DEMO_PROJECT}__deploy",
             trigger=False,
-            check=champion_served,
-            skip=champion_live,
+            check=steps.champion_served,
+            skip=steps.champion_live,
         ),
-        Stage("serve clean traffic", action=traffic("clean", CLEAN_TRAFFIC_ROWS, 11)),
+        Stage("serve clean traffic", action=steps.traffic("clean", CLEAN_TRAFFIC_ROWS, 11)),
         Stage(
             "reject corrupted batch",
             f"{DEMO_PROJECT}__ingest",
             expect="failed",
-            conf={"source": str(corrupted)},
-            check=main_unchanged,
+            conf={"source": str(steps.corrupted)},
+            check=steps.main_unchanged,
         ),
         Stage(
             "serve drifted traffic",
-            action=traffic("drifted", DRIFTED_TRAFFIC_ROWS, 12),
-            before=note_champion,
+            action=steps.traffic("drifted", DRIFTED_TRAFFIC_ROWS, 12),
+            before=steps.note_champion,
         ),
         Stage(
             "labels of the drifted traffic arrive",
             f"{DEMO_PROJECT}__ingest_labels",
-            conf={"source": str(labels_file)},
-            before=write_labels,
+            conf={"source": str(steps.labels_file)},
+            before=steps.write_labels,
         ),
         Stage(
             "monitor detects drift",
             f"{DEMO_PROJECT}__monitor",
             conf={"include_open_window": True},
-            check=drift_found,
+            check=steps.drift_found,
         ),
         Stage(
             "continuous training (drift-triggered)",
             f"{DEMO_PROJECT}__continuous_training",
             trigger=False,
-            check=retrained,
+            check=steps.retrained,
         ),
         Stage(
             "deploy the new champion (asset-triggered)",
             f"{DEMO_PROJECT}__deploy",
             trigger=False,
-            check=champion_served,
-            skip=no_new_champion,
+            check=steps.champion_served,
+            skip=steps.no_new_champion,
         ),
     ]
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TypedDict
 from mlops_lib import layout
 from mlops_lib import versioning as vc
 from mlops_lib.layout import MONITORING_BRANCH
-from mlops_lib.quality import DataQualityError, Violation, _examples
+from mlops_lib.quality import DataQualityError, Violation, examples
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.sources import SourceError, local_path, read_file
 from mlops_lib.spec import ProjectSpec, project_spec
@@ -56,35 +56,53 @@ def check_labels(
     ``known``: the (request id, row) pairs of the prediction log; labels for predictions the
     platform never served are rejected, since nothing could be joined with them.
     """
-    import pandas as pd
-
     target = spec.target.column
-    problems: list[Violation] = []
-    for column in (REQUEST_ID, target):
-        if column not in frame.columns:
-            problems.append(Violation("labels_schema", "required column is missing", column))
+    problems = [
+        Violation("labels_schema", "required column is missing", column)
+        for column in (REQUEST_ID, target)
+        if column not in frame.columns
+    ]
     if not len(frame):
         problems.append(Violation("labels_schema", "the batch has no rows"))
     if problems:
         return problems
-    ids = frame[REQUEST_ID]
-    if (bad := ids.isna()).any():
-        problems.append(Violation("labels_schema", "null request ids", REQUEST_ID, int(bad.sum())))
+    ids, rows = _prediction_keys(frame)
+    problems += _check_keys(frame, ids, rows)
+    problems += _check_values(frame[target], spec)
+    if known is not None:
+        problems += _check_known(ids, rows, known)
+    return problems
+
+
+def _prediction_keys(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Request ids as strings and row numbers (-1 where a row is not a number)."""
+    import pandas as pd  # heavy: kept out of DAG parsing
+
     rows = frame[ROW] if ROW in frame.columns else pd.Series(0, index=frame.index)
-    numeric_rows = pd.to_numeric(rows, errors="coerce")
-    row_numbers = numeric_rows.fillna(-1).astype("int64")
-    id_strings = ids.astype("string")
-    if (bad := numeric_rows.isna() | (numeric_rows < 0)).any():
+    numbers = pd.to_numeric(rows, errors="coerce").fillna(-1).astype("int64")
+    return frame[REQUEST_ID].astype("string"), numbers
+
+
+def _check_keys(frame: pd.DataFrame, ids: pd.Series, rows: pd.Series) -> list[Violation]:
+    """Null request ids, rows that are not non-negative integers, duplicated predictions."""
+    import pandas as pd  # heavy: kept out of DAG parsing
+
+    problems = []
+    if (bad := frame[REQUEST_ID].isna()).any():
+        problems.append(Violation("labels_schema", "null request ids", REQUEST_ID, int(bad.sum())))
+    raw = frame[ROW] if ROW in frame.columns else pd.Series(0, index=frame.index)
+    numeric = pd.to_numeric(raw, errors="coerce")
+    if (bad := numeric.isna() | (numeric < 0)).any():
         problems.append(
             Violation(
                 "labels_schema",
                 "row must be a non-negative integer",
                 ROW,
                 int(bad.sum()),
-                _examples(rows[bad]),
+                examples(raw[bad]),
             )
         )
-    keys = id_strings + ":" + row_numbers.astype("string")
+    keys = ids + ":" + rows.astype("string")
     if (dup := keys.duplicated()).any():
         problems.append(
             Violation(
@@ -92,10 +110,18 @@ def check_labels(
                 "a prediction is labelled more than once",
                 REQUEST_ID,
                 int(dup.sum()),
-                _examples(keys[dup]),
+                examples(keys[dup]),
             )
         )
-    values = frame[target]
+    return problems
+
+
+def _check_values(values: pd.Series, spec: ProjectSpec) -> list[Violation]:
+    """Null labels, labels outside the target's allowed values, non-numbers for regression."""
+    import pandas as pd  # heavy: kept out of DAG parsing
+
+    target = spec.target.column
+    problems = []
     if (bad := values.isna()).any():
         problems.append(Violation("labels_schema", "null labels", target, int(bad.sum())))
     allowed = spec.schema_.columns[target].allowed
@@ -108,7 +134,7 @@ def check_labels(
                     f"labels outside {allowed}",
                     target,
                     int((~ok).sum()),
-                    _examples(values[~ok]),
+                    examples(values[~ok]),
                 )
             )
     elif spec.target.task == "regression":
@@ -120,23 +146,27 @@ def check_labels(
                     "labels must be numbers",
                     target,
                     int(bad.sum()),
-                    _examples(values[bad]),
-                )
-            )
-    if known is not None:
-        pairs = zip(id_strings, row_numbers, strict=True)
-        unknown = [f"{i}:{r}" for i, r in pairs if (i, int(r)) not in known]
-        if unknown:
-            problems.append(
-                Violation(
-                    "labels_known",
-                    "no served prediction has this request id and row",
-                    REQUEST_ID,
-                    len(unknown),
-                    unknown[:5],
+                    examples(values[bad]),
                 )
             )
     return problems
+
+
+def _check_known(ids: pd.Series, rows: pd.Series, known: set[tuple[str, int]]) -> list[Violation]:
+    """Labels for (request id, row) pairs the service never answered."""
+    pairs = zip(ids, rows, strict=True)
+    unknown = [f"{i}:{r}" for i, r in pairs if (i, int(r)) not in known]
+    if not unknown:
+        return []
+    return [
+        Violation(
+            "labels_known",
+            "no served prediction has this request id and row",
+            REQUEST_ID,
+            len(unknown),
+            unknown[:5],
+        )
+    ]
 
 
 def read_predictions(

@@ -105,7 +105,7 @@ class DataQualityError(RuntimeError):
         super().__init__(head + "\n" + "\n".join(f"  - {v.line()}" for v in violations))
 
 
-def _examples(values: pd.Series) -> list[Any]:
+def examples(values: pd.Series) -> list[Any]:
     out = []
     for v in values.head(MAX_EXAMPLES).tolist():
         if hasattr(v, "isoformat"):
@@ -244,7 +244,7 @@ def _check_types(ctx: BatchContext) -> list[Violation]:
                     f"expected {ctx.spec.schema.columns[name].type}, found {ctx.df[name].dtype}",
                     column=name,
                     count=len(bad) if bad is not None else 0,
-                    examples=_examples(bad) if bad is not None else [],
+                    examples=examples(bad) if bad is not None else [],
                 )
             )
     return out
@@ -281,7 +281,7 @@ def _check_ranges(ctx: BatchContext) -> list[Violation]:
                     f"values outside [{col.min}, {col.max}]",
                     name,
                     int(mask.sum()),
-                    _examples(df.loc[mask, name]),
+                    examples(df.loc[mask, name]),
                 )
             )
     return out
@@ -407,7 +407,7 @@ def _check_event_time_not_in_future(
             f"event times after {limit.isoformat()}",
             name,
             int(future.sum()),
-            _examples(ts[future]),
+            examples(ts[future]),
             severity=rule.severity,
         )
     ]

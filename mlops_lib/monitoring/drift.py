@@ -207,20 +207,11 @@ def drift_report(
         target, reference, method=m.method, threshold=m.drift_threshold, categorical=categorical
     )
     for column in expected:
-        if column not in seen:
-            continue
-        ref_sum, tgt_sum = column_summary(reference, column), column_summary(target, column)
-        entry: dict[str, Any] = {"reference": ref_sum, "target": tgt_sum}
-        report["rows"] = max(report["rows"], tgt_sum["count"])
-        if tgt_sum["count"] and tgt_sum["nulls"] == tgt_sum["count"]:
-            report["notes"].append(f"{column}: every value is null")
-        new = sorted(set(tgt_sum.get("top", {})) - set(ref_sum.get("top", {})))
-        if new and column in categorical:
-            entry["new_values"] = new
-            report["notes"].append(f"{column}: values never seen in training: {new}")
-        if column in scores:
-            entry |= scores[column].as_dict()
-        report["columns"][column] = entry
+        if column in seen:
+            entry = _column_entry(report, reference, target, column, column in categorical)
+            if column in scores:
+                entry |= scores[column].as_dict()
+            report["columns"][column] = entry
     report["drifted_features"] = [
         c for c in spec.features if report["columns"].get(c, {}).get("drift")
     ]
@@ -234,6 +225,26 @@ def drift_report(
     for column in report["missing_columns"]:
         report["notes"].append(f"{column}: missing from production data")
     return report
+
+
+def _column_entry(
+    report: DriftReport,
+    reference: DatasetProfileView,
+    target: DatasetProfileView,
+    column: str,
+    categorical: bool,
+) -> dict[str, Any]:
+    """Both summaries of a column; notes all-null columns and never-seen categories."""
+    ref_sum, tgt_sum = column_summary(reference, column), column_summary(target, column)
+    entry: dict[str, Any] = {"reference": ref_sum, "target": tgt_sum}
+    report["rows"] = max(report["rows"], tgt_sum["count"])
+    if tgt_sum["count"] and tgt_sum["nulls"] == tgt_sum["count"]:
+        report["notes"].append(f"{column}: every value is null")
+    new = sorted(set(tgt_sum.get("top", {})) - set(ref_sum.get("top", {})))
+    if new and categorical:
+        entry["new_values"] = new
+        report["notes"].append(f"{column}: values never seen in training: {new}")
+    return entry
 
 
 def policy(report: DriftReport, spec: ProjectSpec) -> tuple[bool, str]:

@@ -164,26 +164,35 @@ def _airflow_component_health(settings: Settings, key: str) -> Callable[[], bool
 
 def services(settings: Settings) -> list[Service]:
     """The services of the stack for the configured backend, in start order."""
-    host = settings.host
-    out: list[Service] = []
-    if settings.backend == "postgres":
-        out.append(
-            Service(
-                name="postgres",
-                port=settings.postgres_port,
-                url=f"postgresql://{settings.pg_host}:{settings.postgres_port}",
-                # Looked up only when starting: status() builds the list on every poll.
-                command=lambda: pg.server_command(settings, pg.install_postgres(settings)),
-                health=lambda: pg.is_ready(settings),
-                env=lambda: base_env(settings),
-                user=pg.server_user(),
-            )
-        )
+    first = [_postgres_service(settings)] if settings.backend == "postgres" else []
+    return [
+        *first,
+        _lakefs_service(settings),
+        _mlflow_service(settings),
+        _gateway_service(settings),
+        *_airflow_services(settings),
+    ]
+
+
+def _postgres_service(settings: Settings) -> Service:
+    return Service(
+        name="postgres",
+        port=settings.postgres_port,
+        url=f"postgresql://{settings.pg_host}:{settings.postgres_port}",
+        # Looked up only when starting: status() builds the list on every poll.
+        command=lambda: pg.server_command(settings, pg.install_postgres(settings)),
+        health=lambda: pg.is_ready(settings),
+        env=lambda: base_env(settings),
+        user=pg.server_user(),
+    )
+
+
+def _lakefs_service(settings: Settings) -> Service:
     lakefs_dir = settings.stack_dir / "lakefs"
 
     def lakefs_env() -> dict[str, str]:
         return base_env(settings) | {
-            "LAKEFS_LISTEN_ADDRESS": f"{host}:{settings.lakefs_port}",
+            "LAKEFS_LISTEN_ADDRESS": f"{settings.host}:{settings.lakefs_port}",
             "LAKEFS_DATABASE_TYPE": "local",
             "LAKEFS_DATABASE_LOCAL_PATH": str(lakefs_dir / "metadata"),
             "LAKEFS_BLOCKSTORE_TYPE": "local",
@@ -196,84 +205,84 @@ def services(settings: Settings) -> list[Service]:
             "LAKEFS_LOGGING_LEVEL": "INFO",
         }
 
-    out.append(
-        Service(
-            name="lakefs",
-            port=settings.lakefs_port,
-            url=settings.lakefs_url,
-            command=lambda: [str(ensure_lakefs_binary(settings)), "run"],
-            health=lambda: http_ok(f"{settings.lakefs_url}/api/v1/healthcheck"),
-            env=lakefs_env,
-            health_url=f"{settings.lakefs_url}/api/v1/healthcheck",
-        )
+    return Service(
+        name="lakefs",
+        port=settings.lakefs_port,
+        url=settings.lakefs_url,
+        command=lambda: [str(ensure_lakefs_binary(settings)), "run"],
+        health=lambda: http_ok(f"{settings.lakefs_url}/api/v1/healthcheck"),
+        env=lakefs_env,
+        health_url=f"{settings.lakefs_url}/api/v1/healthcheck",
     )
+
+
+def _mlflow_service(settings: Settings) -> Service:
+    host, port = settings.host, settings.mlflow_port
     mlflow_dir = settings.stack_dir / "mlflow"
-    out.append(
-        Service(
-            name="mlflow",
-            port=settings.mlflow_port,
-            url=settings.mlflow_url,
-            command=lambda: [
-                _bin("mlflow"),
-                "server",
-                "--backend-store-uri",
-                mlflow_backend_uri(settings),
-                "--artifacts-destination",
-                str(mlflow_dir / "artifacts"),
-                "--serve-artifacts",
-                "--host",
-                host,
-                "--port",
-                str(settings.mlflow_port),
-                "--workers",
-                str(settings.mlflow_workers),
-                "--allowed-hosts",
-                f"{host}:{settings.mlflow_port},localhost:{settings.mlflow_port},{host},localhost",
-            ],
-            health=lambda: http_ok(f"{settings.mlflow_url}/health"),
-            env=lambda: base_env(settings) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            health_url=f"{settings.mlflow_url}/health",
-        )
+    return Service(
+        name="mlflow",
+        port=port,
+        url=settings.mlflow_url,
+        command=lambda: [
+            _bin("mlflow"),
+            "server",
+            "--backend-store-uri",
+            mlflow_backend_uri(settings),
+            "--artifacts-destination",
+            str(mlflow_dir / "artifacts"),
+            "--serve-artifacts",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            str(settings.mlflow_workers),
+            "--allowed-hosts",
+            f"{host}:{port},localhost:{port},{host},localhost",
+        ],
+        health=lambda: http_ok(f"{settings.mlflow_url}/health"),
+        env=lambda: base_env(settings) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        health_url=f"{settings.mlflow_url}/health",
     )
 
-    out.append(
-        Service(
-            name="serving-gateway",
-            port=settings.serving_port,
-            url=settings.serving_base_url,
-            command=lambda: [sys.executable, "-m", "mlops_lib.serving.gateway"],
-            health=lambda: http_ok(f"{settings.serving_base_url}/healthz"),
-            env=lambda: base_env(settings),
-            health_url=f"{settings.serving_base_url}/healthz",
-        )
+
+def _gateway_service(settings: Settings) -> Service:
+    return Service(
+        name="serving-gateway",
+        port=settings.serving_port,
+        url=settings.serving_base_url,
+        command=lambda: [sys.executable, "-m", "mlops_lib.serving.gateway"],
+        health=lambda: http_ok(f"{settings.serving_base_url}/healthz"),
+        env=lambda: base_env(settings),
+        health_url=f"{settings.serving_base_url}/healthz",
     )
 
+
+def _airflow_services(settings: Settings) -> list[Service]:
     def af_env() -> dict[str, str]:
         return airflow_env(settings)
 
-    out.append(
-        Service(
-            name="airflow-api-server",
-            port=settings.airflow_port,
-            url=settings.airflow_base_url,
-            command=lambda: [_bin("airflow"), "api-server"],
-            health=lambda: http_ok(f"{settings.airflow_base_url}/api/v2/monitor/health"),
-            env=af_env,
-            health_url=f"{settings.airflow_base_url}/api/v2/monitor/health",
-        )
+    api = Service(
+        name="airflow-api-server",
+        port=settings.airflow_port,
+        url=settings.airflow_base_url,
+        command=lambda: [_bin("airflow"), "api-server"],
+        health=lambda: http_ok(f"{settings.airflow_base_url}/api/v2/monitor/health"),
+        env=af_env,
+        health_url=f"{settings.airflow_base_url}/api/v2/monitor/health",
     )
-    for comp in AIRFLOW_COMPONENTS:
-        out.append(
-            Service(
-                name=f"airflow-{comp}",
-                port=None,
-                url=None,
-                command=lambda comp=comp: [_bin("airflow"), comp],
-                health=_airflow_component_health(settings, comp.replace("-", "_")),
-                env=af_env,
-            )
+    components = [
+        Service(
+            name=f"airflow-{comp}",
+            port=None,
+            url=None,
+            command=lambda comp=comp: [_bin("airflow"), comp],
+            health=_airflow_component_health(settings, comp.replace("-", "_")),
+            env=af_env,
         )
-    return out
+        for comp in AIRFLOW_COMPONENTS
+    ]
+    return [api, *components]
 
 
 def _proc(settings: Settings, name: str) -> ManagedProcess:
