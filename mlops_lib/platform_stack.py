@@ -11,10 +11,10 @@ from __future__ import annotations
 from mlops_lib.serving import deploy
 from mlops_lib.settings import Settings
 from mlops_lib.stack import manager
-from mlops_lib.stack.manager import Log, StackHooks
+from mlops_lib.stack.manager import Log, ServiceStatus, StackHooks
 
 
-def _serving_status(settings: Settings) -> list[dict]:
+def _serving_status(settings: Settings) -> list[ServiceStatus]:
     """Each project's endpoint and served model version (nothing when none is deployed)."""
     try:
         return list(deploy.status(settings))
@@ -38,7 +38,7 @@ SERVING = StackHooks(
 )
 
 
-def up(settings: Settings, *, log: Log = print) -> list[dict]:
+def up(settings: Settings, *, log: Log = print) -> list[ServiceStatus]:
     """Start the stack, then restore the deployments that were serving."""
     return manager.up(settings, log=log, hooks=SERVING)
 
@@ -48,6 +48,6 @@ def down(settings: Settings, *, log: Log = print) -> dict[str, str]:
     return manager.down(settings, log=log, hooks=SERVING)
 
 
-def status(settings: Settings) -> list[dict]:
+def status(settings: Settings) -> list[ServiceStatus]:
     """Every service's row, then every project's endpoint."""
     return manager.status(settings, SERVING)

@@ -37,6 +37,7 @@ from mlops_lib.serving.package import (
 )
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, project_spec
+from mlops_lib.stack.manager import ServiceStatus
 from mlops_lib.stack.procs import ManagedProcess, StackError, free_port, http_ok, port_in_use
 
 log = logging.getLogger(__name__)
@@ -409,10 +410,10 @@ def stop_all(settings: Settings, *, log_line: Log = print) -> None:
         log_line(f"{pid_file.stem}: {proc.stop()}")
 
 
-def status(settings: Settings) -> list[dict[str, Any]]:
+def status(settings: Settings) -> list[ServiceStatus]:
     """One row per project with an active deployment: endpoint, version, health."""
     routes = read_routes(settings.stack_dir)
-    rows = []
+    rows: list[ServiceStatus] = []
     for dep in _store(settings).deployments(state=ACTIVE):
         proc = process(settings, dep)
         pid = proc.read_pid()

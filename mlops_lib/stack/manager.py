@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 import httpx
 
@@ -326,7 +327,20 @@ def _no_op(_settings: Settings, _log: Log) -> None:
     return None
 
 
-def _no_rows(_settings: Settings) -> list[dict]:
+class ServiceStatus(TypedDict):
+    """One row of ``stack status``: a service (or, from a hook, a project's endpoint)."""
+
+    service: str
+    state: str
+    url: str | None
+    pid: int | None
+    log: str
+    model_version: NotRequired[int]
+    bento_tag: NotRequired[str]
+    deployment: NotRequired[int]
+
+
+def _no_rows(_settings: Settings) -> list[ServiceStatus]:
     return []
 
 
@@ -338,10 +352,12 @@ class StackHooks:
 
     after_up: Callable[[Settings, Log], object] = _no_op
     before_down: Callable[[Settings, Log], object] = _no_op
-    status: Callable[[Settings], list[dict]] = _no_rows
+    status: Callable[[Settings], list[ServiceStatus]] = _no_rows
 
 
-def up(settings: Settings, *, log: Log = print, hooks: StackHooks | None = None) -> list[dict]:
+def up(
+    settings: Settings, *, log: Log = print, hooks: StackHooks | None = None
+) -> list[ServiceStatus]:
     """Start every service not already running and wait until all are healthy.
 
     On failure, the services started by this call are stopped again and a
@@ -418,10 +434,10 @@ def down(
     return result
 
 
-def status(settings: Settings, hooks: StackHooks | None = None) -> list[dict]:
+def status(settings: Settings, hooks: StackHooks | None = None) -> list[ServiceStatus]:
     """State, URL, pid and log path of each service, then the hooks' rows."""
     hooks = hooks or StackHooks()
-    rows = []
+    rows: list[ServiceStatus] = []
     for svc in services(settings):
         proc = _proc(settings, svc.name)
         pid = proc.read_pid()
@@ -445,7 +461,7 @@ def status(settings: Settings, hooks: StackHooks | None = None) -> list[dict]:
 
 def wait_all_healthy(
     settings: Settings, timeout: float = 60.0, hooks: StackHooks | None = None
-) -> list[dict]:
+) -> list[ServiceStatus]:
     """Poll status until every service is healthy (or the timeout passes)."""
     deadline = time.monotonic() + timeout
     rows = status(settings, hooks)
