@@ -250,8 +250,7 @@ def _write_partition(
     body = json.dumps(report.to_dict(), indent=2, default=str).encode()
     vc.upload(project, branch, f"{part}/{layout.REPORT_FILE}", body, "application/json", settings)
     if report.passed and report.rows:
-        _write_profile(spec, branch, part, df, report, run_id, settings)
-        timer.lap("profile")
+        _write_profile(spec, branch, part, df, report, run_id, settings, timer)
     return df
 
 
@@ -263,6 +262,7 @@ def _write_profile(
     report: QualityReport,
     run_id: str,
     settings: Settings,
+    timer: _Timer,
 ) -> None:
     """The accepted batch's profile beside it, and the pointer to the last accepted batch."""
     project = spec.name
@@ -271,6 +271,7 @@ def _write_profile(
         view = profile(sample(df[[c for c in df.columns if c != spec.schema.key]]))
     profile_path = f"{part}/{layout.PROFILE_FILE}"
     vc.upload(project, branch, profile_path, serialize(view), settings=settings)
+    timer.lap("profile")
     pointer = {
         "partition": part,
         "data": f"{part}/{layout.DATA_FILE}",

@@ -154,7 +154,17 @@ def train(
         version = _log_and_register(spec, fit, parent.info.run_id, run_key, commit, extra_tags)
         _keep_reference(spec, fit, version, parent.info.run_id, settings)
     seconds = time.monotonic() - started
-    _record_lineage(spec, fit, version, parent.info.run_id, commit, tags, seconds, settings)
+    _record_lineage(
+        spec,
+        fit,
+        version,
+        parent.info.run_id,
+        commit,
+        code=tags["code_version"],
+        run=(dag_id, run_id, trigger),
+        seconds=seconds,
+        settings=settings,
+    )
     log.info(
         "registered %s version %s (%s, holdout %s) from MLflow run %s in %.0fs",
         project,
@@ -317,12 +327,17 @@ def _record_lineage(
     version: int,
     parent_run_id: str,
     commit: str,
-    tags: dict[str, str],
+    *,
+    code: str,
+    run: tuple[str, str, str],
     seconds: float,
     settings: Settings,
 ) -> None:
-    """The training run and the registered version in the lineage store."""
+    """The training run and the registered version in the lineage store.
+
+    ``run``: the DAG id, DAG run id and trigger of the training."""
     project = spec.name
+    dag_id, dag_run_id, trigger = run
     best = fit.search.best
     store = lineage_store(settings)
     store.record_training(
@@ -330,14 +345,14 @@ def _record_lineage(
         mlflow_run_id=parent_run_id,
         data_commit=commit,
         spec_hash=spec.spec_hash(),
-        code_version=tags["code_version"],
-        dag_id=tags["dag_id"],
-        dag_run_id=tags["dag_run_id"],
+        code_version=code,
+        dag_id=dag_id,
+        dag_run_id=dag_run_id,
         best_family=best.family,
         cv_score=best.cv_score,
         trials=len(fit.search.trials),
         seconds=round(seconds, 2),
-        trigger=tags["trigger"],
+        trigger=trigger,
     )
     store.record_model_version(
         project=project,
