@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -78,8 +79,6 @@ def serialize(view: DatasetProfileView) -> bytes:
 
 
 def deserialize(data: bytes) -> DatasetProfileView:
-    import logging
-
     from whylogs.core import DatasetProfileView
 
     logging.getLogger("whylogs.core.utils.protobuf_utils").setLevel(logging.WARNING)

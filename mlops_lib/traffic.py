@@ -8,6 +8,7 @@ labels batch refers to later.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,8 +46,6 @@ def send(
 
     ``on_progress(rows)`` is called after each answered request with its row count.
     """
-    import time
-
     import httpx
     import pandas as pd
 

@@ -11,6 +11,7 @@ import logging
 import subprocess
 import time
 from dataclasses import asdict, dataclass
+from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -73,10 +74,8 @@ def code_version(settings: Settings | None = None) -> str:
 
 def pip_requirements() -> list[str]:
     """Pinned requirements of the logged model (skips MLflow's slow inference)."""
-    from importlib.metadata import version
-
     return [
-        f"{name}=={version(name)}"
+        f"{name}=={installed_version(name)}"
         for name in ("scikit-learn", "pandas", "numpy", "scipy", "mlflow", "cloudpickle")
     ]
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -265,7 +267,7 @@ def _expected_answers(
     import pandas as pd
 
     from mlops_lib.features import model_input  # imports scikit-learn
-    from mlops_lib.serving.predictor import Predictor
+    from mlops_lib.serving.predictor import Predictor  # imports scikit-learn via features
 
     mlflow.set_tracking_uri(settings.mlflow_url)
     model = mlflow.sklearn.load_model(dep["model_uri"])
@@ -452,9 +454,6 @@ def serve_active(
     activates another one, starts that in its place. Returns the exit code of a Bento that
     died (the container's restart policy takes over).
     """
-    import subprocess
-    import time
-
     settings = settings or get_settings()
     use_store(settings)
     store = _store(settings)

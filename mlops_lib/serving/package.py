@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,7 @@ def import_model(
 
 def requirements() -> list[str]:
     """``name==version`` of each runtime dependency of a Bento, as installed (locked)."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in BENTO_REQUIREMENTS]
+    return [f"{name}=={installed_version(name)}" for name in BENTO_REQUIREMENTS]
 
 
 def bento_name(project: str) -> str:

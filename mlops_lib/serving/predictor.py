@@ -40,7 +40,7 @@ class Predictor:
         """A frame from an object array in feature order (the batching transport)."""
         import pandas as pd
 
-        from mlops_lib.features import model_input
+        from mlops_lib.features import model_input  # imports scikit-learn
 
         return model_input(pd.DataFrame(rows, columns=self.spec.features), self.spec)
 

@@ -47,7 +47,7 @@ class DriftPolicySensor(BaseSensorOperator):
     def poke(self, context: Any) -> PokeReturnValue | bool:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlops_lib.continuous_training import SAME_EPISODE, drift_to_act_on
+        from mlops_lib.continuous_training import SAME_EPISODE, DriftToActOn, drift_to_act_on
 
         report, why = drift_to_act_on(self.project)
         if report is None and SAME_EPISODE in why:
@@ -57,12 +57,10 @@ class DriftPolicySensor(BaseSensorOperator):
             self.log.info("%s: no retraining due: %s", self.project, why)
             return False
         self.log.info("%s: retraining due: %s", self.project, why)
-        return PokeReturnValue(
-            is_done=True,
-            xcom_value={
-                "report_id": report["id"],
-                "drifted_features": report["drifted_features"],
-                "reason": report["reason"],
-                "model_version": report["model_version"],
-            },
-        )
+        found: DriftToActOn = {
+            "report_id": report["id"],
+            "drifted_features": report["drifted_features"],
+            "reason": report["reason"],
+            "model_version": report["model_version"],
+        }
+        return PokeReturnValue(is_done=True, xcom_value=found)
