@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from mlops_lib.expressions import evaluate
 from mlops_lib.spec import ProjectSpec
 
 if TYPE_CHECKING:
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
 
 
 class DerivedFeatures(TransformerMixin, BaseEstimator):
-    """Adds columns computed by pandas expressions (``name -> expression``)."""
+    """Adds columns computed by derived-feature expressions (``name -> expression``), in
+    order; see :mod:`mlops_lib.expressions` for the language (never Python code)."""
 
     def __init__(self, expressions: dict[str, str] | None = None):
         self.expressions = expressions
@@ -27,7 +29,7 @@ class DerivedFeatures(TransformerMixin, BaseEstimator):
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         out = X.copy()
         for name, expr in (self.expressions or {}).items():
-            out[name] = out.eval(expr, engine="python").astype("float64")
+            out[name] = evaluate(expr, out)
         return out
 
     def get_feature_names_out(self, input_features=None):

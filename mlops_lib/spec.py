@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlops_lib.expressions import ExpressionError, parse
 from mlops_lib.settings import Settings, get_settings
 
 ColumnType = Literal["int", "float", "string", "category", "bool", "datetime"]
@@ -165,7 +166,11 @@ class Training(_Strict):
     encoding: Literal["onehot", "ordinal"] = "onehot"
     derived: dict[str, str] = Field(
         default_factory=dict,
-        description="Derived features: name -> pandas expression over the columns.",
+        description=(
+            "Derived features: name -> arithmetic expression over the feature columns and the "
+            "derived features before it (numbers, + - * / // % **, comparisons, & | ~, "
+            "abs log log1p exp sqrt floor ceil clip where minimum maximum); never Python code."
+        ),
     )
     max_train_rows: int | None = Field(
         default=None, ge=1000, description="Cap on training rows (most recent kept)."
@@ -301,6 +306,22 @@ def _problems(exc: ValidationError) -> list[str]:
     return out
 
 
+def derived_problems(spec: ProjectSpec) -> list[str]:
+    """Derived-feature expressions outside the allowed language, each naming its key and the
+    offending part (an expression may use the features and the derived features before it)."""
+    known = set(spec.features)
+    problems = []
+    for name, expression in spec.training.derived.items():
+        if name in known:
+            problems.append(f"training.derived.{name}: the name is already a feature column")
+        try:
+            parse(expression, frozenset(known))
+        except ExpressionError as exc:
+            problems.append(f"training.derived.{name}: {exc} (in {expression!r})")
+        known.add(name)
+    return problems
+
+
 def parse_spec(data: Any, path: Path | str = "<spec>") -> ProjectSpec:
     """Validate a loaded YAML document into a ProjectSpec, or raise SpecError."""
     if not isinstance(data, dict):
@@ -309,6 +330,9 @@ def parse_spec(data: Any, path: Path | str = "<spec>") -> ProjectSpec:
         spec = ProjectSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(path, _problems(exc)) from None
+    derived = derived_problems(spec)
+    if derived:
+        raise SpecError(path, derived)
     stem = Path(str(path)).stem
     if str(path) != "<spec>" and spec.name != stem:
         raise SpecError(path, [f"name: must match the file name {stem!r} (got {spec.name!r})"])

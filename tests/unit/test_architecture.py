@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mlops_lib"
 BUILDING_BLOCKS = (
     "settings",
     "spec",
+    "expressions",
     "layout",
     "versioning",
     "datasets",
