@@ -77,5 +77,11 @@ def test_page_shows_every_project_with_its_models_and_drift(stack: Settings) -> 
             rid = reports[0]["id"]
             assert f"reports/{name}/{rid}" in dom
             page = httpx.get(f"{base}/reports/{name}/{rid}", timeout=60)
-            assert page.status_code == 200 and "<svg" in page.text
+            assert page.status_code == 200, page.text[:500]
+            # Whatever ran before: a report of windows with traffic has a chart per column,
+            # one of windows without traffic says so.
+            if reports[0]["rows"]:
+                assert "<svg" in page.text, (name, rid)
+            else:
+                assert "no traffic in the monitored windows" in page.text, (name, rid)
     assert httpx.get(f"{base}/reports/churn/999999", timeout=60).status_code == 404
