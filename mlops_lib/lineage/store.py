@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, cast
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -411,12 +411,34 @@ class LineageStore:
             return [cast(DatasetRow, _row(r)) for r in rows]
 
 
+# Seconds a writer waits for another one's lock (Airflow tasks, the CLI and the UI share
+# the SQLite file) before SQLite reports "database is locked".
+SQLITE_BUSY_TIMEOUT = 30
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for the store; SQLite in WAL mode (readers never block the writer) with
+    a busy timeout, so concurrent tasks wait for each other instead of failing."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000}")
+        cursor.close()
+
+    return engine
+
+
 @lru_cache(maxsize=4)
 def _store(url: str) -> LineageStore:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     migrate(url)
-    return LineageStore(create_engine(url, pool_pre_ping=True))
+    return LineageStore(engine_for(url))
 
 
 def lineage_store(settings: Settings | None = None) -> LineageStore:

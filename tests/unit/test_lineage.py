@@ -189,3 +189,18 @@ def test_recording_a_training_run_again_keeps_the_columns_not_given(tmp_path: Pa
     again = s.record_training(**REQUIRED["record_training"], trials=5)
     assert again["id"] == first["id"]
     assert (again["trials"], again["trigger"]) == (5, "drift")
+
+
+def test_the_sqlite_store_uses_wal_with_a_busy_timeout(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from mlops_lib.lineage.store import SQLITE_BUSY_TIMEOUT, engine_for
+
+    url = f"sqlite:///{tmp_path / 'lineage.db'}"
+    migrate(url)
+    engine = engine_for(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == SQLITE_BUSY_TIMEOUT * 1000
+    LineageStore(engine).record_dataset(project="p", commit_id="c", rows=1, schema_hash="h")
+    assert LineageStore(engine_for(url)).datasets("p")[0]["commit_id"] == "c"
