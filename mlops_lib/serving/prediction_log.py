@@ -126,23 +126,42 @@ class PredictionLog:
 
     # spool -------------------------------------------------------------------------
     def flush(self) -> list[Path]:
-        """Write the buffered entries to spool files (one per hour window)."""
+        """Write the buffered entries to spool files (one per hour window).
+
+        Entries leave the buffer only once every file is written: on a write error (disk
+        full, a failing folder) they go back to the front of the buffer and the error is
+        raised, so the next tick writes them again and no answered request is dropped."""
         with self._flush_lock:
             with self._lock:
                 entries, self._buffer, self._rows = self._buffer, [], 0
             if not entries:
                 return []
-            frame = self.frame(entries)
-            written = []
-            hours = frame["ts"].dt.floor("h")
-            for hour, part in frame.groupby(hours, sort=True):
+            try:
+                return self._write(self.frame(entries))
+            except Exception:
+                with self._lock:
+                    self._buffer[:0] = entries
+                    self._rows += sum(len(e.rows) for e in entries)
+                raise
+
+    def _write(self, frame: Any) -> list[Path]:
+        """Every hour window's part to a temporary file first, then all renamed into the
+        spool, so a failure leaves no partial set of files behind."""
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for hour, part in frame.groupby(frame["ts"].dt.floor("h"), sort=True):
                 name = f"{hour:%Y%m%dT%H}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{next(self._seq)}"
                 final = self.spool_dir / f"{name}.parquet"
                 tmp = final.with_suffix(".tmp")
-                part.reset_index(drop=True).to_parquet(tmp, index=False)
-                os.replace(tmp, final)
-                written.append(final)
-            return written
+                staged.append((tmp, final))
+                _to_parquet(part.reset_index(drop=True), tmp)
+        except Exception:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise
+        for tmp, final in staged:
+            os.replace(tmp, final)
+        return [final for _, final in staged]
 
     def frame(self, entries: list[_Entry]):
         """Rows of the entries as one frame: ids, time, version, features, outputs."""
@@ -184,6 +203,19 @@ class PredictionLog:
             shipped += 1
         self.shipped_files += shipped
         return shipped
+
+
+def _to_parquet(part: Any, path: Path) -> None:
+    """Write a frame as Parquet; columns of mixed types that Arrow refuses are kept as text
+    rather than failing the whole file."""
+    try:
+        part.to_parquet(path, index=False)
+    except (TypeError, ValueError) as exc:  # pyarrow's ArrowTypeError/ArrowInvalid
+        mixed = [c for c in part.columns if part[c].dtype == object]
+        if not mixed:
+            raise
+        log.warning("prediction log: columns %s of mixed types kept as text (%s)", mixed, exc)
+        part.astype({c: "string" for c in mixed}).to_parquet(path, index=False)
 
 
 def lakefs_shipper(project: str, settings: Any = None) -> Ship:

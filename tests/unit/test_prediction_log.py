@@ -114,3 +114,43 @@ def test_a_full_buffer_wakes_the_flusher(tmp_path: Path) -> None:
 
 def test_flush_of_an_empty_buffer_writes_nothing(tmp_path: Path) -> None:
     assert make(tmp_path, Sink()).flush() == []
+
+
+def test_a_failed_write_keeps_every_row_for_the_next_flush(tmp_path: Path, monkeypatch) -> None:
+    """Disk full while spooling: nothing answered is dropped, nothing is written twice."""
+    import errno
+
+    import pytest
+
+    sink = Sink()
+    log = make(tmp_path, sink)
+    record(log, "early", 2)
+    log._buffer[0].ts = pd.Timestamp("2026-11-27T09:30Z").timestamp()
+    record(log, "late", 3)
+    real = pd.DataFrame.to_parquet
+    calls = {"n": 0}
+
+    def second_write_fails(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", second_write_fails)
+    with pytest.raises(OSError, match="No space left"):
+        log.flush()
+    assert not log.pending() and not list((tmp_path / "spool").glob("*.tmp"))
+    assert [e.request_id for e in log._buffer] == ["early", "late"] and log._rows == 5
+    record(log, "after", 1)
+    assert len(log.flush()) == 2 and log.ship_pending() == 2
+    df = sink.frame()
+    assert sorted(df["request_id"]) == ["after", "early", "early", "late", "late", "late"]
+
+
+def test_columns_of_mixed_types_are_kept_as_text(tmp_path: Path) -> None:
+    sink = Sink()
+    log = make(tmp_path, sink)
+    log.record("a", [{"code": 7}], [1], [0.9])
+    log.record("b", [{"code": "x7"}], [0], [0.1])
+    assert log.flush() and log.ship_pending() == 1
+    assert sorted(sink.frame()["code"].astype(str)) == ["7", "x7"]
