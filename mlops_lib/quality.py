@@ -287,6 +287,32 @@ def _check_ranges(ctx: BatchContext) -> list[Violation]:
     return out
 
 
+def _check_finite(ctx: BatchContext) -> list[Violation]:
+    """Numbers must be finite: +-Infinity (or a number too large for a float) is refused;
+    NaN counts as missing and is the nullability check's."""
+    import numpy as np
+    import pandas as pd
+
+    df, out = ctx.df, []
+    for name in ctx.present:
+        col = ctx.spec.schema.columns[name]
+        if col.type not in ("int", "float") or not ctx.typed_ok(name):
+            continue
+        values = pd.to_numeric(df[name], errors="coerce").astype("float64")
+        mask = pd.Series(np.isinf(values.to_numpy()), index=df.index)
+        if mask.any():
+            out.append(
+                Violation(
+                    "finite",
+                    "infinite values (or numbers too large for a float)",
+                    name,
+                    int(mask.sum()),
+                    examples(df.loc[mask, name]),
+                )
+            )
+    return out
+
+
 def _check_allowed_values(ctx: BatchContext) -> list[Violation]:
     out = []
     for name in ctx.present:
@@ -315,6 +341,7 @@ SCHEMA_STEPS: tuple[tuple[str, SchemaStep], ...] = (
     ("types", _check_types),
     ("not_null", _check_not_null),
     ("ranges", _check_ranges),
+    ("finite", _check_finite),
     ("allowed_values", _check_allowed_values),
 )
 

@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, create
 
 from mlops_lib.spec import Column, ProjectSpec
 
+# Values a row may carry beyond the spec's own limits: integers that fit 64 bits, finite
+# floats (no NaN or +-Infinity), strings up to MAX_TEXT characters.
+INT64 = (-(2**63), 2**63 - 1)
+MAX_TEXT = 1_000
+
 
 def _field_type(col: Column) -> Any:
     if col.allowed:
@@ -26,13 +31,28 @@ def _field_type(col: Column) -> Any:
     return StrictStr
 
 
+def _limits(col: Column) -> dict[str, Any]:
+    """Field constraints: the spec's range, then what any value of the type must respect."""
+    limits: dict[str, Any] = {k: v for k, v in (("ge", col.min), ("le", col.max)) if v is not None}
+    if col.allowed:
+        return limits
+    if col.type == "int":
+        limits.setdefault("ge", INT64[0])
+        limits.setdefault("le", INT64[1])
+    elif col.type == "float":
+        limits["allow_inf_nan"] = False
+    elif col.type in ("string", "category"):
+        limits["max_length"] = MAX_TEXT
+    return limits
+
+
 def instance_model(spec: ProjectSpec) -> type[BaseModel]:
     """One row of features: every feature required (null allowed where nullable), no extras."""
     fields: dict[str, Any] = {}
     for name in spec.features:
         col = spec.schema.columns[name]
         base = _field_type(col)
-        limits = {k: v for k, v in (("ge", col.min), ("le", col.max)) if v is not None}
+        limits = _limits(col)
         annotation = base | None if col.nullable else base
         fields[name] = (annotation, Field(..., description=col.description or None, **limits))
     return create_model(

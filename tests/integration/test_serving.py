@@ -110,6 +110,21 @@ def test_malformed_rows_get_400_naming_the_field(service: str, mutate, field: st
     assert ["instances", 1, field] in locs
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_numbers_get_400_naming_the_field(service: str, value: str) -> None:
+    """JSON text with NaN, +-Infinity or a number too large for a float (the parser reads
+    1e400 as infinity) is refused for that row's field, not scored."""
+    good = rows(2)
+    text = json.dumps({"instances": [good[0], good[1] | {"monthly_charges": 1.5}]})
+    text = text.replace('"monthly_charges": 1.5', f'"monthly_charges": {value}')
+    resp = httpx.post(
+        f"{service}/predict", content=text.encode(), headers={"content-type": "application/json"}
+    )
+    assert resp.status_code == 400, resp.text
+    locs = [d["loc"] for d in resp.json()["detail"]]
+    assert ["instances", 1, "monthly_charges"] in locs
+
+
 @pytest.mark.parametrize(
     "payload",
     [

@@ -116,3 +116,14 @@ def test_every_rule_kind_has_a_checker() -> None:
 
 def test_every_checker_belongs_to_a_rule_kind() -> None:
     assert not sorted(RULE_CHECKERS.keys() - RULE_KINDS)
+
+
+def test_infinite_numbers_are_refused_naming_the_column(spec) -> None:
+    import numpy as np
+
+    batch = demo_data.generate("clean", rows=2000)
+    batch.loc[:2, "monthly_charges"] = [np.inf, -np.inf, float("1e400")]
+    report = check_batch(batch, spec)
+    assert not report.passed
+    (finite,) = [v for v in report.blocking if v.rule == "finite"]
+    assert finite.column == "monthly_charges" and finite.count == 3

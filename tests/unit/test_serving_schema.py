@@ -65,3 +65,52 @@ def test_bento_requirements_are_pinned_to_the_environment() -> None:
     assert f"bentoml=={version('bentoml')}" in reqs
     assert f"scikit-learn=={version('scikit-learn')}" in reqs
     assert all("==" in r for r in reqs)
+
+
+def unbounded_model():
+    """The demo spec with a float, an int and a string feature that have no declared limits."""
+    import yaml
+
+    from mlops_lib.spec import parse_spec
+
+    data = yaml.safe_load(CHURN.read_text())
+    columns = data["schema"]["columns"]
+    columns["monthly_charges"] = {"type": "float"}
+    columns["support_calls"] = {"type": "int"}
+    columns["note"] = {"type": "string"}
+    return request_model(parse_spec(data))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "kind"),
+    [
+        ("monthly_charges", float("nan"), "finite_number"),
+        ("monthly_charges", float("inf"), "finite_number"),
+        ("monthly_charges", float("-inf"), "finite_number"),
+        ("support_calls", 2**70, "less_than_equal"),
+        ("support_calls", -(2**70), "greater_than_equal"),
+        ("note", "x" * 1001, "string_too_long"),
+    ],
+)
+def test_non_finite_overflowing_and_overlong_values_are_refused_naming_the_field(
+    field: str, value, kind: str
+) -> None:
+    model = unbounded_model()
+    good = row() | {"note": "ok"}
+    found = errors(model, {"instances": [good, good | {field: value}]})
+    assert found == {(("instances", 1, field), kind)}
+
+
+def test_nan_in_a_bounded_float_is_refused_too(model) -> None:
+    found = errors(model, {"instances": [row() | {"monthly_charges": float("nan")}]})
+    assert ("instances", 0, "monthly_charges") in {loc for loc, _ in found}
+
+
+def test_a_bad_value_in_json_text_is_refused_like_in_python() -> None:
+    model = unbounded_model()
+    import json
+
+    body = json.dumps({"instances": [row() | {"note": "ok", "monthly_charges": float("inf")}]})
+    with pytest.raises(ValidationError) as err:
+        model.model_validate_json(body)
+    assert err.value.errors()[0]["loc"] == ("instances", 0, "monthly_charges")
