@@ -195,7 +195,12 @@ def _read_batch(
     if frame is not None:
         return frame, source or "(in memory)", None
     try:
-        df, origin = read_source(spec, override=source, base_dir=settings.repo_root)
+        df, origin = read_source(
+            spec,
+            override=source,
+            base_dir=settings.repo_root,
+            roots=settings.allowed_data_roots,
+        )
     except SourceError as exc:
         return pd.DataFrame(), source or spec.source.path or "sql", str(exc)
     return df, origin, None

@@ -28,7 +28,7 @@ from mlops_lib import versioning as vc
 from mlops_lib.layout import MONITORING_BRANCH
 from mlops_lib.quality import DataQualityError, Violation, examples
 from mlops_lib.settings import Settings, get_settings
-from mlops_lib.sources import SourceError, local_path, read_file
+from mlops_lib.sources import SourceError, confine, local_path, read_file
 from mlops_lib.spec import ProjectSpec, project_spec
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ def ingest_labels(
     spec = project_spec(project, settings)
     path = local_path(source, settings)
     try:
-        frame = read_file(path)
+        frame = read_file(confine(path, settings.allowed_data_roots))
     except (OSError, SourceError) as exc:
         raise DataQualityError(project, [Violation("source", str(exc))], where=str(path)) from exc
     served = read_predictions(project, settings, columns=[REQUEST_ID, ROW])

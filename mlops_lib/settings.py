@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         description="Machine-wide cache (built lakeFS binaries), shared by clones.",
     )
     projects_dir: Path = Field(default=REPO_ROOT / "projects")
+    data_roots: str = Field(
+        default="",
+        description=(
+            "Folders (separated by ':') that batch and labels files may be read from, besides "
+            "the repository's data/ and the stack's demo-data/; anything else is refused."
+        ),
+    )
 
     # Backend database of MLflow and Airflow
     backend: Backend = "sqlite"
@@ -113,6 +120,12 @@ class Settings(BaseSettings):
     prediction_log_max_rows: int = Field(
         default=20_000, ge=1, description="Buffered rows that trigger an early flush."
     )
+
+    @property
+    def allowed_data_roots(self) -> list[Path]:
+        """Where sources may be read from: data/, the stack's demo data, ``data_roots``."""
+        extra = [Path(p) for p in self.data_roots.split(os.pathsep) if p.strip()]
+        return [self.repo_root / "data", self.stack_dir / "demo-data", *extra]
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -56,6 +56,8 @@ def stack_settings(stack_dir: Path, **extra: object) -> Settings:
     """Settings of a throw-away stack: its own folder and free ports, the shared lakeFS cache."""
     extra.setdefault("projects_dir", test_projects(stack_dir.parent / f"{stack_dir.name}-projects"))
     extra.setdefault("airflow_dags_paused", True)
+    # The tests write their batches and labels files into temporary folders.
+    extra.setdefault("data_roots", tempfile.gettempdir())
     return load_settings(
         stack_dir=stack_dir,
         lakefs_port=free_port(),

@@ -63,3 +63,48 @@ def test_sql_source(tmp_path: Path, batch) -> None:
     bad = spec_with({"sql": {"url": url, "query": "SELECT * FROM missing_table"}})
     with pytest.raises(SourceError, match=r"SQL source .* failed"):
         read_source(bad)
+
+
+@pytest.fixture
+def roots(tmp_path: Path, batch) -> list[Path]:
+    data = tmp_path / "data"
+    data.mkdir()
+    demo_data.write(batch, data / "b1.parquet")
+    (tmp_path / "outside").mkdir()
+    demo_data.write(batch, tmp_path / "outside" / "secret.parquet")
+    return [data]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "/etc/passwd",
+        "/**",
+        "/etc/*.conf",
+        "../outside/secret.parquet",
+        "../outside/*.parquet",
+        "link-out.parquet",
+    ],
+)
+def test_sources_outside_the_data_roots_are_refused(tmp_path: Path, roots, pattern) -> None:
+    (roots[0] / "link-out.parquet").symlink_to(tmp_path / "outside" / "secret.parquet")
+    with pytest.raises(SourceError, match="outside the data roots"):
+        read_source(spec_with({"path": "*.csv"}), override=pattern, base_dir=roots[0], roots=roots)
+
+
+def test_sources_inside_the_data_roots_are_read(roots) -> None:
+    spec = spec_with({"path": "*.parquet"})
+    df, origin = read_source(spec, base_dir=roots[0], roots=roots)
+    assert len(df) == 200 and origin.endswith("b1.parquet")
+
+
+def test_the_platform_allows_data_and_demo_data_and_the_configured_roots(tmp_path: Path) -> None:
+    from mlops_lib.settings import load_settings
+
+    settings = load_settings(stack_dir=tmp_path / "stack", data_roots=f"/srv/a:{tmp_path}/b")
+    assert settings.allowed_data_roots == [
+        settings.repo_root / "data",
+        tmp_path / "stack" / "demo-data",
+        Path("/srv/a"),
+        tmp_path / "b",
+    ]
