@@ -130,6 +130,26 @@ def test_bad_batch_is_rejected_and_main_unchanged(
     assert tis["publish"]["try_number"] == 1
 
 
+@pytest.mark.parametrize("source", ["/etc/passwd", "/**", "/etc/*.conf"])
+def test_a_source_outside_the_data_roots_is_refused_and_nothing_read(
+    stack: Settings, airflow: AirflowClient, accepted: dict, source: str
+) -> None:
+    head_before = vc.head(PROJECT, settings=stack)
+    state, run_id = run(airflow, source)
+    assert state == "failed"
+    assert vc.head(PROJECT, settings=stack) == head_before
+    log = failed_log(airflow, run_id)
+    assert "outside the data roots" in log, log
+    branch = layout.ingest_branch_name(run_id)
+    stored = vc.list_paths(PROJECT, branch, "datasets/churn/", stack)
+    assert not [p for p in stored if p.endswith("data.parquet") and p not in accepted_data(stack)]
+
+
+def accepted_data(stack: Settings) -> set[str]:
+    """The data files already on main (a rejected branch starts from them)."""
+    return {p for p in vc.list_paths(PROJECT, "main", "datasets/churn/", stack)}
+
+
 def test_corrupted_batch_lists_every_violation(
     stack: Settings, airflow: AirflowClient, accepted: dict, tmp_path: Path, alerts: list[dict]
 ) -> None:
