@@ -7,6 +7,7 @@ test all take it from :func:`holdout`, so every model is judged on the same rows
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from mlops_lib import layout
@@ -85,21 +86,24 @@ def split(df: pd.DataFrame, spec: ProjectSpec) -> tuple[pd.DataFrame, pd.DataFra
 
 @dataclass(frozen=True)
 class Holdout:
-    """The holdout rows of a commit, and the model inputs and labels made from them."""
+    """The holdout rows of a commit; the model inputs and labels are made on first use (the
+    smoke test needs only raw rows)."""
 
+    spec: ProjectSpec
     rows: pd.DataFrame
-    X: pd.DataFrame
-    y: pd.Series
 
+    @cached_property
+    def X(self) -> pd.DataFrame:
+        from mlops_lib.features import model_input  # imports scikit-learn
 
-def holdout_of(spec: ProjectSpec, rows: pd.DataFrame) -> Holdout:
-    """Model inputs and labels of holdout rows."""
-    from mlops_lib.features import model_input  # imports scikit-learn
+        return model_input(self.rows, self.spec)
 
-    return Holdout(rows, model_input(rows, spec), rows[spec.target.column])
+    @cached_property
+    def y(self) -> pd.Series:
+        return self.rows[self.spec.target.column]
 
 
 def holdout(spec: ProjectSpec, commit: str, settings: Settings | None = None) -> Holdout:
     """The holdout of a commit, as every model trained on it is evaluated."""
     _, rows = split(trainable(spec, commit, settings), spec)
-    return holdout_of(spec, rows)
+    return Holdout(spec, rows)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import io
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
@@ -66,51 +68,59 @@ def check_labels(
         problems.append(Violation("labels_schema", "the batch has no rows"))
     if problems:
         return problems
-    ids, rows = _prediction_keys(frame)
-    problems += _check_keys(frame, ids, rows)
+    keys = _Keys.of(frame)
+    problems += _check_keys(frame, keys)
     problems += _check_values(frame[target], spec)
     if known is not None:
-        problems += _check_known(ids, rows, known)
+        problems += _check_known(keys, known)
     return problems
 
 
-def _prediction_keys(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Request ids as strings and row numbers (-1 where a row is not a number)."""
-    import pandas as pd  # heavy: kept out of DAG parsing
+@dataclass(frozen=True)
+class _Keys:
+    """A labels batch's prediction keys: request ids as text, and the ``row`` column as
+    given (0 when absent), as numbers (NaN where not one) and as integers (-1 there)."""
 
-    rows = frame[ROW] if ROW in frame.columns else pd.Series(0, index=frame.index)
-    numbers = pd.to_numeric(rows, errors="coerce").fillna(-1).astype("int64")
-    return frame[REQUEST_ID].astype("string"), numbers
+    ids: pd.Series
+    raw: pd.Series
+    numeric: pd.Series
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> _Keys:
+        import pandas as pd  # heavy: kept out of DAG parsing
+
+        raw = frame[ROW] if ROW in frame.columns else pd.Series(0, index=frame.index)
+        return cls(frame[REQUEST_ID].astype("string"), raw, pd.to_numeric(raw, errors="coerce"))
+
+    @cached_property
+    def rows(self) -> pd.Series:
+        return self.numeric.fillna(-1).astype("int64")
 
 
-def _check_keys(frame: pd.DataFrame, ids: pd.Series, rows: pd.Series) -> list[Violation]:
+def _check_keys(frame: pd.DataFrame, keys: _Keys) -> list[Violation]:
     """Null request ids, rows that are not non-negative integers, duplicated predictions."""
-    import pandas as pd  # heavy: kept out of DAG parsing
-
     problems = []
     if (bad := frame[REQUEST_ID].isna()).any():
         problems.append(Violation("labels_schema", "null request ids", REQUEST_ID, int(bad.sum())))
-    raw = frame[ROW] if ROW in frame.columns else pd.Series(0, index=frame.index)
-    numeric = pd.to_numeric(raw, errors="coerce")
-    if (bad := numeric.isna() | (numeric < 0)).any():
+    if (bad := keys.numeric.isna() | (keys.numeric < 0)).any():
         problems.append(
             Violation(
                 "labels_schema",
                 "row must be a non-negative integer",
                 ROW,
                 int(bad.sum()),
-                examples(raw[bad]),
+                examples(keys.raw[bad]),
             )
         )
-    keys = ids + ":" + rows.astype("string")
-    if (dup := keys.duplicated()).any():
+    pairs = keys.ids + ":" + keys.rows.astype("string")
+    if (dup := pairs.duplicated()).any():
         problems.append(
             Violation(
                 "labels_unique",
                 "a prediction is labelled more than once",
                 REQUEST_ID,
                 int(dup.sum()),
-                examples(keys[dup]),
+                examples(pairs[dup]),
             )
         )
     return problems
@@ -152,9 +162,9 @@ def _check_values(values: pd.Series, spec: ProjectSpec) -> list[Violation]:
     return problems
 
 
-def _check_known(ids: pd.Series, rows: pd.Series, known: set[tuple[str, int]]) -> list[Violation]:
+def _check_known(keys: _Keys, known: set[tuple[str, int]]) -> list[Violation]:
     """Labels for (request id, row) pairs the service never answered."""
-    pairs = zip(ids, rows, strict=True)
+    pairs = zip(keys.ids, keys.rows, strict=True)
     unknown = [f"{i}:{r}" for i, r in pairs if (i, int(r)) not in known]
     if not unknown:
         return []

@@ -17,7 +17,7 @@ from mlops_lib.stack.manager import Log, ServiceStatus, StackHooks
 def _serving_status(settings: Settings) -> list[ServiceStatus]:
     """Each project's endpoint and served model version (nothing when none is deployed)."""
     try:
-        return list(deploy.status(settings))
+        return deploy.status(settings)
     except Exception as exc:  # the metadata store may be down with the stack
         return [
             {

@@ -260,6 +260,13 @@ def _check_not_null(ctx: BatchContext) -> list[Violation]:
     return out
 
 
+def _rows_violation(
+    ctx: BatchContext, rule: str, message: str, name: str, mask: pd.Series
+) -> Violation:
+    """A violation of the rows where ``mask`` holds, with their count and a few values."""
+    return Violation(rule, message, name, int(mask.sum()), examples(ctx.df.loc[mask, name]))
+
+
 def _check_ranges(ctx: BatchContext) -> list[Violation]:
     import pandas as pd
 
@@ -276,13 +283,7 @@ def _check_ranges(ctx: BatchContext) -> list[Violation]:
             mask |= values > col.max
         if mask.any():
             out.append(
-                Violation(
-                    "ranges",
-                    f"values outside [{col.min}, {col.max}]",
-                    name,
-                    int(mask.sum()),
-                    examples(df.loc[mask, name]),
-                )
+                _rows_violation(ctx, "ranges", f"values outside [{col.min}, {col.max}]", name, mask)
             )
     return out
 
@@ -299,17 +300,10 @@ def _check_finite(ctx: BatchContext) -> list[Violation]:
         if col.type not in ("int", "float") or not ctx.typed_ok(name):
             continue
         values = pd.to_numeric(df[name], errors="coerce").astype("float64")
-        mask = pd.Series(np.isinf(values.to_numpy()), index=df.index)
+        mask = np.isinf(values)
         if mask.any():
-            out.append(
-                Violation(
-                    "finite",
-                    "infinite values (or numbers too large for a float)",
-                    name,
-                    int(mask.sum()),
-                    examples(df.loc[mask, name]),
-                )
-            )
+            message = "infinite values (or numbers too large for a float)"
+            out.append(_rows_violation(ctx, "finite", message, name, mask))
     return out
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from mlops_lib import __version__, layout
 from mlops_lib import versioning as vc
 from mlops_lib.automl import SearchResult, Trial, make_estimator, search
-from mlops_lib.datasets import Holdout, holdout_of, split, trainable
+from mlops_lib.datasets import Holdout, split, trainable
 from mlops_lib.features import build_pipeline, model_input
 from mlops_lib.lineage import lineage_store
 from mlops_lib.metrics import holdout_metrics
@@ -150,8 +150,10 @@ def train(
     with mlflow.start_run(run_name=f"train@{commit[:12]}", tags=tags) as parent:
         fit = _search_and_refit(spec, train_rows, held)
         _log_run(spec, fit, commit)
-        version = _log_and_register(spec, fit, parent.info.run_id, run_key, commit, extra_tags)
-        _keep_reference(spec, fit, version, parent.info.run_id, settings)
+        version = _log_and_register(
+            spec, fit, client, parent.info.run_id, run_key, commit, extra_tags
+        )
+        _keep_reference(spec, fit, client, version, parent.info.run_id, settings)
     seconds = time.monotonic() - started
     _record_lineage(
         spec,
@@ -186,7 +188,7 @@ def train(
 def _split(spec: ProjectSpec, commit: str, settings: Settings) -> tuple[pd.DataFrame, Holdout]:
     """Training rows and the holdout of the data at the commit."""
     train_rows, holdout_rows = split(trainable(spec, commit, settings), spec)
-    held = holdout_of(spec, holdout_rows)
+    held = Holdout(spec, holdout_rows)
     log.info(
         "training %s on lakeFS %s@%s: %d train rows, %d holdout rows",
         spec.name,
@@ -273,6 +275,7 @@ def _log_run(spec: ProjectSpec, fit: _Fit, commit: str) -> None:
 def _log_and_register(
     spec: ProjectSpec,
     fit: _Fit,
+    client: Any,
     parent_run_id: str,
     run_key: str,
     commit: str,
@@ -282,7 +285,6 @@ def _log_and_register(
     ``challenger`` with its holdout metrics as tags; returns the version."""
     import mlflow  # heavy: kept out of DAG parsing
     from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
     project = spec.name
     example = fit.holdout.X.head(5)
@@ -298,7 +300,6 @@ def _log_and_register(
     )
     tags = {RUN_KEY_TAG: run_key, "lakefs_commit": commit, "mlflow_run_id": parent_run_id}
     mv = mlflow.register_model(info.model_uri, project, tags={**tags, **(extra_tags or {})})
-    client = MlflowClient(mlflow.get_tracking_uri())
     client.set_registered_model_alias(project, "challenger", mv.version)
     for k, v in fit.metrics.items():
         client.set_model_version_tag(project, mv.version, f"holdout_{k}", str(v))
@@ -306,18 +307,19 @@ def _log_and_register(
 
 
 def _keep_reference(
-    spec: ProjectSpec, fit: _Fit, version: int, parent_run_id: str, settings: Settings
+    spec: ProjectSpec,
+    fit: _Fit,
+    client: Any,
+    version: int,
+    parent_run_id: str,
+    settings: Settings,
 ) -> None:
     """What monitoring compares served traffic with: the holdout as served rows look."""
-    from mlflow.tracking import MlflowClient  # heavy: kept out of DAG parsing
-
     project = spec.name
     frame = reference_frame(spec, fit.model, fit.holdout.rows)
     path = save_reference(project, version, frame, run_id=parent_run_id, settings=settings)
     uri = layout.lakefs_uri(project, layout.MONITORING_BRANCH, path)
-    MlflowClient(settings.mlflow_url).set_model_version_tag(
-        project, str(version), "reference_profile", uri
-    )
+    client.set_model_version_tag(project, str(version), "reference_profile", uri)
 
 
 def _record_lineage(

@@ -49,10 +49,10 @@ class Unset(Enum):
 UNSET: Final = Unset.UNSET
 
 
-def _given(**values: Any) -> dict[str, Any]:
-    """The arguments that were given: on insert the rest take the column default, on update
-    they are left as they are."""
-    return {k: v for k, v in values.items() if v is not UNSET}
+def _given(arguments: dict[str, Any], *skip: str) -> dict[str, Any]:
+    """The column arguments of a ``record_*``/``update_*`` call (its ``locals()``) that were
+    given: on insert the rest take the column default, on update they are left as they are."""
+    return {k: v for k, v in arguments.items() if v is not UNSET and k not in ("self", *skip)}
 
 
 def database_url(settings: Settings) -> str:
@@ -137,16 +137,7 @@ class LineageStore:
         dag_run_id: str | Unset = UNSET,
     ) -> DatasetRow:
         """Record an accepted dataset version (idempotent per project and commit)."""
-        values = _given(
-            project=project,
-            commit_id=commit_id,
-            rows=rows,
-            schema_hash=schema_hash,
-            rule_summary=rule_summary,
-            source=source,
-            partition=partition,
-            dag_run_id=dag_run_id,
-        )
+        values = _given(locals())
         match = {"project": project, "commit_id": commit_id}
         return cast(DatasetRow, self._upsert(DatasetVersion, match, values, update=False))
 
@@ -167,20 +158,7 @@ class LineageStore:
         trigger: str | Unset = UNSET,
     ) -> TrainingRow:
         """Record a training run (keyed by its MLflow run id)."""
-        values = _given(
-            project=project,
-            mlflow_run_id=mlflow_run_id,
-            data_commit=data_commit,
-            spec_hash=spec_hash,
-            code_version=code_version,
-            dag_id=dag_id,
-            dag_run_id=dag_run_id,
-            best_family=best_family,
-            cv_score=cv_score,
-            trials=trials,
-            seconds=seconds,
-            trigger=trigger,
-        )
+        values = _given(locals())
         match = {"mlflow_run_id": mlflow_run_id}
         return cast(TrainingRow, self._upsert(TrainingRun, match, values))
 
@@ -195,14 +173,7 @@ class LineageStore:
         holdout_metrics: dict[str, Any] | Unset = UNSET,
     ) -> ModelVersionRow:
         """Record a registered model version (keyed by project and version)."""
-        values = _given(
-            project=project,
-            version=version,
-            model_uri=model_uri,
-            mlflow_run_id=mlflow_run_id,
-            data_commit=data_commit,
-            holdout_metrics=holdout_metrics,
-        )
+        values = _given(locals())
         match = {"project": project, "version": version}
         return cast(ModelVersionRow, self._upsert(ModelVersion, match, values))
 
@@ -218,15 +189,7 @@ class LineageStore:
         champion_metrics: dict[str, Any] | Unset = UNSET,
     ) -> DecisionRow:
         """Record the promotion gate's (or an operator's) verdict on a version."""
-        values = _given(
-            project=project,
-            version=version,
-            decision=decision,
-            reason=reason,
-            champion_version=champion_version,
-            challenger_metrics=challenger_metrics,
-            champion_metrics=champion_metrics,
-        )
+        values = _given(locals())
         return cast(DecisionRow, self._add(GateDecision(**values)))
 
     def chain(self, project: str, version: int | None = None) -> list[ChainLink]:
@@ -280,19 +243,7 @@ class LineageStore:
         activated_at: datetime | Unset | None = UNSET,
     ) -> DeploymentRow:
         """A new deployment (state ``starting`` unless given)."""
-        values = _given(
-            project=project,
-            bento_tag=bento_tag,
-            model_version=model_version,
-            model_tag=model_tag,
-            model_uri=model_uri,
-            port=port,
-            url=url,
-            state=state,
-            reason=reason,
-            dag_run_id=dag_run_id,
-            activated_at=activated_at,
-        )
+        values = _given(locals())
         return cast(DeploymentRow, self._add(Deployment(**values)))
 
     def update_deployment(
@@ -306,7 +257,7 @@ class LineageStore:
         activated_at: datetime | Unset | None = UNSET,
     ) -> DeploymentRow:
         """Change the given fields of a deployment (``updated_at`` is set)."""
-        values = _given(state=state, reason=reason, port=port, url=url, activated_at=activated_at)
+        values = _given(locals(), "deployment_id")
         values["updated_at"] = utcnow()
         return cast(DeploymentRow, self._update(Deployment, deployment_id, values))
 
@@ -352,25 +303,7 @@ class LineageStore:
         handled_at: datetime | Unset | None = UNSET,
     ) -> DriftReportRow:
         """Record one monitor run's report."""
-        values = _given(
-            project=project,
-            model_version=model_version,
-            windows=windows,
-            last_window=last_window,
-            rows=rows,
-            drifted_features=drifted_features,
-            scores=scores,
-            prediction_drift=prediction_drift,
-            live_metric=live_metric,
-            labelled_rows=labelled_rows,
-            fired=fired,
-            reason=reason,
-            lakefs_uri=lakefs_uri,
-            mlflow_run_id=mlflow_run_id,
-            dag_run_id=dag_run_id,
-            handled_by=handled_by,
-            handled_at=handled_at,
-        )
+        values = _given(locals())
         return cast(DriftReportRow, self._add(DriftReport(**values)))
 
     def update_drift_report(
@@ -381,7 +314,7 @@ class LineageStore:
         handled_at: datetime | Unset | None = UNSET,
     ) -> DriftReportRow:
         """Change the given fields of a drift report (who acted on it, and when)."""
-        values = _given(handled_by=handled_by, handled_at=handled_at)
+        values = _given(locals(), "report_id")
         return cast(DriftReportRow, self._update(DriftReport, report_id, values))
 
     def drift_report(self, report_id: int) -> DriftReportRow | None:

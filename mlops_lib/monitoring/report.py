@@ -18,7 +18,7 @@ from mlops_lib import layout
 from mlops_lib import versioning as vc
 from mlops_lib.labels import labelled_predictions
 from mlops_lib.layout import MONITORING_BRANCH
-from mlops_lib.lineage import lineage_store, stored_time
+from mlops_lib.lineage import DriftReportRow, lineage_store, stored_time
 from mlops_lib.metrics import LiveMetric, live_metric
 from mlops_lib.monitoring.drift import DriftReport, drift_report, policy
 from mlops_lib.monitoring.reference import load_reference
@@ -142,10 +142,10 @@ def monitor(
         raise NothingToMonitor(f"{project} has no champion to monitor yet")
     profile_windows(spec, now=now, settings=settings)
     previous = store.drift_reports(project, limit=1)
-    report = _assemble(spec, version, previous, now, include_open_window, settings)
+    last = previous[0]["last_window"] if previous else ""
+    report = _assemble(spec, version, previous, last, now, include_open_window, settings)
     uri = _store_in_lakefs(spec, report, version, now, settings)
     run_id = _log_to_mlflow(project, report, settings)
-    last = previous[0]["last_window"] if previous else ""
     row = _record(spec, report, last, uri, run_id, dag_run_id, settings)
     return {
         "report_id": row["id"],
@@ -163,14 +163,14 @@ def monitor(
 def _assemble(
     spec: ProjectSpec,
     version: int,
-    previous: list[Any],
+    previous: list[DriftReportRow],
+    last: str,
     now: datetime,
     include_open_window: bool,
     settings: Settings,
 ) -> DriftReport:
-    """The windows since the previous report against the reference, the live metric and
-    the policy's verdict."""
-    last = previous[0]["last_window"] if previous else ""
+    """The windows after ``last`` (the previous report's) against the reference, the live
+    metric and the policy's verdict."""
     views, windows = windows_after(spec, last, settings)
     if include_open_window and (current := open_window(spec, now, settings)) is not None:
         views.append(current[0])
@@ -220,7 +220,7 @@ def _record(
     run_id: str,
     dag_run_id: str,
     settings: Settings,
-) -> Any:
+) -> DriftReportRow:
     """The report's row in the lineage store."""
     windows = report["windows"]
     pred = report.get("prediction_drift") or {}
@@ -248,7 +248,7 @@ def _record(
 
 
 def _live_metric(
-    spec: ProjectSpec, version: int | str, previous: list[Any], settings: Settings
+    spec: ProjectSpec, version: int | str, previous: list[DriftReportRow], settings: Settings
 ) -> LiveMetric:
     """The live metric on the champion's predictions labelled since the previous report."""
     after = layout.stamp(stored_time(previous[0]["created_at"])) if previous else ""

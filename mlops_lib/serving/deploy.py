@@ -85,10 +85,6 @@ class SmokeResult(TypedDict):
     max_abs_diff: float
 
 
-def _store(settings: Settings):
-    return lineage_store(settings)
-
-
 def process(settings: Settings, deployment: DeploymentRow) -> ManagedProcess:
     """The supervised ``bentoml serve`` process of one deployment."""
     name = f"deployment-{deployment['project']}-{deployment['id']}"
@@ -107,7 +103,7 @@ def _describe(dep: DeploymentRow) -> str:
 
 
 def _get(deployment_id: int, settings: Settings) -> DeploymentRow:
-    dep = _store(settings).deployment(int(deployment_id))
+    dep = lineage_store(settings).deployment(int(deployment_id))
     if dep is None:
         raise DeploymentError(f"no deployment {deployment_id}")
     return dep
@@ -116,7 +112,7 @@ def _get(deployment_id: int, settings: Settings) -> DeploymentRow:
 def _fail(dep: DeploymentRow, reason: str, settings: Settings) -> DeploymentError:
     """Stop a candidate, mark it failed; the route (old deployment) is left alone."""
     process(settings, dep).stop()
-    _store(settings).update_deployment(dep["id"], state=FAILED, reason=reason)
+    lineage_store(settings).update_deployment(dep["id"], state=FAILED, reason=reason)
     log.error("%s failed: %s", _describe(dep), reason)
     return DeploymentError(f"{_describe(dep)} failed: {reason}")
 
@@ -135,7 +131,7 @@ def package(
         version = champion_version(project, settings)
         if version is None:
             raise DeploymentError(f"model {project!r} has no champion to deploy")
-    store = _store(settings)
+    store = lineage_store(settings)
     # A candidate left behind by an interrupted deploy run never went live: retire it.
     for stale in store.deployments(project):
         if stale["state"] in (BUILT, STARTING):
@@ -183,7 +179,7 @@ def start(deployment_id: int, settings: Settings | None = None) -> DeploymentRef
     dep = _get(deployment_id, settings)
     port = free_port(settings.host)
     url = f"http://{settings.host}:{port}"
-    dep = _store(settings).update_deployment(dep["id"], state=STARTING, port=port, url=url)
+    dep = lineage_store(settings).update_deployment(dep["id"], state=STARTING, port=port, url=url)
     try:
         _serve(dep, port, settings)
     except StackError as exc:
@@ -314,7 +310,7 @@ def _route_to(dep: DeploymentRow, settings: Settings) -> None:
 
 def _activate(dep: DeploymentRow, settings: Settings, retire_as: str, reason: str) -> Activated:
     """Route the project to ``dep`` and stop whatever served before."""
-    store = _store(settings)
+    store = lineage_store(settings)
     previous = [d for d in store.deployments(dep["project"], ACTIVE) if d["id"] != dep["id"]]
     _route_to(dep, settings)
     now = datetime.now(UTC)
@@ -349,7 +345,7 @@ def switch(deployment_id: int, settings: Settings | None = None) -> Activated:
 def rollback(project: str, settings: Settings | None = None) -> Activated:
     """Serve the last deployment that was live before the current one again."""
     settings = settings or get_settings()
-    store = _store(settings)
+    store = lineage_store(settings)
     current = store.deployments(project, ACTIVE)
     if not current:
         raise DeploymentError(f"{project} has no active deployment to roll back from")
@@ -379,7 +375,7 @@ def rollback(project: str, settings: Settings | None = None) -> Activated:
 def restore(settings: Settings | None = None, *, log_line: Log = print) -> list[DeploymentRef]:
     """Start every active deployment whose process is gone (after `stack down` or a crash)."""
     settings = settings or get_settings()
-    store = _store(settings)
+    store = lineage_store(settings)
     restored = []
     for dep in store.deployments(state=ACTIVE):
         proc = process(settings, dep)
@@ -416,7 +412,7 @@ def status(settings: Settings) -> list[ServiceStatus]:
     """One row per project with an active deployment: endpoint, version, health."""
     routes = read_routes(settings.stack_dir)
     rows: list[ServiceStatus] = []
-    for dep in _store(settings).deployments(state=ACTIVE):
+    for dep in lineage_store(settings).deployments(state=ACTIVE):
         proc = process(settings, dep)
         pid = proc.read_pid()
         healthy = pid is not None and http_ok(f"{dep['url']}/readyz")
@@ -456,7 +452,7 @@ def serve_active(
     """
     settings = settings or get_settings()
     use_store(settings)
-    store = _store(settings)
+    store = lineage_store(settings)
     current: DeploymentRow | None = None
     proc: subprocess.Popen | None = None
     try:

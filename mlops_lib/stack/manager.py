@@ -459,18 +459,6 @@ def status(settings: Settings, hooks: StackHooks | None = None) -> list[ServiceS
     return rows + hooks.status(settings)
 
 
-def wait_all_healthy(
-    settings: Settings, timeout: float = 60.0, hooks: StackHooks | None = None
-) -> list[ServiceStatus]:
-    """Poll status until every service is healthy (or the timeout passes)."""
-    deadline = time.monotonic() + timeout
-    rows = status(settings, hooks)
-    while time.monotonic() < deadline and any(r["state"] != "healthy" for r in rows):
-        time.sleep(1)
-        rows = status(settings, hooks)
-    return rows
-
-
 def last_log_lines(settings: Settings, name: str, lines: int = 20) -> str:
     """Tail of one service's log."""
     return tail(_proc(settings, name).log_file, lines)
