@@ -182,14 +182,16 @@ def test_rollback_serves_the_previous_deployment_again(stack: Settings, world: d
 
 
 def test_killed_deployment_comes_back_with_stack_up(stack: Settings, world: dict) -> None:
+    import psutil
+
+    from mlops_lib.labels import wait_logged
     from mlops_lib.serving.deploy import process
 
     live = next(d for d in deployments(stack) if d["state"] == "active")
-    import psutil
-
-    # A crash loses only rows not yet flushed to the spool (one flush interval): let the
-    # earlier requests reach it first; the restored deployment ships them.
-    time.sleep(stack.prediction_log_flush_seconds + 1.5)
+    # A crash loses the rows not yet flushed (one flush interval): wait until the earlier
+    # requests are in the prediction log before killing, whatever the machine's load.
+    answered = {r["request_id"] for r in world["responses"]}
+    assert wait_logged(PROJECT, answered, stack, timeout=120) == 0
     # The whole serving tree dies at once (BentoML's arbiter and its workers).
     root = psutil.Process(process(stack, live).read_pid())
     for proc in [root, *root.children(recursive=True)]:
