@@ -125,6 +125,7 @@ def main() -> None:
     from mlops_lib.serving.package import serve_bento_command, serve_env, use_store
     from mlops_lib.spec import project_spec
     from mlops_lib.stack.manager import base_env, current_settings
+    from mlops_lib.tracking import client_env, connect
 
     settings = current_settings()
     version = champion_version(args.project, settings)
@@ -134,7 +135,7 @@ def main() -> None:
     dep = live[0]
     spec = project_spec(args.project, settings)
     model_uri = dep["model_uri"]
-    mlflow.set_tracking_uri(settings.mlflow_url)
+    connect(settings)
     model = mlflow.sklearn.load_model(model_uri)
 
     raw = demo_data.generate("clean", rows=BATCH_ROWS, seed=77)
@@ -181,6 +182,7 @@ def main() -> None:
                     str(mlflow_port),
                 ],
                 base_env(settings)
+                | client_env(settings)
                 | {
                     "MLFLOW_TRACKING_URI": settings.mlflow_url,
                     # `mlflow models serve` execs `uvicorn` from PATH.

@@ -168,6 +168,8 @@ lakeFS commit named in the triggering asset event (else `main`'s head):
 
 **When it fails**
 
+* `resolve_data` fails with *not on lakeFS 'main'*: the triggering event named a commit that
+  was never published (e.g. a rejected ingest branch); nothing was trained.
 * `train` fails with *fewer rows*, *single class* or *missing column*: the data at that
   commit cannot train a model; nothing was registered. Ingest better data.
 * `train` fails with a connection error: MLflow or lakeFS is down; `mlops stack up`. The
@@ -262,6 +264,9 @@ def build_train(spec: ProjectSpec) -> DAG:
     def train_dag() -> None:
         @task
         def resolve_data(**context) -> str:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from mlops_lib.datasets import TrainingError
             from mlops_lib.training import resolve_commit
 
             # Several batches may have arrived since the last run: train on the newest.
@@ -269,7 +274,10 @@ def build_train(spec: ProjectSpec) -> DAG:
                 e for evs in (context.get("triggering_asset_events") or {}).values() for e in evs
             ]
             newest = max(events, key=lambda e: e.timestamp) if events else None
-            return resolve_commit(project, newest.extra if newest else None)
+            try:
+                return resolve_commit(project, newest.extra if newest else None)
+            except TrainingError as exc:  # a commit that is not on main: no retry
+                raise AirflowFailException(str(exc)) from exc
 
         training_chain(spec, resolve_data())
 
@@ -299,6 +307,9 @@ Runs whenever `{name}` gets a new champion (the `{name}_champion` asset: the tra
   (`mlops deploy list {name}`; its server log is `.stack/logs/deployment-{name}-<id>.log`).
   Usually the model does not accept the project's schema or differs from its registry copy.
 * `package` failed with a connection error: MLflow is down; `mlops stack up`, the task retries.
+* `package` refused "neither the promotion gate nor an operator approved it": `@champion` was
+  moved by hand in MLflow; the serving model is unchanged. Move the alias back, or approve a
+  held version with `mlops model approve {name} VERSION`.
 * To go back to the previous model: `mlops deploy rollback {name}`.
 """
 
@@ -337,10 +348,16 @@ def build_deploy(spec: ProjectSpec) -> DAG:
     def deploy_dag() -> None:
         @task
         def package(**context) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from mlops_lib.serving.deploy import DeploymentError
             from mlops_lib.serving.deploy import package as run
 
             # The champion now, not the one in the event: a newer promotion may have landed.
-            return run(project, dag_run_id=context["run_id"])
+            try:
+                return run(project, dag_run_id=context["run_id"])
+            except DeploymentError as exc:  # no champion, or one nobody approved: no retry
+                raise AirflowFailException(str(exc)) from exc
 
         @task(retries=0)
         def start(built: dict) -> dict:

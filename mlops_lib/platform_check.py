@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlops_lib import versioning as vc
 from mlops_lib.layout import MAIN
 from mlops_lib.settings import Settings, get_settings
+from mlops_lib.tracking import connect as connect_mlflow
 
 CHECK_REPOSITORY = "platform-check"
 CHECK_EXPERIMENT = "platform-check"
@@ -17,10 +18,8 @@ def check_lakefs(settings: Settings | None = None) -> str:
 
 def check_mlflow(settings: Settings | None = None) -> str:
     """Ensure the check experiment exists on the MLflow server; returns its id."""
-    from mlflow.tracking import MlflowClient  # heavy: kept out of DAG parsing
-
     settings = settings or get_settings()
-    client = MlflowClient(tracking_uri=settings.mlflow_url)
+    client = connect_mlflow(settings)
     exp = client.get_experiment_by_name(CHECK_EXPERIMENT)
     if exp is not None:
         return exp.experiment_id

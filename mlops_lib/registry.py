@@ -12,6 +12,7 @@ from mlops_lib.lineage import lineage_store
 from mlops_lib.metrics import LOWER_IS_BETTER, holdout_metrics
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, project_spec
+from mlops_lib.tracking import connect as connect_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,7 @@ class Promotion(TypedDict):
 
 
 def _client(settings: Settings):
-    from mlflow.tracking import MlflowClient  # heavy: kept out of DAG parsing
-
-    return MlflowClient(settings.mlflow_url)
+    return connect_mlflow(settings)
 
 
 def model_version_tags(
@@ -174,7 +173,7 @@ def _score_on_holdout(
     import mlflow.sklearn  # heavy: kept out of DAG parsing
 
     project = spec.name
-    mlflow.set_tracking_uri(settings.mlflow_url)
+    connect_mlflow(settings)
     held = holdout(spec, commit, settings)
     challenger_model = mlflow.sklearn.load_model(f"models:/{project}/{version}")
     challenger = holdout_metrics(challenger_model, held.X, held.y, spec.target.task)
@@ -226,6 +225,28 @@ def _record_decision(
     )
 
 
+APPROVED = "approved"
+# Verdicts that let a version serve: the gate's promotion or an operator's approval.
+SERVABLE = (PROMOTE, APPROVED)
+
+
+def unapproved_reason(project: str, version: int, settings: Settings) -> str | None:
+    """Why a version may not serve (None when the lineage store records its approval).
+
+    ``@champion`` can be moved by anyone with MLflow access; only a verdict recorded by the
+    gate or by ``mlops model approve`` makes a version servable.
+    """
+    verdicts = [d["decision"] for d in lineage_store(settings).decisions(project, version)]
+    if any(v in SERVABLE for v in verdicts):
+        return None
+    return (
+        f"{project} v{version} is @champion but neither the promotion gate nor an operator "
+        f"approved it (recorded decisions: {', '.join(verdicts) or 'none'}); the alias was "
+        f"moved outside the platform. Train through {project}__train, or approve a held "
+        f"version with `mlops model approve {project} VERSION`"
+    )
+
+
 def promote(project: str, version: int, settings: Settings | None = None) -> Promotion:
     """Move ``@champion`` to a version."""
     settings = settings or get_settings()
@@ -251,11 +272,11 @@ def approve(project: str, version: int, settings: Settings | None = None) -> Pro
             f"{project} v{version} is not awaiting approval (gate decision: {state or 'none'})"
         )
     out = promote(project, version, settings)
-    client.set_model_version_tag(project, str(version), "gate_decision", "approved")
+    client.set_model_version_tag(project, str(version), "gate_decision", APPROVED)
     lineage_store(settings).record_decision(
         project=project,
         version=version,
-        decision="approved",
+        decision=APPROVED,
         reason="approved by operator",
         champion_version=out["previous"],
         challenger_metrics={},

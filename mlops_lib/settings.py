@@ -9,6 +9,7 @@ Nothing else in the platform reads the environment.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
     mlflow_port: int = 5000
     mlflow_tracking_uri: str | None = None
     mlflow_workers: int = 1
+    mlflow_user: str = Field(default="mlops", description="The platform's MLflow account.")
+    mlflow_password: SecretStr | None = None
+    mlflow_secret_key: SecretStr | None = Field(
+        default=None, description="Signs the MLflow server's sessions and CSRF tokens."
+    )
     mlflow_http_retries: int = Field(
         default=2, description="MLflow client retries in tasks; Airflow retries the task itself."
     )
@@ -208,12 +214,30 @@ def get_settings() -> Settings:
     return load_settings()
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as ``MLOPS_*`` variables, for child processes of the stack."""
+def secret_names() -> frozenset[str]:
+    """Names of the settings that hold secrets (passwords, keys)."""
+    return frozenset(
+        name
+        for name, field in Settings.model_fields.items()
+        if SecretStr in getattr(field.annotation, "__args__", (field.annotation,))
+    )
+
+
+# Credentials other libraries read from the environment; never inherited by a child.
+_CLIENT_SECRETS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+def settings_env(settings: Settings, secrets: Collection[str] | None = None) -> dict[str, str]:
+    """The settings as ``MLOPS_*`` variables, for child processes of the stack.
+
+    ``secrets`` names the secret settings the child needs (default: all of them); the
+    other secrets are left out.
+    """
+    withheld = secret_names() - set(secret_names() if secrets is None else secrets)
     env: dict[str, str] = {}
     for name in Settings.model_fields:
         value = getattr(settings, name)
-        if value is None:
+        if value is None or name in withheld:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
@@ -222,8 +246,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def process_env() -> dict[str, str]:
-    """A copy of this process's environment, the base for child processes."""
-    return dict(os.environ)
+    """This process's environment without its secrets: the base for child processes.
+
+    Secrets a child needs are added back explicitly (``settings_env(settings, secrets)``).
+    """
+    withheld = {f"{ENV_PREFIX}{name.upper()}" for name in secret_names()} | set(_CLIENT_SECRETS)
+    return {key: value for key, value in os.environ.items() if key.upper() not in withheld}
 
 
 def reload_settings(settings: Settings) -> Settings:

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from mlops_lib import __version__, layout
 from mlops_lib import versioning as vc
 from mlops_lib.automl import SearchResult, Trial, make_estimator, search
-from mlops_lib.datasets import Holdout, split, trainable
+from mlops_lib.datasets import Holdout, TrainingError, split, trainable
 from mlops_lib.features import build_pipeline, model_input
 from mlops_lib.lineage import lineage_store
 from mlops_lib.metrics import holdout_metrics
 from mlops_lib.monitoring.reference import reference_frame, save_reference
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, project_spec
+from mlops_lib.tracking import connect as connect_mlflow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,10 +49,21 @@ class TrainedVersion(TypedDict):
 def resolve_commit(
     project: str, event_extra: dict | None = None, settings: Settings | None = None
 ) -> str:
-    """The commit to train on: from the triggering asset event, else main's head."""
+    """The commit to train on: from the triggering asset event, else main's head.
+
+    An event's commit must be in main's history: anything else (a rejected ingest branch, an
+    unknown id) is refused with a TrainingError.
+    """
+    settings = settings or get_settings()
     if event_extra and event_extra.get("commit_id"):
-        return str(event_extra["commit_id"])
-    return vc.head(project, layout.MAIN, settings or get_settings())
+        commit = str(event_extra["commit_id"])
+        if not vc.on_branch(project, commit, layout.MAIN, settings):
+            raise TrainingError(
+                f"asset event commit {commit!r} is not on lakeFS {layout.MAIN!r} of {project}: "
+                f"only published (validated and merged) data is trained on"
+            )
+        return commit
+    return vc.head(project, layout.MAIN, settings)
 
 
 def code_version(settings: Settings | None = None) -> str:
@@ -130,12 +142,10 @@ def train(
     first try registered instead of registering another.
     """
     import mlflow  # heavy: kept out of DAG parsing
-    from mlflow.tracking import MlflowClient
 
     settings = settings or get_settings()
     spec = project_spec(project, settings)
-    mlflow.set_tracking_uri(settings.mlflow_url)
-    client = MlflowClient(settings.mlflow_url)
+    client = connect_mlflow(settings)
     run_key = f"{dag_id}:{run_id}" if run_id else ""
     if run_key:
         existing = _existing_version(client, project, run_key)

@@ -172,6 +172,20 @@ def branch_exists(project: str, branch: str, settings: Settings | None = None) -
     return True
 
 
+def on_branch(
+    project: str, commit_id: str, branch: str = MAIN, settings: Settings | None = None
+) -> bool:
+    """True when a commit is in a branch's history (the merge base of the two is the commit)."""
+    repo = repository(project, settings)
+    try:
+        full = repo.ref(commit_id).get_commit().id
+    except Exception:  # unknown ref: lakeFS SDK raises several exception types
+        return False
+    refs = client(settings).sdk_client.refs_api
+    base = refs.find_merge_base(repo_name(project), full, branch).base_commit_id
+    return base == full
+
+
 def commit_metadata(project: str, ref: str, settings: Settings | None = None) -> dict[str, str]:
     """Metadata of the commit a ref points at."""
     return dict(repository(project, settings).ref(ref).get_commit().metadata or {})

@@ -192,6 +192,16 @@ class LineageStore:
         values = _given(locals())
         return cast(DecisionRow, self._add(GateDecision(**values)))
 
+    def decisions(self, project: str, version: int) -> list[DecisionRow]:
+        """The verdicts recorded on one version, oldest first."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(GateDecision)
+                .where(GateDecision.project == project, GateDecision.version == version)
+                .order_by(GateDecision.id)
+            ).all()
+            return [cast(DecisionRow, _row(d)) for d in rows]
+
     def chain(self, project: str, version: int | None = None) -> list[ChainLink]:
         """Data commit -> training run -> model version -> gate decisions, newest first."""
         with Session(self.engine) as session:

@@ -16,6 +16,7 @@ from mlops_lib import versioning as vc
 from mlops_lib.layout import MONITORING_BRANCH
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec
+from mlops_lib.tracking import connect as connect_mlflow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,12 +83,10 @@ def save_reference(
         settings,
     )
     if run_id:
-        from mlflow.tracking import MlflowClient  # heavy: kept out of DAG parsing
-
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "reference_profile.bin"
             local.write_bytes(data)
-            MlflowClient(settings.mlflow_url).log_artifact(run_id, str(local), "monitoring")
+            connect_mlflow(settings).log_artifact(run_id, str(local), "monitoring")
     return path
 
 

@@ -26,6 +26,7 @@ from mlops_lib.monitoring.windows import merge, open_window, profile_windows, wi
 from mlops_lib.registry import champion_version
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, project_spec
+from mlops_lib.tracking import connect as connect_mlflow
 
 
 class NothingToMonitor(RuntimeError):
@@ -266,7 +267,7 @@ def _log_to_mlflow(project: str, report: DriftReport, settings: Settings) -> str
     """The report as a run of ``<project>-monitoring``: metrics per column and the files."""
     import mlflow  # heavy: kept out of DAG parsing
 
-    mlflow.set_tracking_uri(settings.mlflow_url)
+    connect_mlflow(settings)
     mlflow.set_experiment(f"{project}-monitoring")
     with mlflow.start_run(run_name=f"drift@{report['created_at'][:16]}") as run:
         mlflow.set_tags({"model_version": report["model_version"], "fired": str(report["fired"])})

@@ -28,7 +28,7 @@ from typing import Any, TypedDict
 
 from mlops_lib.datasets import holdout
 from mlops_lib.lineage import DeploymentRow, lineage_store
-from mlops_lib.registry import champion_version, model_version_tags
+from mlops_lib.registry import champion_version, model_version_tags, unapproved_reason
 from mlops_lib.serving.gateway import read_routes, write_route
 from mlops_lib.serving.package import (
     build_bento,
@@ -41,6 +41,7 @@ from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, project_spec
 from mlops_lib.stack.manager import ServiceStatus
 from mlops_lib.stack.procs import ManagedProcess, StackError, free_port, http_ok, port_in_use
+from mlops_lib.tracking import connect as connect_mlflow
 
 log = logging.getLogger(__name__)
 Log = Callable[[str], None]
@@ -131,6 +132,9 @@ def package(
         version = champion_version(project, settings)
         if version is None:
             raise DeploymentError(f"model {project!r} has no champion to deploy")
+    refused = unapproved_reason(project, int(version), settings)
+    if refused:
+        raise DeploymentError(refused)
     store = lineage_store(settings)
     # A candidate left behind by an interrupted deploy run never went live: retire it.
     for stale in store.deployments(project):
@@ -265,7 +269,7 @@ def _expected_answers(
     from mlops_lib.features import model_input  # imports scikit-learn
     from mlops_lib.serving.predictor import Predictor  # imports scikit-learn via features
 
-    mlflow.set_tracking_uri(settings.mlflow_url)
+    connect_mlflow(settings)
     model = mlflow.sklearn.load_model(dep["model_uri"])
     predictor = Predictor(spec, model, version=str(dep["model_version"]))
     return predictor.response(predictor.scores(model_input(pd.DataFrame(rows), spec)))

@@ -14,6 +14,7 @@ from typing import Any
 
 from mlops_lib.settings import Settings, get_settings, process_env, settings_env
 from mlops_lib.spec import ProjectSpec
+from mlops_lib.tracking import connect as connect_mlflow
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 BENTOS_DIR = PACKAGE_DIR.parent / "bentos"
@@ -56,9 +57,8 @@ def import_model(
     settings = settings or get_settings()
     use_store(settings)
     import bentoml
-    import mlflow
 
-    mlflow.set_tracking_uri(settings.mlflow_url)
+    connect_mlflow(settings)
     model = bentoml.mlflow.import_model(
         project.replace("_", "-"),
         model_uri,
@@ -174,7 +174,8 @@ def serve_env(settings: Settings) -> dict[str, Any]:
     """Environment of a serving process: the platform settings and the BentoML store."""
     return {
         **process_env(),
-        **settings_env(settings),
+        # The prediction log writes to lakeFS; no other secret reaches a serving process.
+        **settings_env(settings, secrets=("lakefs_secret_access_key",)),
         "BENTOML_HOME": str(settings.bento_store),
         "BENTOML_DO_NOT_TRACK": "True",
     }

@@ -27,6 +27,9 @@ GENERATORS = {
     "airflow_secret_key": _token,
     "airflow_fernet_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
     "postgres_password": lambda: _token(16),
+    # MLflow's auth app wants at least 12 characters.
+    "mlflow_password": lambda: _token(24),
+    "mlflow_secret_key": _token,
 }
 
 

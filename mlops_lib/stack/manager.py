@@ -89,10 +89,20 @@ def mlflow_backend_uri(settings: Settings) -> str:
     return f"sqlite:///{settings.stack_dir / 'mlflow' / 'mlflow.db'}"
 
 
-def base_env(settings: Settings) -> dict[str, str]:
-    """Environment shared by every child process: the caller's plus the settings."""
+# Secret settings the Airflow processes (and so the tasks) get; every other service gets
+# only the secrets of its own configuration, as that service's own variables.
+AIRFLOW_SECRETS = (
+    "lakefs_secret_access_key",
+    "mlflow_password",
+    "postgres_password",
+)
+
+
+def base_env(settings: Settings, secrets: tuple[str, ...] = ()) -> dict[str, str]:
+    """Environment of a child process: the caller's and the settings, without secrets
+    except those named."""
     env = process_env()
-    env.update(settings_env(settings))
+    env.update(settings_env(settings, secrets))
     env["WHYLOGS_NO_ANALYTICS"] = "True"
     # Fail fast when MLflow is down: the Airflow task retry (with backoff) takes over.
     env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow_http_retries)
@@ -106,7 +116,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     """Airflow configuration of the local stack, as AIRFLOW__* variables."""
     home = settings.stack_dir / "airflow"
     base = settings.airflow_base_url
-    env = base_env(settings)
+    env = base_env(settings, AIRFLOW_SECRETS)
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -217,9 +227,44 @@ def _lakefs_service(settings: Settings) -> Service:
     )
 
 
+AUTH_CONFIG = """[mlflow]
+default_permission = READ
+database_uri = {database_uri}
+admin_username = {admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = 60
+"""
+
+
+def mlflow_auth_config(settings: Settings) -> Path:
+    """MLflow's auth app configuration: its user database beside the tracking data."""
+    return settings.stack_dir / "mlflow" / "basic_auth.ini"
+
+
+def _write_mlflow_auth_config(settings: Settings) -> None:
+    path = mlflow_auth_config(settings)
+    database = f"sqlite:///{settings.stack_dir / 'mlflow' / 'basic_auth.db'}"
+    text = AUTH_CONFIG.format(database_uri=database, admin=settings.mlflow_user)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
 def _mlflow_service(settings: Settings) -> Service:
     host, port = settings.host, settings.mlflow_port
     mlflow_dir = settings.stack_dir / "mlflow"
+
+    def mlflow_env() -> dict[str, str]:
+        # Secrets go by environment, never on the command line (visible in /proc).
+        return base_env(settings) | {
+            "MLFLOW_BACKEND_STORE_URI": mlflow_backend_uri(settings),
+            "MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config(settings)),
+            "MLFLOW_AUTH_ADMIN_USERNAME": settings.mlflow_user,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": settings.secret("mlflow_password"),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": settings.secret("mlflow_secret_key"),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
+
     return Service(
         name="mlflow",
         port=port,
@@ -227,8 +272,8 @@ def _mlflow_service(settings: Settings) -> Service:
         command=lambda: [
             _bin("mlflow"),
             "server",
-            "--backend-store-uri",
-            mlflow_backend_uri(settings),
+            "--app-name",
+            "basic-auth",
             "--artifacts-destination",
             str(mlflow_dir / "artifacts"),
             "--serve-artifacts",
@@ -242,7 +287,7 @@ def _mlflow_service(settings: Settings) -> Service:
             f"{host}:{port},localhost:{port},{host},localhost",
         ],
         health=lambda: http_ok(f"{settings.mlflow_url}/health"),
-        env=lambda: base_env(settings) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env=mlflow_env,
         health_url=f"{settings.mlflow_url}/health",
     )
 
@@ -297,6 +342,7 @@ def _prepare(settings: Settings, svc: Service, log: Log) -> None:
             (settings.stack_dir / "lakefs" / sub).mkdir(parents=True, exist_ok=True)
     elif svc.name == "mlflow":
         (settings.stack_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+        _write_mlflow_auth_config(settings)
     elif svc.name == "postgres":
         pg.init_cluster(settings, pg.install_postgres(settings, log=log), log=log)
     elif svc.name == "airflow-api-server":
@@ -355,6 +401,15 @@ class StackHooks:
     status: Callable[[Settings], list[ServiceStatus]] = _no_rows
 
 
+def _secure_stack_dir(settings: Settings) -> None:
+    """The stack folder is private (0700); only the PostgreSQL server's group may traverse it
+    when the server runs as its own OS user."""
+    settings.stack_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.stack_dir, 0o700)
+    if settings.backend == "postgres":
+        pg.allow_server_traversal(settings)
+
+
 def up(
     settings: Settings, *, log: Log = print, hooks: StackHooks | None = None
 ) -> list[ServiceStatus]:
@@ -368,6 +423,7 @@ def up(
     if generated:
         settings = reload_settings(settings)
         log(f"generated local credentials in {settings.credentials_file}")
+    _secure_stack_dir(settings)
     recorded = read_state(settings).get("backend")
     running = [name for name in SERVICE_NAMES if _proc(settings, name).is_running()]
     if recorded and recorded != settings.backend and running:

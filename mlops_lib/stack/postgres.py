@@ -80,9 +80,16 @@ def _chown(path: Path, user: str | None) -> None:
     os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def _make_traversable(path: Path) -> None:
-    """Let the server user reach a folder under a private parent (e.g. a temp dir)."""
-    for parent in [path, *path.parents]:
+def allow_server_traversal(settings: Settings) -> None:
+    """Let the server user reach its cluster: the private stack folder by group (0710), the
+    folders above it by the others' execute bit (e.g. a private temp dir)."""
+    user = server_user()
+    if user is None:
+        return
+    stack_dir = settings.stack_dir
+    os.chown(stack_dir, -1, pwd.getpwnam(user).pw_gid)
+    os.chmod(stack_dir, (stack_dir.stat().st_mode & 0o7777) | 0o010)
+    for parent in stack_dir.parents:
         if parent == Path("/"):
             break
         mode = parent.stat().st_mode
@@ -100,7 +107,7 @@ def init_cluster(settings: Settings, bin_dir: Path, *, log=print) -> None:
     sock = socket_dir(settings)
     sock.mkdir(parents=True, exist_ok=True)
     if user:
-        _make_traversable(data.parent)
+        allow_server_traversal(settings)
         for path in (data.parent, data, sock):
             _chown(path, user)
     os.chmod(data, 0o700)

@@ -138,6 +138,8 @@ class ManagedProcess:
                 env=env,
                 cwd=str(cwd) if cwd else None,
                 start_new_session=True,
+                # What services write (data, logs, databases) is readable by the owner only.
+                umask=0o077,
                 user=user,
                 group=user,
             )

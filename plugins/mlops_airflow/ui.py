@@ -9,8 +9,10 @@ The FastAPI app is mounted by the Airflow API server under ``/mlops``:
 * ``/mlops/reports/<project>/<id>`` a stored drift report page.
 
 The external view adds "MLOps" to the navigation, showing the page inside the Airflow UI.
-Everything is read-only; the data comes from ``mlops_lib.overview`` (imported per request,
-in a worker thread, so the API server starts fast).
+Everything is read-only and behind Airflow's login: a request without a valid Airflow token
+(the UI's session cookie or a bearer token) gets 401. The data comes from
+``mlops_lib.overview`` (imported per request, in a worker thread, so the API server starts
+fast).
 """
 
 from __future__ import annotations
@@ -18,10 +20,28 @@ from __future__ import annotations
 import asyncio
 
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.security.utils import get_authorization_scheme_param
 
-app = FastAPI(title="MLOps", description="Projects, models, drift and deployments.")
+
+async def signed_in(request: Request) -> None:
+    """Airflow's own user check (bearer token or the UI's session cookie); 401 without one."""
+    # Imported per request: the plugin module is loaded by every Airflow process, this only
+    # matters in the API server.
+    from airflow.api_fastapi.core_api.security import get_user
+
+    scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if token else None
+    await get_user(request, None, bearer)
+
+
+app = FastAPI(
+    title="MLOps",
+    description="Projects, models, drift and deployments.",
+    dependencies=[Depends(signed_in)],
+)
 REPORT_HREF = "reports/{project}/{id}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -17,8 +18,10 @@ import pytest
 from mlops_lib import platform_stack
 from mlops_lib.settings import Settings, load_settings, reload_settings, settings_env
 from mlops_lib.stack.procs import free_port, free_port_run
+from mlops_lib.tracking import connect as connect_mlflow
 
 REPO = Path(__file__).resolve().parents[2]
+SESSION_MLFLOW_PASSWORD = secrets.token_urlsafe(24)
 MLOPS = str(Path(sys.executable).parent / "mlops")
 FAULTS_PROJECT = "churn_faults"
 DEPLOY_PROJECT = "churn_deploy"
@@ -58,6 +61,9 @@ def stack_settings(stack_dir: Path, **extra: object) -> Settings:
     extra.setdefault("airflow_dags_paused", True)
     # The tests write their batches and labels files into temporary folders.
     extra.setdefault("data_roots", tempfile.gettempdir())
+    # One MLflow account password for every stack of the session: the test process's MLflow
+    # client reads it from its environment, whichever stack it talks to.
+    extra.setdefault("mlflow_password", SESSION_MLFLOW_PASSWORD)
     return load_settings(
         stack_dir=stack_dir,
         lakefs_port=free_port(),
@@ -111,6 +117,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, alerts: list[dict]) -> Itera
         platform_stack.down(settings, log=print)
         raise
     settings = reload_settings(settings)
+    connect_mlflow(settings)
     yield settings
     platform_stack.down(settings, log=print)
 
@@ -126,7 +133,7 @@ def register_model(
 
     from mlops_lib.training import pip_requirements, trusted_types
 
-    mlflow.set_tracking_uri(settings.mlflow_url)
+    connect_mlflow(settings)
     mlflow.set_experiment(f"{project}-tests")
     with mlflow.start_run() as run:
         info = mlflow.sklearn.log_model(
@@ -138,3 +145,12 @@ def register_model(
         )
     mv = mlflow.register_model(info.model_uri, project, tags=tags or {})
     return int(mv.version), run.info.run_id
+
+
+def approve_champion(settings: Settings, project: str, version: int) -> None:
+    """Make a version the champion as an operator does: the gate held it for approval and
+    `mlops model approve` promotes it (the verdict is recorded in the lineage store)."""
+    from mlops_lib.registry import AWAIT, approve
+
+    connect_mlflow(settings).set_model_version_tag(project, str(version), "gate_decision", AWAIT)
+    approve(project, version, settings)

@@ -21,8 +21,9 @@ from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 from mlops_lib.stack.procs import http_ok
+from mlops_lib.tracking import connect as connect_mlflow
 
-from .conftest import DEPLOY_PROJECT, mlops_cli, register_model
+from .conftest import DEPLOY_PROJECT, approve_champion, mlops_cli, register_model
 
 pytestmark = pytest.mark.integration
 PROJECT = DEPLOY_PROJECT
@@ -84,14 +85,18 @@ def register(stack: Settings, world: dict, *, seed: int, broken: bool = False) -
     return version
 
 
-def promote_and_deploy(stack: Settings, world: dict, version: int) -> tuple[str, str]:
-    """Move @champion by hand and announce it, as `mlops model approve` does; follow the
-    deploy run the asset event starts. Returns (run id, final state)."""
-    from mlflow.tracking import MlflowClient
-
+def promote_and_deploy(
+    stack: Settings, world: dict, version: int, *, approved: bool = True
+) -> tuple[str, str]:
+    """Approve a version as an operator does (or, ``approved=False``, move @champion by hand
+    in MLflow) and announce it; follow the deploy run the asset event starts.
+    Returns (run id, final state)."""
     airflow: AirflowClient = world["airflow"]
     since = datetime.now(UTC).isoformat()
-    MlflowClient(stack.mlflow_url).set_registered_model_alias(PROJECT, "champion", str(version))
+    if approved:
+        approve_champion(stack, PROJECT, version)
+    else:
+        connect_mlflow(stack).set_registered_model_alias(PROJECT, "champion", str(version))
     airflow.emit_asset_event(f"{PROJECT}_champion", {"version": version})
     run_id = airflow.wait_for_asset_run(DEPLOY, since=since, timeout=180)
     return run_id, airflow.follow(DEPLOY, run_id, timeout=600)
@@ -138,6 +143,21 @@ def test_champion_goes_live_behind_the_stable_endpoint(stack: Settings, world: d
     assert row["model_version"] == v1
     lineage = json.loads(mlops_cli(stack, "lineage", PROJECT, "--json").stdout)
     assert lineage["deployments"][0]["bento_tag"] == live[0]["bento_tag"]
+
+
+def test_champion_moved_by_hand_is_refused_and_the_old_one_keeps_serving(
+    stack: Settings, world: dict
+) -> None:
+    rogue = register(stack, world, seed=14)
+    run_id, state = promote_and_deploy(stack, world, rogue, approved=False)
+    assert state == "failed"
+    states = world["airflow"].task_states(DEPLOY, run_id)
+    assert states["package"] == "failed" and states["start"] in ("upstream_failed", "none")
+    log = world["airflow"].task_log_tail(DEPLOY, run_id, "package", 1, lines=80)
+    assert f"{PROJECT} v{rogue} is @champion but neither the promotion gate" in log
+    assert not [d for d in deployments(stack) if d["model_version"] == rogue]
+    assert predict(stack, world)["model_version"] == str(world["v1"])
+    approve_champion(stack, PROJECT, world["v1"])
 
 
 def test_failed_smoke_test_keeps_the_old_deployment_serving(stack: Settings, world: dict) -> None:

@@ -18,7 +18,7 @@ from mlops_lib import demo_data
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 
-from .conftest import MONITOR_PROJECT, mlops_cli, register_model
+from .conftest import MONITOR_PROJECT, approve_champion, mlops_cli, register_model
 
 pytestmark = pytest.mark.integration
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "monitor"
@@ -31,7 +31,6 @@ CT = f"{PROJECT}__continuous_training"
 @pytest.fixture(scope="module")
 def world(stack: Settings, tmp_path_factory) -> dict:
     """A champion trained on a clean batch, with its reference profile, as training leaves it."""
-    import mlflow
     from sklearn.linear_model import LogisticRegression
 
     from mlops_lib.features import build_pipeline, model_input
@@ -50,9 +49,7 @@ def world(stack: Settings, tmp_path_factory) -> dict:
     version, run_id = register_model(
         stack, PROJECT, model, tags={"lakefs_commit": published["commit_id"]}
     )
-    mlflow.MlflowClient(stack.mlflow_url).set_registered_model_alias(
-        PROJECT, "champion", str(version)
-    )
+    approve_champion(stack, PROJECT, version)
     save_reference(
         PROJECT,
         version,

@@ -211,6 +211,27 @@ def test_untrainable_data_fails_naming_the_cause(stack: Settings, fault: str, me
     assert len(versions_of(stack, FAULTS_PROJECT)) == before
 
 
+def test_asset_event_naming_a_commit_off_main_is_refused_without_training(
+    stack: Settings, airflow: AirflowClient, auto_run: dict
+) -> None:
+    from datetime import UTC, datetime
+
+    branch = f"unpublished-{time.time_ns()}"
+    vc.fresh_branch(PROJECT, branch, settings=stack)
+    vc.upload(PROJECT, branch, f"datasets/{PROJECT}/date=2026-01-02/x.txt", b"x", settings=stack)
+    off_main = vc.commit(PROJECT, branch, "never published", {}, stack)
+    before = len(versions_of(stack, PROJECT))
+    since = datetime.now(UTC).isoformat()
+    airflow.emit_asset_event(f"{PROJECT}_dataset", {"commit_id": off_main})
+    run_id = airflow.wait_for_asset_run(TRAIN, since=since, timeout=300)
+    assert airflow.follow(TRAIN, run_id, timeout=600) == "failed"
+    states = airflow.task_states(TRAIN, run_id)
+    assert states["resolve_data"] == "failed" and states["train"] in ("upstream_failed", "none")
+    log = airflow.task_log_tail(TRAIN, run_id, "resolve_data", 1, lines=60)
+    assert f"asset event commit '{off_main}' is not on lakeFS 'main'" in log
+    assert len(versions_of(stack, PROJECT)) == before
+
+
 def test_mlflow_down_mid_training_retries_without_duplicate_version(
     stack: Settings, airflow: AirflowClient, auto_run: dict
 ) -> None:

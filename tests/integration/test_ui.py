@@ -1,11 +1,16 @@
 """The MLOps page of the Airflow UI, in a real headless Chromium against the running stack.
 
-The test saves a screenshot of the page to ``test-output/ui/mlops-page.png``.
+The browser signs in as the UI does (Airflow's session cookie) and saves a screenshot of the
+page to ``test-output/ui/mlops-page.png``; without signing in the page and its JSON are 401.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -20,24 +25,103 @@ REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output" / "ui"
 
 
-def chromium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _devtools_port(profile: Path, proc: subprocess.Popen, deadline: float) -> int:
+    active = profile / "DevToolsActivePort"
+    while time.monotonic() < deadline:
+        if active.is_file() and active.read_text().strip():
+            return int(active.read_text().split()[0])
+        assert proc.poll() is None, "Chromium exited during start-up"
+        time.sleep(0.2)
+    raise AssertionError("Chromium's DevTools port did not appear within the deadline")
+
+
+class _Page:
+    """One page of a browser, driven over the DevTools protocol."""
+
+    def __init__(self, ws) -> None:
+        self.ws, self.next_id = ws, 0
+
+    def call(self, method: str, until_event: str | None = None, **params: object) -> dict:
+        """Send one command; return its result (or, given ``until_event``, that event's)."""
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        result: dict | None = None
+        while True:
+            msg = json.loads(self.ws.recv(timeout=60))
+            if msg.get("id") == self.next_id:
+                assert "error" not in msg, (method, msg["error"])
+                result = msg["result"]
+            elif until_event and msg.get("method") == until_event:
+                return msg["params"]
+            if result is not None and until_event is None:
+                return result
+
+
+def browse_signed_in(url: str, token: str, screenshot: Path) -> str:
+    """Open ``url`` in headless Chromium signed in to Airflow (the UI's session cookie);
+    save a screenshot, return the DOM."""
+    from websockets.sync.client import connect
+
     browser = find_browser()
     assert browser, "Chromium is not installed: `mlops stack install --browser`"
-    return subprocess.run(
-        [
-            browser,
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            "--virtual-time-budget=15000",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen(
+            [
+                browser,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--window-size=1400,2200",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            port = _devtools_port(Path(profile), proc, time.monotonic() + 60)
+            targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+            page_ws = next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
+            with connect(page_ws, max_size=None) as ws:
+                page = _Page(ws)
+                page.call("Network.setCookie", name="_token", value=token, url=url)
+                page.call("Page.enable")
+                page.call("Page.navigate", until_event="Page.loadEventFired", url=url)
+                shot = page.call("Page.captureScreenshot", format="png")
+                screenshot.write_bytes(base64.b64decode(shot["data"]))
+                dom = page.call(
+                    "Runtime.evaluate",
+                    expression="document.documentElement.outerHTML",
+                    returnByValue=True,
+                )
+                return dom["result"]["value"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _token(stack: Settings) -> str:
+    """An Airflow access token of the platform's admin, as the login page issues."""
+    resp = httpx.post(
+        f"{stack.airflow_base_url}/auth/token",
+        json={"username": stack.airflow_user, "password": stack.secret("airflow_password")},
+        timeout=60,
     )
+    assert resp.status_code in (200, 201), resp.text[:300]
+    return resp.json()["access_token"]
+
+
+def test_page_and_its_json_need_an_airflow_login(stack: Settings) -> None:
+    base = f"{stack.airflow_base_url}/mlops"
+    for path in ("/", "/api/projects", "/reports/churn/1"):
+        assert httpx.get(f"{base}{path}", timeout=60).status_code == 401, path
+    forged = httpx.get(f"{base}/api/projects", cookies={"_token": "forged"}, timeout=60)
+    assert forged.status_code in (401, 403)
+    signed_in = {"Authorization": f"Bearer {_token(stack)}"}
+    assert httpx.get(f"{base}/api/projects", headers=signed_in, timeout=60).status_code == 200
 
 
 def test_plugin_is_registered_with_airflow(stack: Settings) -> None:
@@ -55,7 +139,8 @@ def test_page_shows_every_project_with_its_models_and_drift(stack: Settings) -> 
     from mlops_lib.spec import discover
 
     base = f"{stack.airflow_base_url}/mlops"
-    api = httpx.get(f"{base}/api/projects", timeout=60)
+    signed_in = {"Authorization": f"Bearer {_token(stack)}"}
+    api = httpx.get(f"{base}/api/projects", headers=signed_in, timeout=60)
     assert api.status_code == 200, api.text[:500]
     specs, _ = discover(stack.projects_dir)
     assert [p["project"] for p in api.json()] == sorted(specs)
@@ -63,9 +148,8 @@ def test_page_shows_every_project_with_its_models_and_drift(stack: Settings) -> 
     OUTPUT.mkdir(parents=True, exist_ok=True)
     shot = OUTPUT / "mlops-page.png"
     shot.unlink(missing_ok=True)
-    proc = chromium("--window-size=1400,2200", f"--screenshot={shot}", f"{base}/")
-    assert shot.exists() and shot.stat().st_size > 20_000, proc.stderr[-2000:]
-    dom = chromium("--dump-dom", f"{base}/").stdout
+    dom = browse_signed_in(f"{base}/", _token(stack), shot)
+    assert shot.exists() and shot.stat().st_size > 20_000
     store = lineage_store(stack)
     for name in specs:
         assert f'id="project-{name}"' in dom, name
@@ -76,7 +160,7 @@ def test_page_shows_every_project_with_its_models_and_drift(stack: Settings) -> 
         if reports:
             rid = reports[0]["id"]
             assert f"reports/{name}/{rid}" in dom
-            page = httpx.get(f"{base}/reports/{name}/{rid}", timeout=60)
+            page = httpx.get(f"{base}/reports/{name}/{rid}", headers=signed_in, timeout=60)
             assert page.status_code == 200, page.text[:500]
             # Whatever ran before: a report of windows with traffic has a chart per column,
             # one of windows without traffic says so.
@@ -84,4 +168,5 @@ def test_page_shows_every_project_with_its_models_and_drift(stack: Settings) -> 
                 assert "<svg" in page.text, (name, rid)
             else:
                 assert "no traffic in the monitored windows" in page.text, (name, rid)
-    assert httpx.get(f"{base}/reports/churn/999999", timeout=60).status_code == 404
+    missing = httpx.get(f"{base}/reports/churn/999999", headers=signed_in, timeout=60)
+    assert missing.status_code == 404

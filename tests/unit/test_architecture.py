@@ -30,6 +30,7 @@ BUILDING_BLOCKS = (
     "quality",
     "metrics",
     "mlflow_lakefs",
+    "tracking",
 )
 # Stages of the life cycle, each called by its DAG tasks. They never import an app.
 STAGES = (

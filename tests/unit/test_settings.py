@@ -2,7 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from mlops_lib.settings import ENV_PREFIX, Settings, load_settings, reload_settings, settings_env
+from mlops_lib.settings import (
+    ENV_PREFIX,
+    Settings,
+    load_settings,
+    process_env,
+    reload_settings,
+    secret_names,
+    settings_env,
+)
 from mlops_lib.stack.credentials import ensure_credentials
 
 
@@ -85,3 +93,22 @@ def test_settings_env_round_trips(tmp_path: Path) -> None:
 def test_postgres_url_uses_psycopg2_and_the_password(tmp_path: Path) -> None:
     s = Settings(stack_dir=tmp_path, postgres_password="pw", postgres_port=6543)
     assert s.postgres_url("airflow") == "postgresql+psycopg2://mlops:pw@127.0.0.1:6543/airflow"
+
+
+def test_child_environment_carries_only_the_secrets_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ensure_credentials(load_settings(stack_dir=tmp_path))
+    s = load_settings(stack_dir=tmp_path)
+    monkeypatch.setenv("MLOPS_POSTGRES_PASSWORD", "exported-by-the-caller")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "a-client-password")
+    monkeypatch.setenv("MLOPS_HOST", "127.0.0.1")
+    inherited = process_env()
+    assert "MLOPS_POSTGRES_PASSWORD" not in inherited
+    assert "MLFLOW_TRACKING_PASSWORD" not in inherited
+    assert inherited["MLOPS_HOST"] == "127.0.0.1"
+    env = settings_env(s, secrets=("mlflow_password",))
+    assert env["MLOPS_MLFLOW_PASSWORD"] == s.secret("mlflow_password")
+    withheld = {f"{ENV_PREFIX}{n.upper()}" for n in secret_names() - {"mlflow_password"}}
+    assert not withheld & set(env)
+    assert {"airflow_password", "lakefs_secret_access_key", "postgres_password"} <= secret_names()
