@@ -24,6 +24,7 @@ import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 from pydantic import Field
 
+from mlops_lib.serving.package import PROBE_HEADER, is_probe
 from mlops_lib.serving.predictor import Predictor
 from mlops_lib.serving.schema import instance_model
 from mlops_lib.spec import ProjectSpec
@@ -44,11 +45,22 @@ SPEC = _spec()
 Instance = instance_model(SPEC)
 MAX_ROWS = SPEC.serving.max_batch_size
 NAME = SPEC.name.replace("_", "-")
-PROBE_HEADER = "x-mlops-probe"
 # One scoring call to the inference service (a 1,000-row batch takes ~0.1 s); three
 # attempts fit in the API's 30 s request timeout.
 ATTEMPT_TIMEOUT_S = 8.0
 SHED_AFTER_MS = max(10_000, SPEC.serving.max_latency_ms * 10)
+SPOOL_BYTES = bentoml.metrics.Gauge(
+    name="mlops_prediction_log_spool_bytes",
+    documentation="Bytes of served predictions spooled locally, not yet in lakeFS.",
+)
+SPOOL_ALARM = bentoml.metrics.Gauge(
+    name="mlops_prediction_log_spool_alarm",
+    documentation="1 when the prediction log spool is near its cap (lakeFS not taking files).",
+)
+DROPPED_ROWS = bentoml.metrics.Counter(
+    name="mlops_prediction_log_dropped_rows",
+    documentation="Served rows dropped from a spool over its cap.",
+)
 
 
 @bentoml.service(
@@ -98,6 +110,7 @@ class ModelService:
         from mlops_lib.settings import get_settings
 
         settings = get_settings()
+        self.settings = settings
         self.predictor = Predictor(SPEC, None, version=str(ARGS.model_version))
         self.prediction_log = PredictionLog(
             SPEC.name,
@@ -106,7 +119,9 @@ class ModelService:
             lakefs_shipper(SPEC.name, settings),
             flush_seconds=settings.prediction_log_flush_seconds,
             max_rows=settings.prediction_log_max_rows,
+            spool_max_bytes=int(settings.prediction_log_spool_max_mb * 1e6),
         ).start()
+        self._dropped_exported = 0
 
     @bentoml.api(route="/predict")
     async def predict(
@@ -117,19 +132,30 @@ class ModelService:
         """Predictions (same order as ``instances``), class probabilities, model version and
         the request id under which the rows are kept in the prediction log.
 
-        Requests with the header ``X-MLOps-Probe`` (the deploy DAG's smoke test) are answered
-        but not logged: they are not production traffic."""
+        Requests with this deployment's token in ``X-MLOps-Probe`` (the deploy DAG's smoke
+        test) are answered but not logged: they are not production traffic. Without the
+        token the header changes nothing."""
         rows = [row.model_dump() for row in instances]
         batch = self.predictor.array(rows)
         scores = await self._scores(batch)
         scores = np.asarray(scores)
         out = self.predictor.response(scores)
         out["request_id"] = uuid.uuid4().hex
-        if PROBE_HEADER not in ctx.request.headers:
+        if not is_probe(self.settings, ctx.request.headers.get(PROBE_HEADER)):
             self.prediction_log.record(
                 out["request_id"], rows, out["predictions"], self.predictor.log_scores(scores)
             )
+        self._export_spool_metrics()
         return out
+
+    def _export_spool_metrics(self) -> None:
+        """The prediction log's spool on /metrics: size, alarm, rows dropped."""
+        plog = self.prediction_log
+        SPOOL_BYTES.set(plog.spool_bytes)
+        SPOOL_ALARM.set(1 if plog.spool_alarm else 0)
+        if plog.dropped_rows > self._dropped_exported:
+            DROPPED_ROWS.inc(plog.dropped_rows - self._dropped_exported)
+            self._dropped_exported = plog.dropped_rows
 
     async def _scores(self, batch: np.ndarray, attempts: int = 3):
         """Scores from ``Inference``, retried on transport errors.

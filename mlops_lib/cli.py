@@ -158,7 +158,7 @@ def _print_status(rows: list[dict]) -> None:
 def _print_credentials_hint(settings, show: bool = False) -> None:
     lines = [
         f"Airflow UI  {settings.airflow_base_url}  user {settings.airflow_user}",
-        f"MLflow UI   {settings.mlflow_url}",
+        f"MLflow UI   {settings.mlflow_url}  user {settings.mlflow_user}",
         f"lakeFS UI   {settings.lakefs_url}  access key id {settings.lakefs_access_key_id}",
     ]
     for line in lines:
@@ -167,6 +167,8 @@ def _print_credentials_hint(settings, show: bool = False) -> None:
         console.print(f"passwords and secret keys: {settings.credentials_file}")
         if settings.airflow_password is not None:
             console.print(f"Airflow password: {settings.airflow_password.get_secret_value()}")
+        if settings.mlflow_password is not None:
+            console.print(f"MLflow password: {settings.mlflow_password.get_secret_value()}")
         if settings.lakefs_secret_access_key is not None:
             console.print(
                 f"lakeFS secret access key: {settings.lakefs_secret_access_key.get_secret_value()}"

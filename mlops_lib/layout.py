@@ -15,7 +15,8 @@ One repository per project (``<project>`` with ``_`` -> ``-``), two long-lived b
   * ``predictions/date=../hour=../<file>.parquet`` the prediction log;
   * ``labels/<stamp>.parquet`` labels of served predictions;
   * ``reference/v<version>/profile.bin`` each model version's reference profile;
-  * ``profiles/date=../hour=../profile.bin`` one profile per closed hour window;
+  * ``profiles/date=../hour=../profile-<n>.bin`` one profile per closed hour window, of its
+    ``n`` prediction-log files (made again when files of the window are shipped late);
   * ``reports/<stamp>/report.{json,html}`` drift reports.
 
 Ingest runs work on short-lived branches ``ingest-<run id>``. Nothing here does I/O.
@@ -99,6 +100,9 @@ def stamp_of(path: str) -> str:
     return m.group(1) if m else ""
 
 
+_PROFILED = re.compile(r"/profile-(\d+)\.bin$")
+
+
 def window_of(path: str) -> datetime | None:
     """The hour window an object path belongs to (``date=../hour=..``), if any."""
     m = _WINDOW.search(path)
@@ -139,8 +143,15 @@ def profiles_prefix(project: str) -> str:
     return f"{monitoring_prefix(project)}/profiles/"
 
 
-def window_profile_path(project: str, hour: datetime) -> str:
-    return f"{profiles_prefix(project)}date={hour:%Y-%m-%d}/hour={hour:%H}/profile.bin"
+def window_profile_path(project: str, hour: datetime, files: int) -> str:
+    """A window's profile, named after how many prediction-log files it covers."""
+    return f"{profiles_prefix(project)}date={hour:%Y-%m-%d}/hour={hour:%H}/profile-{files}.bin"
+
+
+def profiled_files(path: str) -> int:
+    """How many prediction-log files a window profile covers (0 when its name does not say)."""
+    m = _PROFILED.search(path)
+    return int(m.group(1)) if m else 0
 
 
 def report_folder(project: str, report_stamp: str) -> str:

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     lakefs_secret_access_key: SecretStr | None = None
     lakefs_admin_user: str = "admin"
     lakefs_encrypt_secret: SecretStr | None = None
+    lakefs_request_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds a lakeFS call may wait for an answer."
+    )
 
     # MLflow
     mlflow_port: int = 5000
@@ -120,11 +123,24 @@ class Settings(BaseSettings):
         default=120.0, description="Seconds a new deployment has to become ready."
     )
     smoke_rows: int = Field(default=200, ge=1, description="Holdout rows a deployment must match.")
+    serving_probe_key: SecretStr | None = Field(
+        default=None, description="Derives each deployment's smoke-test probe token."
+    )
+    probe_token: SecretStr | None = Field(
+        default=None,
+        description="A deployment's own probe token (given to its process by the deploy).",
+    )
     prediction_log_flush_seconds: float = Field(
         default=2.0, gt=0, description="How often served predictions are flushed to lakeFS."
     )
     prediction_log_max_rows: int = Field(
         default=20_000, ge=1, description="Buffered rows that trigger an early flush."
+    )
+    prediction_log_spool_max_mb: float = Field(
+        default=1024.0,
+        gt=0,
+        description="Cap of a deployment's local spool; an alarm fires at 80%, the oldest "
+        "files are dropped beyond it.",
     )
 
     @property

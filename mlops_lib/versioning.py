@@ -28,14 +28,21 @@ def client(settings: Settings | None = None) -> lakefs.Client:
         settings.lakefs_url,
         settings.secret("lakefs_access_key_id"),
         settings.secret("lakefs_secret_access_key"),
+        settings.lakefs_request_timeout,
     )
 
 
 @lru_cache(maxsize=8)
-def _client(host: str, key_id: str, secret: str) -> lakefs.Client:
+def _client(host: str, key_id: str, secret: str, timeout: float) -> lakefs.Client:
     import lakefs  # heavy SDK: kept out of DAG parsing
+    import urllib3
 
-    return lakefs.Client(host=host, username=key_id, password=secret)
+    lakefs_client = lakefs.Client(host=host, username=key_id, password=secret)
+    # The SDK waits forever on a server that accepts but never answers: bound every call,
+    # so a hanging lakeFS fails the call (and the caller retries) instead of blocking it.
+    pools = lakefs_client.sdk_client._api.rest_client.pool_manager
+    pools.connection_pool_kw["timeout"] = urllib3.Timeout(connect=5.0, read=timeout)
+    return lakefs_client
 
 
 def repository(project: str, settings: Settings | None = None) -> lakefs.Repository:

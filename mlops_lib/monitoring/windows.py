@@ -1,8 +1,9 @@
 """Production windows: hour windows of the prediction log, profiled once, merged on demand.
 
 Production profiles are made per hour window from the prediction log into
-``monitoring/<project>/profiles/date=../hour=../profile.bin`` (see :mod:`mlops_lib.layout`);
-a window is profiled once, after it has closed. Profiles are mergeable: a monitor run
+``monitoring/<project>/profiles/date=../hour=../profile-<files>.bin`` (see
+:mod:`mlops_lib.layout`); a window is profiled after it has closed, and again when files of it
+are shipped late. Profiles are mergeable: a monitor run
 merges the windows it covers.
 """
 
@@ -31,16 +32,32 @@ class WindowProfile(TypedDict):
 
 
 def windows_to_profile(
-    log_paths: list[str], profiled: set[datetime], now: datetime
+    log_paths: list[str], profiled: dict[datetime, int], now: datetime
 ) -> dict[datetime, list[str]]:
-    """Closed hour windows with logged predictions and no profile yet, with their files."""
-    todo: dict[datetime, list[str]] = {}
+    """Closed hour windows with logged files their profile does not cover yet (none made, or
+    files shipped late), each with every file of the window."""
+    closed: dict[datetime, list[str]] = {}
     for path in log_paths:
         hour = window_of(path)
-        if hour is None or hour in profiled or hour + timedelta(hours=1) > now:
-            continue
-        todo.setdefault(hour, []).append(path)
-    return dict(sorted(todo.items()))
+        if hour is not None and hour + timedelta(hours=1) <= now:
+            closed.setdefault(hour, []).append(path)
+    return {
+        hour: paths for hour, paths in sorted(closed.items()) if len(paths) > profiled.get(hour, 0)
+    }
+
+
+def stored_profiles(spec: ProjectSpec, settings: Settings) -> dict[datetime, str]:
+    """Each window's stored profile (the one covering the most files)."""
+    prefix = layout.profiles_prefix(spec.name)
+    stored = vc.list_paths(spec.name, MONITORING_BRANCH, prefix, settings)
+    best: dict[datetime, str] = {}
+    for path in stored:
+        hour = window_of(path)
+        if hour is not None and (
+            hour not in best or layout.profiled_files(path) > layout.profiled_files(best[hour])
+        ):
+            best[hour] = path
+    return best
 
 
 def log_view(
@@ -54,24 +71,27 @@ def log_view(
 def profile_windows(
     spec: ProjectSpec, *, now: datetime | None = None, settings: Settings | None = None
 ) -> list[WindowProfile]:
-    """Profile every closed, not yet profiled hour window of the prediction log.
+    """Profile every closed hour window of the prediction log not profiled yet, and again
+    every window whose files were shipped after its profile was made.
 
-    Incremental: a window's profile is written once; later runs skip it. Commits the
-    monitoring branch (the shipped prediction log with the new profiles).
+    Incremental: a window is profiled when its set of files grows; the profile it replaces is
+    removed. Commits the monitoring branch (the shipped prediction log with the profiles).
     """
     settings = settings or get_settings()
     project = spec.name
     ensure_monitoring_branch(project, settings)
     now = now or datetime.now(UTC)
     logs = vc.list_paths(project, MONITORING_BRANCH, layout.predictions_prefix(project), settings)
-    stored = vc.list_paths(project, MONITORING_BRANCH, layout.profiles_prefix(project), settings)
-    done = {w for p in stored if (w := window_of(p)) is not None}
+    stored = stored_profiles(spec, settings)
+    covered = {hour: layout.profiled_files(path) for hour, path in stored.items()}
     made: list[WindowProfile] = []
-    for hour, paths in windows_to_profile(logs, done, now).items():
+    for hour, paths in windows_to_profile(logs, covered, now).items():
         view, rows = log_view(spec, paths, settings)
-        path = layout.window_profile_path(project, hour)
+        path = layout.window_profile_path(project, hour, len(paths))
         data = profiles.serialize(view)
         vc.upload(project, MONITORING_BRANCH, path, data, "application/octet-stream", settings)
+        if hour in stored:
+            vc.delete_prefix(project, MONITORING_BRANCH, stored[hour], settings)
         made.append({"window": hour.isoformat(), "rows": rows, "path": path})
     if made:
         vc.commit(
@@ -88,14 +108,12 @@ def windows_after(
     spec: ProjectSpec, last: str, settings: Settings
 ) -> tuple[list[DatasetProfileView], list[str]]:
     """The stored window profiles after the window ``last`` (ISO), with their windows."""
-    project = spec.name
     views: list[DatasetProfileView] = []
     windows: list[str] = []
-    stored = vc.list_paths(project, MONITORING_BRANCH, layout.profiles_prefix(project), settings)
-    for path in sorted(stored):
-        hour = window_of(path)
-        if hour is not None and hour.isoformat() > last:
-            views.append(profiles.deserialize(vc.read(project, MONITORING_BRANCH, path, settings)))
+    for hour, path in sorted(stored_profiles(spec, settings).items()):
+        if hour.isoformat() > last:
+            data = vc.read(spec.name, MONITORING_BRANCH, path, settings)
+            views.append(profiles.deserialize(data))
             windows.append(hour.isoformat())
     return views, windows
 

@@ -31,8 +31,10 @@ from mlops_lib.lineage import DeploymentRow, lineage_store
 from mlops_lib.registry import champion_version, model_version_tags, unapproved_reason
 from mlops_lib.serving.gateway import read_routes, write_route
 from mlops_lib.serving.package import (
+    PROBE_HEADER,
     build_bento,
     import_model,
+    probe_token,
     serve_bento_command,
     serve_env,
     use_store,
@@ -170,7 +172,7 @@ def _serve(dep: DeploymentRow, port: int, settings: Settings) -> None:
     proc = process(settings, dep)
     proc.start(
         serve_bento_command(dep["bento_tag"], port, settings.host),
-        env=serve_env(settings),
+        env=serve_env(settings, probe_token(settings, dep["project"], dep["id"])),
         cwd=settings.stack_dir,
     )
     url = f"http://{settings.host}:{port}"
@@ -234,7 +236,8 @@ def _served_answers(
                 resp = http.post(
                     "/predict",
                     json={"instances": rows[i : i + step]},
-                    headers={"X-MLOps-Probe": "smoke-test"},  # not production traffic
+                    # Not production traffic: kept out of the prediction log.
+                    headers={PROBE_HEADER: probe_token(settings, dep["project"], dep["id"])},
                 )
             except httpx.HTTPError as exc:
                 raise _fail(dep, f"smoke test request failed: {exc}", settings) from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -12,7 +14,7 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
-from mlops_lib.settings import Settings, get_settings, process_env, settings_env
+from mlops_lib.settings import ENV_PREFIX, Settings, get_settings, process_env, settings_env
 from mlops_lib.spec import ProjectSpec
 from mlops_lib.tracking import connect as connect_mlflow
 
@@ -170,12 +172,33 @@ def serve_command(project: str, model_tag: str, version: int | str, port: int) -
     ]
 
 
-def serve_env(settings: Settings) -> dict[str, Any]:
-    """Environment of a serving process: the platform settings and the BentoML store."""
-    return {
+def serve_env(settings: Settings, probe_token: str | None = None) -> dict[str, Any]:
+    """Environment of a serving process: the platform settings and the BentoML store.
+
+    Of the secrets, only the lakeFS key (the prediction log writes to lakeFS) and the
+    deployment's own probe token reach it."""
+    env = {
         **process_env(),
-        # The prediction log writes to lakeFS; no other secret reaches a serving process.
         **settings_env(settings, secrets=("lakefs_secret_access_key",)),
         "BENTOML_HOME": str(settings.bento_store),
         "BENTOML_DO_NOT_TRACK": "True",
     }
+    if probe_token:
+        env[f"{ENV_PREFIX}PROBE_TOKEN"] = probe_token
+    return env
+
+
+PROBE_HEADER = "X-MLOps-Probe"
+
+
+def probe_token(settings: Settings, project: str, deployment_id: int) -> str:
+    """The token a deployment accepts in ``X-MLOps-Probe`` (its smoke test's requests are
+    answered but not logged); derived from the stack's key, different per deployment."""
+    key = settings.secret("serving_probe_key").encode()
+    return hmac.new(key, f"{project}:{deployment_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def is_probe(settings: Settings, header: str | None) -> bool:
+    """True when a request carries this deployment's probe token."""
+    token = settings.probe_token.get_secret_value() if settings.probe_token else ""
+    return bool(token and header) and hmac.compare_digest(token, header or "")

@@ -2,14 +2,20 @@
 
 The request path only appends to an in-memory buffer. A background thread writes the
 buffer to Parquet files in a local spool folder (one file per hour window, written
-atomically) and ships spooled files to the project's lakeFS repository, branch
+atomically); another ships spooled files to the project's lakeFS repository, branch
 ``monitoring``, under ``monitoring/<project>/predictions/date=YYYY-MM-DD/hour=HH/``.
-A file leaves the spool only after lakeFS accepted it, so a lakeFS outage delays the log
-but loses nothing; ``close()`` (the service's shutdown hook) flushes what is left.
+A file leaves the spool only after lakeFS accepted it, so a lakeFS outage (refusing or
+hanging) delays the log but loses nothing, and never holds up the spooling;
+``close()`` (the service's shutdown hook) flushes what is left.
+
+The spool has a size cap: past ``alarm_ratio`` of it an alarm is raised (an error log line
+and ``spool_alarm``) while nothing is lost yet; only beyond the cap are the oldest files
+dropped, each drop logged and counted in ``dropped_rows``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -51,6 +57,8 @@ class PredictionLog:
         *,
         flush_seconds: float = 2.0,
         max_rows: int = 20_000,
+        spool_max_bytes: int = 1 << 30,
+        alarm_ratio: float = 0.8,
     ) -> None:
         self.project = project
         self.model_version = str(model_version)
@@ -65,9 +73,15 @@ class PredictionLog:
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._shipped = threading.Event()
         self._seq = itertools.count()
         self.shipped_files = 0
+        self.spool_max_bytes = spool_max_bytes
+        self.alarm_bytes = int(spool_max_bytes * alarm_ratio)
+        self.spool_bytes = 0
+        self.spool_alarm = False
+        self.dropped_rows = 0
 
     # request path ------------------------------------------------------------------
     def record(
@@ -88,41 +102,89 @@ class PredictionLog:
 
     # background --------------------------------------------------------------------
     def start(self) -> PredictionLog:
-        """Start the background flusher (idempotent); spooled leftovers are shipped first."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name=f"prediction-log-{self.project}", daemon=True
-            )
-            self._thread.start()
+        """Start the flusher and the shipper (idempotent); spooled leftovers ship first."""
+        if not self._threads:
+            for name, target in (("flush", self._run_flusher), ("ship", self._run_shipper)):
+                thread = threading.Thread(
+                    target=target, name=f"prediction-log-{name}-{self.project}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
         return self
 
-    def _run(self) -> None:
+    def _run_flusher(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
             try:
                 self.flush()
-                self.ship_pending()
+                self.check_spool()
             except Exception:  # the log must never stop the service
                 log.exception("prediction log flush failed; retrying on the next tick")
 
+    def _run_shipper(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.ship_pending()
+            except Exception:
+                log.exception("prediction log shipping failed; retrying")
+            self._stop.wait(self.flush_seconds)
+
     def close(self, timeout: float = 10.0) -> int:
-        """Stop the flusher, write what is buffered and ship it; returns files left spooled."""
+        """Stop the threads, write what is buffered and ship it; returns files left spooled.
+
+        Shipping runs in a thread of its own here too, so a hanging lakeFS cannot hold the
+        shutdown past ``timeout``: what is not shipped stays spooled for the next start."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
         self.flush()
-        deadline = time.monotonic() + timeout
-        while self.pending() and time.monotonic() < deadline:
-            if self.ship_pending() == 0:
-                time.sleep(0.5)
+        finisher = threading.Thread(target=self._ship_until_empty, args=(timeout,), daemon=True)
+        finisher.start()
+        finisher.join(timeout + 1)
         left = len(self.pending())
         if left:
             log.warning(
                 "%d prediction log files stay in %s until lakeFS is back", left, self.spool_dir
             )
         return left
+
+    def _ship_until_empty(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.pending() and time.monotonic() < deadline:
+            if self.ship_pending() == 0:
+                time.sleep(0.5)
+
+    def check_spool(self) -> int:
+        """Measure the spool; raise the alarm near the cap, drop the oldest files past it.
+        Returns the spool's size in bytes."""
+        files = []
+        for path in self.pending():
+            with contextlib.suppress(FileNotFoundError):  # shipped meanwhile
+                stat = path.stat()
+                files.append((stat.st_mtime_ns, path, stat.st_size))
+        files.sort()  # oldest first
+        size = sum(n for _, _, n in files)
+        if size >= self.alarm_bytes and not self.spool_alarm:
+            log.error(
+                "ALARM prediction log spool %s holds %.1f MB of its %.1f MB cap: lakeFS has "
+                "not taken the files; the oldest will be dropped at the cap",
+                self.spool_dir,
+                size / 1e6,
+                self.spool_max_bytes / 1e6,
+            )
+        self.spool_alarm = size >= self.alarm_bytes
+        for _, path, n in files:
+            if size <= self.spool_max_bytes:
+                break
+            rows = _row_count(path)
+            path.unlink(missing_ok=True)
+            size -= n
+            self.dropped_rows += rows
+            log.error("prediction log spool over its cap: dropped %s (%d rows)", path.name, rows)
+        self.spool_bytes = size
+        return size
 
     # spool -------------------------------------------------------------------------
     def flush(self) -> list[Path]:
@@ -216,6 +278,15 @@ def _to_parquet(part: Any, path: Path) -> None:
             raise
         log.warning("prediction log: columns %s of mixed types kept as text (%s)", mixed, exc)
         part.astype({c: "string" for c in mixed}).to_parquet(path, index=False)
+
+
+def _row_count(path: Path) -> int:
+    import pyarrow.parquet as pq  # kept out of the request path
+
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except Exception:
+        return 0
 
 
 def lakefs_shipper(project: str, settings: Any = None) -> Ship:

@@ -30,6 +30,7 @@ GENERATORS = {
     # MLflow's auth app wants at least 12 characters.
     "mlflow_password": lambda: _token(24),
     "mlflow_secret_key": _token,
+    "serving_probe_key": _token,
 }
 
 

@@ -95,6 +95,7 @@ AIRFLOW_SECRETS = (
     "lakefs_secret_access_key",
     "mlflow_password",
     "postgres_password",
+    "serving_probe_key",
 )
 
 

@@ -229,7 +229,8 @@ def test_killed_deployment_comes_back_with_stack_up(stack: Settings, world: dict
 
 
 def test_prediction_log_reaches_lakefs(stack: Settings, world: dict) -> None:
-    """Every served row lands in the monitoring area, keyed by its request id."""
+    """Every served row lands in the monitoring area, keyed by its request id (also one with
+    a forged probe header)."""
     import io
 
     import pandas as pd
@@ -237,6 +238,15 @@ def test_prediction_log_reaches_lakefs(stack: Settings, world: dict) -> None:
     from mlops_lib.layout import MONITORING_BRANCH, predictions_prefix
     from mlops_lib.serving.deploy import process
 
+    # A probe header without the deployment's own token is production traffic like any other.
+    forged = httpx.post(
+        f"{endpoint(stack)}/predict",
+        json={"instances": rows(world, 2, 503)},
+        headers={"X-MLOps-Probe": "smoke-test"},
+        timeout=30,
+    )
+    assert forged.status_code == 200, forged.text
+    world["responses"].append(forged.json())
     # A clean stop flushes what the live deployment still buffers.
     live = next(d for d in deployments(stack) if d["state"] == "active")
     assert process(stack, live).stop() == "stopped"

@@ -88,7 +88,7 @@ def test_published_ports_default_to_the_settings_defaults(compose: dict) -> None
     }
     for name, (var, port) in expected.items():
         ports = compose["services"][name]["ports"]
-        assert f"${{{var}:-{port}}}:{port}" in ports, (name, ports)
+        assert f"${{MLOPS_HOST:-127.0.0.1}}:${{{var}:-{port}}}:{port}" in ports, (name, ports)
 
 
 def test_no_secret_values_in_the_file() -> None:
@@ -99,7 +99,7 @@ def test_no_secret_values_in_the_file() -> None:
 
 
 def test_airflow_services_share_the_platform_settings(compose: dict) -> None:
-    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "mlflow"):
+    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor"):
         env = compose["services"][name]["environment"]
         assert env["MLOPS_LAKEFS_ENDPOINT"] == "http://lakefs:8000"
         assert env["MLOPS_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
@@ -113,3 +113,23 @@ def test_serving_uses_the_bentos_the_deploy_dag_builds(compose: dict) -> None:
     assert "bento-store:/opt/mlops/bentoml" in serving["volumes"]
     assert "bento-store:/opt/mlops/bentoml" in svc["airflow-scheduler"]["volumes"]
     assert serving["environment"]["MLOPS_BENTOML_HOME"] == "/opt/mlops/bentoml"
+
+
+def test_every_published_port_is_bound_to_localhost_by_default(compose: dict) -> None:
+    published = {n: s["ports"] for n, s in compose["services"].items() if "ports" in s}
+    assert published
+    for name, ports in published.items():
+        assert all(p.startswith("${MLOPS_HOST:-127.0.0.1}:") for p in ports), (name, ports)
+
+
+def test_mlflow_requires_its_login_and_keeps_the_password_off_its_command_line(
+    compose: dict,
+) -> None:
+    mlflow = compose["services"]["mlflow"]
+    assert mlflow["command"][:4] == ["mlflow", "server", "--app-name", "basic-auth"]
+    assert not any("postgres" in part for part in mlflow["command"])
+    assert "MLFLOW_BACKEND_STORE_URI" in mlflow["environment"]
+    # MLflow gets its own configuration only, none of the platform's other secrets.
+    assert not [k for k in mlflow["environment"] if k.startswith("MLOPS_")]
+    env = compose["services"]["airflow-scheduler"]["environment"]
+    assert env["MLOPS_MLFLOW_PASSWORD"].startswith("${MLOPS_MLFLOW_PASSWORD:?")

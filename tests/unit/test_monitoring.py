@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_lib import demo_data, profiles
+from mlops_lib import demo_data, layout, profiles
 from mlops_lib.layout import window_of
 from mlops_lib.monitoring.drift import drift_scores
 from mlops_lib.monitoring.reference import monitored_frame, reference_frame
@@ -34,14 +34,27 @@ def test_only_closed_unprofiled_windows_are_profiled_once() -> None:
     p = "monitoring/churn/predictions/date=2026-11-27/hour={:02d}/{}.parquet"
     logs = [p.format(8, "a"), p.format(8, "b"), p.format(9, "c"), p.format(10, "d")]
     now = datetime(2026, 11, 27, 10, 30, tzinfo=UTC)
-    todo = windows_to_profile(logs, set(), now)
+    todo = windows_to_profile(logs, {}, now)
     assert list(todo) == [
         datetime(2026, 11, 27, 8, tzinfo=UTC),
         datetime(2026, 11, 27, 9, tzinfo=UTC),
     ]
     assert len(todo[datetime(2026, 11, 27, 8, tzinfo=UTC)]) == 2
-    again = windows_to_profile(logs, set(todo), now)
+    again = windows_to_profile(logs, {h: len(paths) for h, paths in todo.items()}, now)
     assert again == {}
+
+
+def test_a_window_is_profiled_again_with_files_shipped_late() -> None:
+    p = "monitoring/churn/predictions/date=2026-11-27/hour=08/{}.parquet"
+    eight = datetime(2026, 11, 27, 8, tzinfo=UTC)
+    now = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    late = [p.format("a"), p.format("b"), p.format("late")]
+    todo = windows_to_profile(late, {eight: 2}, now)
+    assert todo == {eight: late}
+    stored = layout.window_profile_path("churn", eight, 3)
+    assert stored.endswith("date=2026-11-27/hour=08/profile-3.bin")
+    assert layout.profiled_files(stored) == 3
+    assert layout.profiled_files(stored.replace("profile-3", "profile")) == 0
 
 
 def test_reference_frame_carries_prediction_and_score(spec) -> None:

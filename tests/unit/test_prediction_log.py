@@ -154,3 +154,69 @@ def test_columns_of_mixed_types_are_kept_as_text(tmp_path: Path) -> None:
     log.record("b", [{"code": "x7"}], [0], [0.1])
     assert log.flush() and log.ship_pending() == 1
     assert sorted(sink.frame()["code"].astype(str)) == ["7", "x7"]
+
+
+def test_spool_near_its_cap_raises_the_alarm_before_anything_is_dropped(
+    tmp_path: Path, caplog
+) -> None:
+    sink = Sink()
+    sink.down = True
+    log = make(tmp_path, sink, spool_max_bytes=10_000_000)
+    record(log, "first", n=50)
+    log.flush()
+    one_file = log.check_spool()
+    log.spool_max_bytes, log.alarm_bytes = int(one_file * 2.5), int(one_file * 2)
+    record(log, "second", n=50)
+    log.flush()
+    with caplog.at_level("ERROR"):
+        log.check_spool()
+    assert log.spool_alarm and log.dropped_rows == 0
+    assert "ALARM prediction log spool" in caplog.text
+    record(log, "third", n=50)
+    log.flush()
+    log.check_spool()
+    # Over the cap: the oldest file goes, counted; the newer ones stay for lakeFS.
+    assert log.dropped_rows == 50 and len(log.pending()) == 2
+    sink.down = False
+    assert log.ship_pending() == 2
+    assert set(sink.frame()["request_id"]) == {"second", "third"}
+
+
+def test_a_hanging_lakefs_neither_blocks_spooling_nor_the_shutdown(tmp_path: Path) -> None:
+    """lakeFS accepts connections but never answers: uploads time out, rows stay spooled,
+    new rows keep being spooled, and close() returns within its deadline."""
+    import socket
+    import time
+
+    from mlops_lib.serving.prediction_log import lakefs_shipper
+    from mlops_lib.settings import load_settings
+
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(16)
+    settings = load_settings(
+        stack_dir=tmp_path / "stack",
+        lakefs_endpoint=f"http://127.0.0.1:{hanging.getsockname()[1]}",
+        lakefs_access_key_id="AKIAHANG",
+        lakefs_secret_access_key="never-answered",
+        lakefs_request_timeout=1.0,
+    )
+    log = PredictionLog(
+        "churn", "3", tmp_path / "spool", lakefs_shipper("churn", settings), flush_seconds=0.2
+    ).start()
+    try:
+        record(log, "before")
+        deadline = time.monotonic() + 10
+        while len(log.pending()) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        record(log, "meanwhile")
+        while len(log.pending()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(log.pending()) == 2  # spooling went on while shipping hung
+        started = time.monotonic()
+        assert log.close(timeout=2) == 2
+        assert time.monotonic() - started < 6
+    finally:
+        hanging.close()
+    ids = set(pd.concat(pd.read_parquet(p) for p in log.pending())["request_id"])
+    assert ids == {"before", "meanwhile"}

@@ -112,3 +112,19 @@ def test_child_environment_carries_only_the_secrets_named(
     withheld = {f"{ENV_PREFIX}{n.upper()}" for n in secret_names() - {"mlflow_password"}}
     assert not withheld & set(env)
     assert {"airflow_password", "lakefs_secret_access_key", "postgres_password"} <= secret_names()
+
+
+def test_probe_token_is_per_deployment_and_checked_in_constant_time(tmp_path: Path) -> None:
+    from mlops_lib.serving.package import is_probe, probe_token
+
+    ensure_credentials(load_settings(stack_dir=tmp_path))
+    stack = load_settings(stack_dir=tmp_path)
+    first, second = probe_token(stack, "churn", 1), probe_token(stack, "churn", 2)
+    assert first != second and len(first) == 64
+    deployment = load_settings(stack_dir=tmp_path, probe_token=first)
+    assert is_probe(deployment, first)
+    assert not is_probe(deployment, second)
+    assert not is_probe(deployment, "smoke-test")
+    assert not is_probe(deployment, None)
+    # A process without a token of its own honours no probe header at all.
+    assert not is_probe(load_settings(stack_dir=tmp_path / "other"), first)
