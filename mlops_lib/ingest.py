@@ -291,6 +291,8 @@ def _write_profile(
 def publish(project: str, result: LandedBatch, settings: Settings | None = None) -> Published:
     """Merge an accepted batch into main and delete its branch; reject otherwise.
 
+    Idempotent: retried after its merge, it records and returns that merge.
+
     Raises DataQualityError listing every blocking violation (read from the report on
     the branch); the branch and its report are kept for inspection and main is unchanged.
     """
@@ -302,8 +304,12 @@ def publish(project: str, result: LandedBatch, settings: Settings | None = None)
         raise DataQualityError(
             project, violations, where=layout.lakefs_uri(project, branch, result["report"])
         )
-    main_commit = vc.merge(project, branch, MAIN, settings)
-    vc.delete_branch(project, branch, settings)
+    # A retry after the merge (the branch may be gone already) finishes the work instead.
+    main_commit = vc.merged_into(project, result["commit_id"], MAIN, settings)
+    if main_commit is None:
+        main_commit = vc.merge(project, branch, MAIN, settings)
+    if vc.branch_exists(project, branch, settings):
+        vc.delete_branch(project, branch, settings)
     meta = vc.commit_metadata(project, result["commit_id"], settings)
     lineage_store(settings).record_dataset(
         project=project,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from mlops_lib import __version__, layout
 from mlops_lib import versioning as vc
 from mlops_lib.automl import SearchResult, Trial, make_estimator, search
-from mlops_lib.datasets import Holdout, TrainingError, split, trainable
+from mlops_lib.datasets import Holdout, TrainingError, holdout, split, trainable
 from mlops_lib.features import build_pipeline, model_input
 from mlops_lib.lineage import lineage_store
 from mlops_lib.metrics import holdout_metrics
@@ -151,7 +151,9 @@ def train(
         existing = _existing_version(client, project, run_key)
         if existing is not None:
             log.info("version %s already registered by this run; reusing it", existing.version)
-            return _result(project, existing, commit, client)
+            return _finish_registered(
+                spec, existing, commit, client, run=(dag_id, run_id, trigger), settings=settings
+            )
 
     started = time.monotonic()
     train_rows, held = _split(spec, commit, settings)
@@ -375,17 +377,83 @@ def _record_lineage(
     )
 
 
-def _result(project: str, mv: Any, commit: str, client: Any) -> TrainedVersion:
-    client.set_registered_model_alias(project, "challenger", mv.version)
+def _finish_registered(
+    spec: ProjectSpec,
+    mv: Any,
+    commit: str,
+    client: Any,
+    *,
+    run: tuple[str, str, str],
+    settings: Settings,
+) -> TrainedVersion:
+    """A version an earlier try registered before it failed: do what that try left undone
+    (holdout metric tags, the reference profile, the lineage rows) and return it."""
+    import mlflow.sklearn  # heavy: kept out of DAG parsing
+
+    project, version = spec.name, int(mv.version)
     tags = mv.tags or {}
-    metrics = {
-        k.removeprefix("holdout_"): float(v) for k, v in tags.items() if k.startswith("holdout_")
-    }
+    commit = tags.get("lakefs_commit", commit)
+    parent_run_id = tags.get("mlflow_run_id", mv.run_id)
+    client.set_registered_model_alias(project, "challenger", str(version))
+    model = mlflow.sklearn.load_model(f"models:/{project}/{version}")
+    held = holdout(spec, commit, settings)
+    metrics = holdout_metrics(model, held.X, held.y, spec.target.task)
+    for k, v in metrics.items():
+        client.set_model_version_tag(project, str(version), f"holdout_{k}", str(v))
+    if "reference_profile" not in tags:
+        frame = reference_frame(spec, model, held.rows)
+        path = save_reference(project, version, frame, run_id=parent_run_id, settings=settings)
+        uri = layout.lakefs_uri(project, layout.MONITORING_BRANCH, path)
+        client.set_model_version_tag(project, str(version), "reference_profile", uri)
+    mlflow_run = client.get_run(parent_run_id)
+    _record_recovered_lineage(spec, version, mlflow_run, commit, metrics, run, settings)
     return {
-        "version": int(mv.version),
-        "model_uri": f"models:/{project}/{mv.version}",
-        "mlflow_run_id": tags.get("mlflow_run_id", mv.run_id),
-        "commit": tags.get("lakefs_commit", commit),
-        "family": "",
+        "version": version,
+        "model_uri": f"models:/{project}/{version}",
+        "mlflow_run_id": parent_run_id,
+        "commit": commit,
+        "family": mlflow_run.data.params.get("family", ""),
         "holdout_metrics": metrics,
     }
+
+
+def _record_recovered_lineage(
+    spec: ProjectSpec,
+    version: int,
+    parent_run_id: str,
+    commit: str,
+    metrics: dict[str, float],
+    client: Any,
+    run: tuple[str, str, str],
+    settings: Settings,
+) -> None:
+    """Lineage rows of a recovered version, from what its MLflow run recorded."""
+    mlflow_run = client.get_run(parent_run_id)
+    params, run_metrics, tags = (
+        mlflow_run.data.params,
+        mlflow_run.data.metrics,
+        mlflow_run.data.tags,
+    )
+    dag_id, dag_run_id, trigger = run
+    store = lineage_store(settings)
+    store.record_training(
+        project=spec.name,
+        mlflow_run_id=parent_run_id,
+        data_commit=commit,
+        spec_hash=tags.get("spec_hash", spec.spec_hash()),
+        code_version=tags.get("code_version", ""),
+        dag_id=dag_id,
+        dag_run_id=dag_run_id,
+        best_family=params.get("family", ""),
+        cv_score=run_metrics.get(f"cv_{spec.training.metric}"),
+        trials=int(params.get("trials", 0)),
+        trigger=trigger,
+    )
+    store.record_model_version(
+        project=spec.name,
+        version=version,
+        model_uri=f"models:/{spec.name}/{version}",
+        mlflow_run_id=parent_run_id,
+        data_commit=commit,
+        holdout_metrics=metrics,
+    )

@@ -167,6 +167,21 @@ def merge(project: str, branch: str, into: str = MAIN, settings: Settings | None
     return repo.branch(into).get_commit().id
 
 
+def merged_into(
+    project: str,
+    commit_id: str,
+    into: str = MAIN,
+    settings: Settings | None = None,
+    depth: int = 100,
+) -> str | None:
+    """The merge commit on ``into`` that took ``commit_id`` in (searched among its last
+    ``depth`` commits), or None: how a retried publish finds the merge its first try made."""
+    for commit in repository(project, settings).branch(into).log(max_amount=depth):
+        if commit_id in (commit.parents or []):
+            return commit.id
+    return None
+
+
 def delete_branch(project: str, branch: str, settings: Settings | None = None) -> None:
     repository(project, settings).branch(branch).delete()
 

@@ -188,9 +188,11 @@ class LineageStore:
         challenger_metrics: dict[str, Any] | Unset = UNSET,
         champion_metrics: dict[str, Any] | Unset = UNSET,
     ) -> DecisionRow:
-        """Record the promotion gate's (or an operator's) verdict on a version."""
+        """Record the promotion gate's (or an operator's) verdict on a version (idempotent per
+        project, version and verdict: a retried gate refreshes its row)."""
         values = _given(locals())
-        return cast(DecisionRow, self._add(GateDecision(**values)))
+        match = {"project": project, "version": version, "decision": decision}
+        return cast(DecisionRow, self._upsert(GateDecision, match, values))
 
     def decisions(self, project: str, version: int) -> list[DecisionRow]:
         """The verdicts recorded on one version, oldest first."""
@@ -252,9 +254,14 @@ class LineageStore:
         dag_run_id: str | Unset = UNSET,
         activated_at: datetime | Unset | None = UNSET,
     ) -> DeploymentRow:
-        """A new deployment (state ``starting`` unless given)."""
+        """A new deployment (state ``starting`` unless given); idempotent per DAG run and
+        model version, so a retried package task reuses its row."""
         values = _given(locals())
-        return cast(DeploymentRow, self._add(Deployment(**values)))
+        if not values.get("dag_run_id"):
+            return cast(DeploymentRow, self._add(Deployment(**values)))
+        match = {"project": project, "dag_run_id": values["dag_run_id"]}
+        match["model_version"] = model_version
+        return cast(DeploymentRow, self._upsert(Deployment, match, values))
 
     def update_deployment(
         self,
@@ -312,9 +319,13 @@ class LineageStore:
         handled_by: str | Unset = UNSET,
         handled_at: datetime | Unset | None = UNSET,
     ) -> DriftReportRow:
-        """Record one monitor run's report."""
+        """Record one monitor run's report (idempotent per DAG run: a retried monitor task
+        refreshes its report instead of adding a second)."""
         values = _given(locals())
-        return cast(DriftReportRow, self._add(DriftReport(**values)))
+        if not values.get("dag_run_id"):
+            return cast(DriftReportRow, self._add(DriftReport(**values)))
+        match = {"project": project, "dag_run_id": values["dag_run_id"]}
+        return cast(DriftReportRow, self._upsert(DriftReport, match, values))
 
     def update_drift_report(
         self,

@@ -18,11 +18,13 @@ active deployments back after a stop or crash (`mlops stack up`).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -315,18 +317,30 @@ def _route_to(dep: DeploymentRow, settings: Settings) -> None:
     write_route(settings.stack_dir, dep["project"], route)
 
 
+@contextlib.contextmanager
+def _activation_lock(settings: Settings, project: str) -> Iterator[None]:
+    """One activation of a project at a time (a switch and a rollback racing), so its route
+    and its active deployment in the lineage store always agree."""
+    folder = settings.stack_dir / "serving" / project
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "activate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _activate(dep: DeploymentRow, settings: Settings, retire_as: str, reason: str) -> Activated:
     """Route the project to ``dep`` and stop whatever served before."""
     store = lineage_store(settings)
-    previous = [d for d in store.deployments(dep["project"], ACTIVE) if d["id"] != dep["id"]]
-    _route_to(dep, settings)
-    now = datetime.now(UTC)
-    active = store.update_deployment(dep["id"], state=ACTIVE, activated_at=now, reason=reason)
-    for old in previous:
-        process(settings, old).stop()
-        store.update_deployment(
-            old["id"], state=retire_as, reason=f"replaced by deployment {dep['id']}"
-        )
+    with _activation_lock(settings, dep["project"]):
+        previous = [d for d in store.deployments(dep["project"], ACTIVE) if d["id"] != dep["id"]]
+        _route_to(dep, settings)
+        now = datetime.now(UTC)
+        active = store.update_deployment(dep["id"], state=ACTIVE, activated_at=now, reason=reason)
+        for old in previous:
+            process(settings, old).stop()
+            store.update_deployment(
+                old["id"], state=retire_as, reason=f"replaced by deployment {dep['id']}"
+            )
     log.info(
         "%s: %s now serves %s (replaced %s)",
         dep["project"],

@@ -11,8 +11,10 @@ model version takes over between two requests without the endpoint moving or dro
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,17 +39,22 @@ def read_routes(stack_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_route(stack_dir: Path, project: str, route: dict[str, Any] | None) -> None:
-    """Point a project at a deployment (``None`` removes it); atomic for readers."""
+    """Point a project at a deployment (``None`` removes it); atomic for readers.
+
+    Writers take an exclusive lock around read-modify-write, so two projects switching at
+    once (or a rollback during a deploy) both keep their route."""
     path = routes_file(stack_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    routes = read_routes(stack_dir)
-    if route is None:
-        routes.pop(project, None)
-    else:
-        routes[project] = route
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(routes, indent=2))
-    os.replace(tmp, path)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        routes = read_routes(stack_dir)
+        if route is None:
+            routes.pop(project, None)
+        else:
+            routes[project] = route
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(routes, indent=2))
+        os.replace(tmp, path)
 
 
 class RouteTable:

@@ -14,6 +14,8 @@ from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 
+from .conftest import FAULTS_PROJECT
+
 pytestmark = pytest.mark.integration
 
 PROJECT = "churn"
@@ -209,3 +211,31 @@ def test_lakefs_down_mid_run_fails_then_retry_succeeds(
     tis = {ti["task_id"]: ti for ti in airflow.task_instances(DAG_ID, run_id)}
     assert max(ti["try_number"] for ti in tis.values()) >= 2
     assert vc.head(PROJECT, settings=stack) != head_before
+
+
+def test_publish_retried_after_its_merge_finishes_the_work(stack: Settings, batches: Path) -> None:
+    """The first try merged (and deleted the branch) and then failed; the retry records and
+    returns that merge instead of failing, and main gets no second merge."""
+    from mlops_lib.ingest import ingest_batch, open_branch, publish
+    from mlops_lib.lineage import lineage_store
+
+    project = FAULTS_PROJECT
+    opened = open_branch(project, "retry-after-merge", stack)
+    landed = ingest_batch(
+        project,
+        opened["branch"],
+        day="2026-03-01",
+        run_id="retry-after-merge",
+        dag_id="(test)",
+        source=str(batches / "clean.parquet"),
+        settings=stack,
+    )
+    first = publish(project, landed, stack)
+    again = publish(project, landed, stack)
+    assert again == first
+    assert vc.head(project, settings=stack) == first["commit_id"]
+    assert not vc.branch_exists(project, opened["branch"], stack)
+    rows = [
+        d for d in lineage_store(stack).datasets(project) if d["commit_id"] == first["commit_id"]
+    ]
+    assert len(rows) == 1

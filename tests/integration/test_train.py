@@ -307,3 +307,35 @@ def test_reference_profile_is_kept_with_the_version(stack: Settings, auto_run: d
         auto_run["trained"]["mlflow_run_id"], "monitoring"
     )
     assert [a.path for a in artifacts] == ["monitoring/reference_profile.bin"]
+
+
+def test_train_retried_after_registering_finishes_the_work(
+    stack: Settings, auto_run: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first try registered its version and then failed (lakeFS went away before the
+    reference profile); the retry reuses that version and writes what was left undone."""
+    from mlops_lib import training
+    from mlops_lib.lineage import lineage_store
+
+    def lakefs_gone(*_args, **_kwargs):
+        raise ConnectionError("lakeFS went away")
+
+    run = {"dag_id": "retry-test", "run_id": f"after-register-{time.time_ns()}"}
+    monkeypatch.setattr(training, "_keep_reference", lakefs_gone)
+    with pytest.raises(ConnectionError):
+        training.train(PROJECT, auto_run["commit"], settings=stack, **run)
+    key = f"{run['dag_id']}:{run['run_id']}"
+    registered = [mv for mv in versions_of(stack, PROJECT) if mv.tags.get("mlops.run_key") == key]
+    assert len(registered) == 1 and "reference_profile" not in registered[0].tags
+    version = int(registered[0].version)
+    assert lineage_store(stack).chain(PROJECT, version) == []
+
+    monkeypatch.undo()
+    again = training.train(PROJECT, auto_run["commit"], settings=stack, **run)
+    assert again["version"] == version and again["commit"] == auto_run["commit"]
+    mine = [mv for mv in versions_of(stack, PROJECT) if mv.tags.get("mlops.run_key") == key]
+    assert len(mine) == 1
+    assert mine[0].tags["reference_profile"].endswith(f"reference/v{version}/profile.bin")
+    assert set(again["holdout_metrics"]) >= {"roc_auc", "accuracy"}
+    chain = lineage_store(stack).chain(PROJECT, version)
+    assert len(chain) == 1 and chain[0]["training"]["mlflow_run_id"] == again["mlflow_run_id"]

@@ -40,3 +40,20 @@ def test_unknown_project_is_404_and_dead_deployment_is_503(tmp_path: Path) -> No
         assert missing.status_code == 404 and "'fraud'" in missing.json()["detail"]
         dead = client.post("/churn/predict", json={})
         assert dead.status_code == 503 and "deployment 7" in dead.json()["detail"]
+
+
+def _switch_many(args: tuple[str, str, int]) -> None:
+    stack_dir, project, n = args
+    for i in range(n):
+        write_route(Path(stack_dir), project, {"port": 9000 + i, "deployment": i})
+
+
+def test_projects_switching_at_once_all_keep_their_route(tmp_path: Path) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    projects = [f"p{i}" for i in range(6)]
+    with ProcessPoolExecutor(max_workers=6) as pool:
+        list(pool.map(_switch_many, [(str(tmp_path), p, 40) for p in projects]))
+    routes = read_routes(tmp_path)
+    assert sorted(routes) == projects
+    assert all(r["deployment"] == 39 for r in routes.values())

@@ -204,3 +204,24 @@ def test_the_sqlite_store_uses_wal_with_a_busy_timeout(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == SQLITE_BUSY_TIMEOUT * 1000
     LineageStore(engine).record_dataset(project="p", commit_id="c", rows=1, schema_hash="h")
     assert LineageStore(engine_for(url)).datasets("p")[0]["commit_id"] == "c"
+
+
+def test_retried_tasks_write_no_duplicate_rows(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    for _ in range(2):  # a task retried after its write
+        s.record_dataset(project="p", commit_id="c1", rows=10, schema_hash="h")
+        s.record_decision(project="p", version=1, decision="promote", reason="better")
+        s.record_deployment(
+            project="p", bento_tag="mlops-p:a", model_version=1, dag_run_id="deploy-1"
+        )
+        s.record_drift_report(project="p", model_version=1, rows=5, dag_run_id="monitor-1")
+    assert [d["decision"] for d in s.decisions("p", 1)] == ["promote"]
+    assert len(s.deployments("p")) == 1
+    assert len(s.drift_reports("p")) == 1
+    # Runs outside a DAG (CLI, tests) have no run id: each is its own row.
+    s.record_drift_report(project="p", model_version=1, rows=5)
+    s.record_drift_report(project="p", model_version=1, rows=5)
+    assert len(s.drift_reports("p")) == 3
+    # An operator's approval after the gate's verdict is a second row.
+    s.record_decision(project="p", version=1, decision="approved", reason="operator")
+    assert [d["decision"] for d in s.decisions("p", 1)] == ["promote", "approved"]
