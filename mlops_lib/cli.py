@@ -64,15 +64,17 @@ BACKEND = click.option(
 @BACKEND
 @click.option("--browser", is_flag=True, help="Also Chromium (headless UI tests).")
 def stack_install(backend: str | None, browser: bool) -> None:
-    """Install what the stack needs (lakeFS binary; PostgreSQL for that backend)."""
+    """Install what the stack needs (lakeFS binary, nginx; PostgreSQL for that backend)."""
     from mlops_lib.stack import postgres as pg
     from mlops_lib.stack.debian import install_browser
+    from mlops_lib.stack.gateway import install_nginx
     from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
 
     settings = _settings(backend)
     try:
         path = ensure_lakefs_binary(settings, log=console.print)
         console.print(f"lakeFS {settings.lakefs_version}: {path} -> {path.resolve()}")
+        console.print(f"nginx (serving gateway): {install_nginx(log=console.print)}")
         if backend == "postgres":
             console.print(f"PostgreSQL: {pg.install_postgres(settings, log=console.print)}")
         if browser:

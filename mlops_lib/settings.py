@@ -119,6 +119,15 @@ class Settings(BaseSettings):
         default=3000, description="Stable endpoint (gateway): http://host:port/<project>/predict."
     )
     serving_url: str | None = None
+    gateway_max_body_mb: float = Field(
+        default=10.0, gt=0, description="Largest request body the gateway accepts (else 413)."
+    )
+    gateway_max_in_flight: int = Field(
+        default=64, ge=1, description="Requests in flight per project (more get 503)."
+    )
+    gateway_upstream_timeout: float = Field(
+        default=35.0, gt=0, description="Seconds the gateway waits for a deployment's answer."
+    )
     serving_start_timeout: float = Field(
         default=120.0, description="Seconds a new deployment has to become ready."
     )

@@ -31,7 +31,6 @@ from typing import Any, TypedDict
 from mlops_lib.datasets import holdout
 from mlops_lib.lineage import DeploymentRow, lineage_store
 from mlops_lib.registry import champion_version, model_version_tags, unapproved_reason
-from mlops_lib.serving.gateway import read_routes, write_route
 from mlops_lib.serving.package import (
     PROBE_HEADER,
     build_bento,
@@ -43,6 +42,7 @@ from mlops_lib.serving.package import (
 )
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, project_spec
+from mlops_lib.stack.gateway import apply_routes, read_routes, write_route
 from mlops_lib.stack.manager import ServiceStatus
 from mlops_lib.stack.procs import ManagedProcess, StackError, free_port, http_ok, port_in_use
 from mlops_lib.tracking import connect as connect_mlflow
@@ -315,6 +315,8 @@ def _route_to(dep: DeploymentRow, settings: Settings) -> None:
     """Point the project's stable endpoint (the gateway's route) at a deployment."""
     route = {k: dep[k] for k in ("port", "model_version", "bento_tag")} | {"deployment": dep["id"]}
     write_route(settings.stack_dir, dep["project"], route)
+    # New connections reach the deployment once this returns (the gateway has reloaded).
+    apply_routes(settings)
 
 
 @contextlib.contextmanager

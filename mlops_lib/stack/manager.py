@@ -15,6 +15,7 @@ from typing import NotRequired, TypedDict
 import httpx
 
 from mlops_lib.settings import Settings, load_settings, process_env, reload_settings, settings_env
+from mlops_lib.stack import gateway
 from mlops_lib.stack import postgres as pg
 from mlops_lib.stack.credentials import ensure_credentials
 from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
@@ -298,7 +299,7 @@ def _gateway_service(settings: Settings) -> Service:
         name="serving-gateway",
         port=settings.serving_port,
         url=settings.serving_base_url,
-        command=lambda: [sys.executable, "-m", "mlops_lib.serving.gateway"],
+        command=lambda: gateway.command(settings),
         health=lambda: http_ok(f"{settings.serving_base_url}/healthz"),
         env=lambda: base_env(settings),
         health_url=f"{settings.serving_base_url}/healthz",
@@ -344,6 +345,8 @@ def _prepare(settings: Settings, svc: Service, log: Log) -> None:
     elif svc.name == "mlflow":
         (settings.stack_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
         _write_mlflow_auth_config(settings)
+    elif svc.name == "serving-gateway":
+        gateway.write_config(settings)
     elif svc.name == "postgres":
         pg.init_cluster(settings, pg.install_postgres(settings, log=log), log=log)
     elif svc.name == "airflow-api-server":

@@ -27,6 +27,7 @@ OWN_SECRETS = {
         "airflow_fernet_key",
         "airflow_jwt_secret",
         "airflow_secret_key",
+        "serving_probe_key",
     },
 }
 

@@ -1,13 +1,11 @@
-"""The serving gateway: route file, unknown projects, unavailable deployments."""
+"""The serving gateway's route table and the nginx configuration rendered from it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from starlette.testclient import TestClient
-
-from mlops_lib.serving.gateway import RouteTable, create_app, read_routes, write_route
-from mlops_lib.stack.procs import free_port
+from mlops_lib.settings import load_settings
+from mlops_lib.stack.gateway import read_routes, render_config, write_route
 
 
 def test_routes_are_written_atomically_and_removed(tmp_path: Path) -> None:
@@ -23,23 +21,18 @@ def test_routes_are_written_atomically_and_removed(tmp_path: Path) -> None:
     assert not list((tmp_path / "serving").glob("*.tmp"))
 
 
-def test_route_table_sees_a_switch(tmp_path: Path) -> None:
-    table = RouteTable(tmp_path, interval=0)
-    assert table.get("churn") is None
-    write_route(tmp_path, "churn", {"port": 1, "deployment": 1})
-    assert table.get("churn")["deployment"] == 1
-    write_route(tmp_path, "churn", {"port": 2, "deployment": 2})
-    assert table.get("churn")["deployment"] == 2
-
-
-def test_unknown_project_is_404_and_dead_deployment_is_503(tmp_path: Path) -> None:
-    write_route(tmp_path, "churn", {"port": free_port(), "deployment": 7})
-    with TestClient(create_app(tmp_path)) as client:
-        assert client.get("/healthz").json() == {"status": "ok", "projects": ["churn"]}
-        missing = client.post("/fraud/predict", json={})
-        assert missing.status_code == 404 and "'fraud'" in missing.json()["detail"]
-        dead = client.post("/churn/predict", json={})
-        assert dead.status_code == 503 and "deployment 7" in dead.json()["detail"]
+def test_config_routes_each_project_with_its_limits(tmp_path: Path) -> None:
+    settings = load_settings(stack_dir=tmp_path, gateway_max_in_flight=7, gateway_max_body_mb=2)
+    write_route(tmp_path, "churn", {"port": 4001, "deployment": 3})
+    conf = render_config(read_routes(tmp_path), settings)
+    assert "server 127.0.0.1:4001" in conf and "location /churn/" in conf
+    assert "limit_conn inflight 7;" in conf and "client_max_body_size 2m;" in conf
+    assert "listen 127.0.0.1:" in conf
+    # Error pages hold in the project's location too (a location's error_page replaces
+    # the server's).
+    churn = conf[conf.index("location /churn/") :]
+    assert "error_page 413 = @too_large;" in churn[: churn.index("}")]
+    assert "error_page 503 = @full;" in churn[: churn.index("}")]
 
 
 def _switch_many(args: tuple[str, str, int]) -> None:
