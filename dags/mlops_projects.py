@@ -10,6 +10,7 @@ the other projects are unaffected.
 
 from __future__ import annotations
 
+import os
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -82,6 +83,19 @@ def default_args(spec: ProjectSpec) -> dict:
     }
 
 
+def _export_sql_connection(spec: ProjectSpec) -> None:
+    """A SQL source's Airflow connection, for this task's process only, as Airflow's own
+    ``AIRFLOW_CONN_<ID>`` variable (how the platform reads connections without Airflow)."""
+    sql = spec.source.sql
+    if sql is None or sql.conn_id is None:
+        return
+    var = f"AIRFLOW_CONN_{sql.conn_id.upper()}"
+    if var not in os.environ:
+        from airflow.sdk import Connection
+
+        os.environ[var] = Connection.get(sql.conn_id).get_uri()
+
+
 def build_ingest(spec: ProjectSpec) -> DAG:
     """``<project>__ingest``: branch, validate and commit, merge or reject."""
     project = spec.name
@@ -113,6 +127,7 @@ def build_ingest(spec: ProjectSpec) -> DAG:
         def validate_and_commit(opened: dict, **context) -> dict:
             from mlops_lib.ingest import ingest_batch
 
+            _export_sql_connection(spec)
             dag_run = context["dag_run"]
             when = context.get("logical_date") or dag_run.run_after
             source = (dag_run.conf or {}).get("source") or context["params"].get("source")

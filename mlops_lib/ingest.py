@@ -200,6 +200,7 @@ def _read_batch(
             override=source,
             base_dir=settings.repo_root,
             roots=settings.allowed_data_roots,
+            settings=settings,
         )
     except SourceError as exc:
         return pd.DataFrame(), source or spec.source.path or "sql", str(exc)

@@ -213,6 +213,11 @@ class Settings(BaseSettings):
         """File with the generated credentials of the local stack."""
         return self.stack_dir / CREDENTIALS_FILE
 
+    def environment_value(self, name: str) -> str | None:
+        """A variable a spec names (a database password, an Airflow connection URI): read
+        here, the one place the platform reads its environment."""
+        return os.environ.get(name) or None
+
     def secret(self, name: str) -> str:
         """Plain value of a secret setting; raises when it is not configured."""
         value = getattr(self, name)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import glob
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, SqlSource
@@ -92,17 +93,87 @@ def read_file(path: Path, fmt: str = "auto") -> pd.DataFrame:
         raise SourceError(f"cannot read {path} as {kind}: {type(exc).__name__}: {exc}") from exc
 
 
-def read_sql(sql: SqlSource) -> pd.DataFrame:
+def sql_url(sql: SqlSource, settings: Settings) -> Any:
+    """The database URL with its credentials, from the connection or the environment."""
+    import sqlalchemy
+
+    if sql.conn_id is not None:
+        var = f"AIRFLOW_CONN_{sql.conn_id.upper()}"
+        uri = settings.environment_value(var)
+        if uri is None:
+            raise SourceError(
+                f"Airflow connection {sql.conn_id!r} is not defined "
+                f"(neither in Airflow nor as {var})"
+            )
+        scheme, sep, rest = uri.partition("://")
+        # Airflow writes PostgreSQL connections as postgres://, SQLAlchemy wants postgresql://.
+        return sqlalchemy.engine.make_url(
+            ("postgresql" if scheme == "postgres" else scheme) + sep + rest
+        )
+    url = sqlalchemy.engine.make_url(sql.url)
+    if sql.password_env is not None:
+        password = settings.environment_value(sql.password_env)
+        if password is None:
+            raise SourceError(f"environment variable {sql.password_env} (the password) is not set")
+        url = url.set(password=password)
+    return url
+
+
+def _engine(url: Any, timeout: float) -> Any:
+    """An engine whose statements end after ``timeout`` seconds (PostgreSQL, MySQL, SQLite)."""
+    import sqlalchemy
+
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        options = f"-c statement_timeout={int(timeout * 1000)}"
+        return sqlalchemy.create_engine(
+            url, connect_args={"options": options, "connect_timeout": 10}
+        )
+    if backend in ("mysql", "mariadb"):
+        return sqlalchemy.create_engine(url, connect_args={"read_timeout": int(timeout)})
+    engine = sqlalchemy.create_engine(url)
+    if backend == "sqlite":
+        _sqlite_deadline(engine, timeout)
+    return engine
+
+
+def _sqlite_deadline(engine: Any, timeout: float) -> None:
+    """SQLite has no statement timeout: a progress handler interrupts a statement that has
+    run past its deadline (each statement's clock starts when it is executed)."""
+    import sqlalchemy
+
+    started = {"at": time.monotonic()}
+
+    @sqlalchemy.event.listens_for(engine, "before_cursor_execute")
+    def _start(*_args: Any) -> None:
+        started["at"] = time.monotonic()
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        def past_deadline() -> int:
+            return 1 if time.monotonic() - started["at"] > timeout else 0
+
+        dbapi_conn.set_progress_handler(past_deadline, 10_000)
+
+
+def _without(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def read_sql(sql: SqlSource, settings: Settings) -> pd.DataFrame:
     import pandas as pd
     import sqlalchemy
 
+    url = sql_url(sql, settings)
+    safe = url.render_as_string(hide_password=True)
     try:
-        engine = sqlalchemy.create_engine(sql.url)
-        with engine.connect() as conn:
+        with _engine(url, sql.timeout_seconds).connect() as conn:
             return pd.read_sql(sqlalchemy.text(sql.query), conn)
     except Exception as exc:
-        safe = sqlalchemy.engine.make_url(sql.url).render_as_string(hide_password=True)
-        raise SourceError(f"SQL source {safe} failed: {type(exc).__name__}: {exc}") from exc
+        raise SourceError(
+            f"SQL source {safe} failed (statement timeout {sql.timeout_seconds:g}s): "
+            f"{type(exc).__name__}: {_without(str(exc), url.password)}"
+        ) from exc
 
 
 def read_source(
@@ -111,6 +182,7 @@ def read_source(
     override: str | None = None,
     base_dir: Path | None = None,
     roots: Sequence[Path] | None = None,
+    settings: Settings | None = None,
 ) -> tuple[pd.DataFrame, str]:
     """Read a batch; ``override`` (a path or glob) replaces the spec's source.
 
@@ -121,8 +193,9 @@ def read_source(
 
     base_dir = base_dir or Path.cwd()
     if override is None and spec.source.sql is not None:
-        safe = spec.source.sql.url.split("@")[-1]
-        return read_sql(spec.source.sql), f"sql:{safe}"
+        sql = spec.source.sql
+        where = sql.url.split("@")[-1] if sql.url else f"connection {sql.conn_id}"
+        return read_sql(sql, settings or get_settings()), f"sql:{where}"
     pattern = override or spec.source.path
     assert pattern is not None
     files = resolve_paths(pattern, base_dir, roots)

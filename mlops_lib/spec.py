@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -39,8 +40,30 @@ class _Strict(BaseModel):
 
 
 class SqlSource(_Strict):
-    url: str = Field(description="SQLAlchemy URL of the database.")
+    """A SQL query as a batch. Credentials never live in the spec: they come from an Airflow
+    connection (``conn_id``) or, for ``url``, from an environment variable (``password_env``).
+    """
+
+    url: str | None = Field(default=None, description="SQLAlchemy URL, without a password.")
+    conn_id: str | None = Field(default=None, description="Airflow connection of the database.")
+    password_env: str | None = Field(
+        default=None, description="Environment variable holding the password for ``url``."
+    )
     query: str
+    timeout_seconds: float = Field(default=300.0, gt=0, description="Statement timeout.")
+
+    @model_validator(mode="after")
+    def _credentials_elsewhere(self) -> SqlSource:
+        if (self.url is None) == (self.conn_id is None):
+            raise ValueError("give exactly one of 'url' or 'conn_id'")
+        if self.url is not None and urlsplit(self.url).password:
+            raise ValueError(
+                "the url holds a password: credentials do not belong in a spec; use an Airflow "
+                "connection ('conn_id') or an environment variable ('password_env')"
+            )
+        if self.conn_id is not None and self.password_env is not None:
+            raise ValueError("'password_env' goes with 'url'; a connection holds its password")
+        return self
 
 
 class Source(_Strict):

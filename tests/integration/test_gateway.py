@@ -31,10 +31,13 @@ pytestmark = pytest.mark.integration
 class _SlowModel(BaseHTTPRequestHandler):
     delay = 0.0
     name = ""
+    in_flight: list[int] = []  # one counter per model server class
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.in_flight[0] += 1
         time.sleep(self.delay)
+        self.in_flight[0] -= 1
         body = json.dumps({"served_by": self.name}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -47,7 +50,8 @@ class _SlowModel(BaseHTTPRequestHandler):
 
 
 def model_server(name: str, delay: float) -> ThreadingHTTPServer:
-    handler = type(f"Model_{name}", (_SlowModel,), {"delay": delay, "name": name})
+    attrs = {"delay": delay, "name": name, "in_flight": [0]}
+    handler = type(f"Model_{name}", (_SlowModel,), attrs)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -68,6 +72,13 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     proc.wait_healthy(lambda: http_ok(f"{settings.serving_base_url}/healthz"), 30)
     yield settings
     proc.stop()
+
+
+def wait_for(condition, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f}s"
+        time.sleep(0.02)
 
 
 def route(settings: Settings, project: str, server: ThreadingHTTPServer, deployment: int) -> None:
@@ -109,7 +120,7 @@ def test_a_full_project_gets_503_with_retry_after_at_once_and_others_are_served(
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         flood = [pool.submit(call, "slow") for _ in range(10)]
-        time.sleep(0.5)  # the first ones are in flight now
+        wait_for(lambda: slow.RequestHandlerClass.in_flight[0] == 4, "4 requests in flight")
         other_status, other_seconds, _ = call("other")
         results = [f.result() for f in flood]
     served = [r for r in results if r[0] == 200]
@@ -152,9 +163,10 @@ def test_switching_routes_drops_no_request(gw: Settings) -> None:
     workers = [threading.Thread(target=traffic) for _ in range(4)]
     for w in workers:
         w.start()
-    time.sleep(0.5)
+    wait_for(lambda: len(outcomes) >= 20, "traffic to blue")
     route(gw, "live", green, 6)
-    time.sleep(0.5)
+    switched = len(outcomes)
+    wait_for(lambda: len(outcomes) >= switched + 20, "traffic after the switch")
     stop.set()
     for w in workers:
         w.join()

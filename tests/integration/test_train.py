@@ -237,7 +237,23 @@ def test_mlflow_down_mid_training_retries_without_duplicate_version(
 ) -> None:
     run_id = airflow.trigger(TRAIN)
     airflow.wait_until(TRAIN, run_id, lambda states: states.get("train") == "running", timeout=300)
-    time.sleep(3)  # inside the search: trials are being logged
+    # Inside the search: wait until its first trial is logged to MLflow.
+    client, deadline = mlflow_client(stack), time.monotonic() + 300
+    parent = f"tags.dag_run_id = '{run_id}'"
+    while time.monotonic() < deadline:
+        experiment = client.get_experiment_by_name(PROJECT)
+        runs = client.search_runs([experiment.experiment_id], parent) if experiment else []
+        trials = (
+            client.search_runs(
+                [experiment.experiment_id], f"tags.mlflow.parentRunId = '{runs[0].info.run_id}'"
+            )
+            if runs
+            else []
+        )
+        if trials:
+            break
+        time.sleep(0.5)
+    assert trials, "no trial of the training run was logged within the deadline"
     pid = {r["service"]: r["pid"] for r in platform_stack.status(stack)}["mlflow"]
     os.killpg(pid, signal.SIGKILL)
     states = airflow.wait_until(

@@ -108,3 +108,62 @@ def test_the_platform_allows_data_and_demo_data_and_the_configured_roots(tmp_pat
         Path("/srv/a"),
         tmp_path / "b",
     ]
+
+
+def test_sql_credentials_never_come_from_the_spec() -> None:
+    from mlops_lib.spec import SpecError
+
+    with pytest.raises(SpecError, match="credentials do not belong in a spec"):
+        spec_with({"sql": {"url": "postgresql://etl:hunter2@db/sales", "query": "select 1"}})
+    with pytest.raises(SpecError, match="exactly one of 'url' or 'conn_id'"):
+        spec_with({"sql": {"query": "select 1"}})
+    ok = spec_with(
+        {
+            "sql": {
+                "url": "postgresql://etl@db/sales",
+                "password_env": "SALES_PW",
+                "query": "select 1",
+            }
+        }
+    )
+    assert ok.source.sql.timeout_seconds == 300
+
+
+def test_sql_password_from_the_environment_and_connection_from_airflow(
+    tmp_path: Path, batch, monkeypatch
+) -> None:
+    import sqlalchemy
+
+    from mlops_lib.settings import load_settings
+
+    url = f"sqlite:///{tmp_path / 'src.db'}"
+    batch.to_sql("customers", sqlalchemy.create_engine(url), index=False)
+    settings = load_settings(stack_dir=tmp_path)
+    by_conn = spec_with({"sql": {"conn_id": "sales_db", "query": "SELECT * FROM customers"}})
+    with pytest.raises(SourceError, match="connection 'sales_db' is not defined"):
+        read_source(by_conn, settings=settings)
+    monkeypatch.setenv("AIRFLOW_CONN_SALES_DB", url)
+    df, origin = read_source(by_conn, settings=settings)
+    assert len(df) == 200 and origin == "sql:connection sales_db"
+    missing_pw = spec_with(
+        {"sql": {"url": url, "password_env": "SALES_PW", "query": "SELECT 1 AS x"}}
+    )
+    with pytest.raises(SourceError, match="SALES_PW"):
+        read_source(missing_pw, settings=settings)
+
+
+def test_sql_statement_past_its_timeout_is_stopped(tmp_path: Path) -> None:
+    import time
+
+    from mlops_lib.settings import load_settings
+
+    url = f"sqlite:///{tmp_path / 'slow.db'}"
+    endless = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+        "SELECT count(*) AS c FROM n"
+    )
+    spec = spec_with({"sql": {"url": url, "query": endless, "timeout_seconds": 0.5}})
+    started = time.monotonic()
+    with pytest.raises(SourceError, match=r"statement timeout 0\.5s"):
+        read_source(spec, settings=load_settings(stack_dir=tmp_path))
+    assert time.monotonic() - started < 10
