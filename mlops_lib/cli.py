@@ -72,8 +72,9 @@ def stack_install(backend: str | None, browser: bool) -> None:
 
     settings = _settings(backend)
     try:
-        path = ensure_lakefs_binary(settings, log=console.print)
-        console.print(f"lakeFS {settings.lakefs_version}: {path} -> {path.resolve()}")
+        for name in ("lakefs", "lakefs-acl"):
+            path = ensure_lakefs_binary(settings, name, log=console.print)
+            console.print(f"{name} {settings.lakefs_version}: {path} -> {path.resolve()}")
         console.print(f"nginx (serving gateway): {install_nginx(log=console.print)}")
         if backend == "postgres":
             console.print(f"PostgreSQL: {pg.install_postgres(settings, log=console.print)}")

@@ -59,6 +59,13 @@ def _repository(lakefs_client: lakefs.Client, name: str) -> lakefs.Repository:
 
     repo = lakefs.Repository(name, client=lakefs_client)
     try:
+        repo.properties  # noqa: B018  (exists? a user without create rights only reads)
+        return repo
+    except lakefs.exceptions.NotFoundException:
+        pass
+    except Exception as exc:  # lakeFS SDK raises several exception types
+        raise VersioningError(f"cannot open lakeFS repository {name!r}: {exc}") from exc
+    try:
         return repo.create(storage_namespace=f"local://{name}", default_branch=MAIN, exist_ok=True)
     except Exception as exc:  # lakeFS SDK raises several exception types
         raise VersioningError(f"cannot open lakeFS repository {name!r}: {exc}") from exc

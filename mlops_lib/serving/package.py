@@ -175,11 +175,25 @@ def serve_command(project: str, model_tag: str, version: int | str, port: int) -
 def serve_env(settings: Settings, probe_token: str | None = None) -> dict[str, Any]:
     """Environment of a serving process: the platform settings and the BentoML store.
 
-    Of the secrets, only the lakeFS key (the prediction log writes to lakeFS) and the
-    deployment's own probe token reach it."""
+    Of the secrets, only a lakeFS key (the prediction log writes to lakeFS) and the
+    deployment's own probe token reach it. The key is the deployments' own user (lakeFS
+    group Writers: no repository or user management) when the stack has one; a stack whose
+    lakeFS predates its ACL server has only the admin key."""
+    serving_key = settings.lakefs_serving_access_key_id
+    if serving_key and settings.lakefs_serving_secret_access_key is not None:
+        lakefs = {
+            f"{ENV_PREFIX}LAKEFS_ACCESS_KEY_ID": serving_key,
+            f"{ENV_PREFIX}LAKEFS_SECRET_ACCESS_KEY": settings.secret(
+                "lakefs_serving_secret_access_key"
+            ),
+        }
+        secrets: tuple[str, ...] = ()
+    else:
+        lakefs, secrets = {}, ("lakefs_secret_access_key",)
     env = {
         **process_env(),
-        **settings_env(settings, secrets=("lakefs_secret_access_key",)),
+        **settings_env(settings, secrets=secrets),
+        **lakefs,
         "BENTOML_HOME": str(settings.bento_store),
         "BENTOML_DO_NOT_TRACK": "True",
     }

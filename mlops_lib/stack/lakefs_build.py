@@ -30,13 +30,18 @@ def wrapper_version(wrapper_dir: Path = WRAPPER_DIR) -> str:
     raise StackError(f"{wrapper_dir / 'go.mod'} does not require github.com/treeverse/lakefs")
 
 
-def cached_binary(settings: Settings) -> Path:
-    """Machine-wide cache path of the lakeFS binary for the configured version."""
-    return settings.cache_dir / "lakefs" / settings.lakefs_version / "lakefs"
+# The binaries built from the wrapper module: the server, and lakeFS's open-source ACL server
+# (``contrib/auth/acl``), which gives the platform users with less than admin rights.
+BINARIES = {"lakefs": ".", "lakefs-acl": "./acl"}
 
 
-def build_lakefs(settings: Settings, *, log=print) -> Path:
-    """Build the lakeFS server with the Go toolchain into the machine-wide cache."""
+def cached_binary(settings: Settings, name: str = "lakefs") -> Path:
+    """Machine-wide cache path of a lakeFS binary for the configured version."""
+    return settings.cache_dir / "lakefs" / settings.lakefs_version / name
+
+
+def build_lakefs(settings: Settings, name: str = "lakefs", *, log=print) -> Path:
+    """Build a lakeFS binary with the Go toolchain into the machine-wide cache."""
     go = shutil.which("go")
     if go is None:
         raise StackError(GO_MISSING)
@@ -46,18 +51,18 @@ def build_lakefs(settings: Settings, *, log=print) -> Path:
             f"MLOPS_LAKEFS_VERSION={settings.lakefs_version} but {WRAPPER_DIR}/go.mod pins "
             f"lakeFS {version}; change both together"
         )
-    target = cached_binary(settings)
+    target = cached_binary(settings, name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"lakefs.build-{os.getpid()}")
+    tmp = target.with_name(f"{name}.build-{os.getpid()}")
     env = process_env()
     # Several of lakeFS's dependencies are not in the public checksum database;
     # go.sum in the wrapper module pins every hash instead.
     env.setdefault("GOSUMDB", "off")
     env.setdefault("CGO_ENABLED", "0")
-    log(f"building lakeFS {version} from its Go module (first time only; several minutes)...")
+    log(f"building {name} {version} from its Go module (first time only; several minutes)...")
     started = time.monotonic()
     proc = subprocess.run(
-        [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp), "."],
+        [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp), BINARIES[name]],
         cwd=WRAPPER_DIR,
         env=env,
         capture_output=True,
@@ -66,20 +71,20 @@ def build_lakefs(settings: Settings, *, log=print) -> Path:
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise StackError(
-            f"building lakeFS {version} failed (go build exit {proc.returncode}):\n"
+            f"building {name} {version} failed (go build exit {proc.returncode}):\n"
             f"{proc.stderr[-4000:]}"
         )
     tmp.replace(target)
-    log(f"built lakeFS {version} in {time.monotonic() - started:.0f}s -> {target}")
+    log(f"built {name} {version} in {time.monotonic() - started:.0f}s -> {target}")
     return target
 
 
-def ensure_lakefs_binary(settings: Settings, *, log=print) -> Path:
-    """Make ``.stack/bin/lakefs`` available: from the cache, else by building it."""
-    dest = settings.lakefs_binary
-    cached = cached_binary(settings)
+def ensure_lakefs_binary(settings: Settings, name: str = "lakefs", *, log=print) -> Path:
+    """Make ``.stack/bin/<name>`` available: from the cache, else by building it."""
+    dest = settings.bin_dir / name
+    cached = cached_binary(settings, name)
     if not cached.is_file():
-        build_lakefs(settings, log=log)
+        build_lakefs(settings, name, log=log)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_symlink() or dest.exists():
         if dest.resolve() == cached.resolve():

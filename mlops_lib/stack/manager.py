@@ -19,12 +19,14 @@ from mlops_lib.stack import gateway
 from mlops_lib.stack import postgres as pg
 from mlops_lib.stack.credentials import ensure_credentials
 from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
+from mlops_lib.stack.lakefs_users import ensure_serving_user
 from mlops_lib.stack.procs import ManagedProcess, StackError, http_ok, port_in_use, tail
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 # Every service `up` may start, in start order (postgres only with that backend).
 SERVICE_NAMES = (
     "postgres",
+    "lakefs-acl",
     "lakefs",
     "mlflow",
     "serving-gateway",
@@ -97,6 +99,8 @@ AIRFLOW_SECRETS = (
     "mlflow_password",
     "postgres_password",
     "serving_probe_key",
+    # The deploy tasks hand it to the deployments they start.
+    "lakefs_serving_secret_access_key",
 )
 
 
@@ -178,8 +182,10 @@ def _airflow_component_health(settings: Settings, key: str) -> Callable[[], bool
 def services(settings: Settings) -> list[Service]:
     """The services of the stack for the configured backend, in start order."""
     first = [_postgres_service(settings)] if settings.backend == "postgres" else []
+    acl = [_lakefs_acl_service(settings)] if lakefs_auth(settings) == ACL else []
     return [
         *first,
+        *acl,
         _lakefs_service(settings),
         _mlflow_service(settings),
         _gateway_service(settings),
@@ -200,23 +206,86 @@ def _postgres_service(settings: Settings) -> Service:
     )
 
 
+ACL, BASIC = "acl", "basic"
+
+
+def lakefs_auth(settings: Settings) -> str:
+    """How lakeFS authorises: with its ACL server (users and groups; every new stack), or
+    its single admin user (stacks whose lakeFS was set up before the ACL server came)."""
+    recorded = read_state(settings).get("lakefs_auth")
+    if recorded:
+        return str(recorded)
+    metadata = settings.stack_dir / "lakefs" / "metadata"
+    return BASIC if metadata.is_dir() and any(metadata.iterdir()) else ACL
+
+
+def _acl_url(settings: Settings) -> str:
+    return f"http://{settings.host}:{settings.lakefs_acl_port}"
+
+
+ACL_CONFIG = """# lakeFS's ACL server, as the local stack runs it (its key comes by environment).
+listen_address: {listen}
+database:
+  type: local
+  local:
+    path: {path}
+"""
+
+
+def _lakefs_acl_service(settings: Settings) -> Service:
+    folder = settings.stack_dir / "lakefs" / "acl"
+
+    def acl_env() -> dict[str, str]:
+        secret = settings.secret("lakefs_encrypt_secret")
+        return base_env(settings) | {"ACLSERVER_ENCRYPT_SECRET_KEY": secret}
+
+    return Service(
+        name="lakefs-acl",
+        port=settings.lakefs_acl_port,
+        url=_acl_url(settings),
+        command=lambda: [
+            str(ensure_lakefs_binary(settings, "lakefs-acl")),
+            "run",
+            "--config",
+            str(folder / "acl.yaml"),
+        ],
+        health=lambda: http_ok(f"{_acl_url(settings)}/_health"),
+        env=acl_env,
+        health_url=f"{_acl_url(settings)}/_health",
+    )
+
+
 def _lakefs_service(settings: Settings) -> Service:
     lakefs_dir = settings.stack_dir / "lakefs"
+    acl = (
+        {
+            "LAKEFS_AUTH_API_ENDPOINT": f"{_acl_url(settings)}/api/v1",
+            "LAKEFS_AUTH_UI_CONFIG_RBAC": "simplified",
+        }
+        if lakefs_auth(settings) == ACL
+        else {}
+    )
 
     def lakefs_env() -> dict[str, str]:
-        return base_env(settings) | {
-            "LAKEFS_LISTEN_ADDRESS": f"{settings.host}:{settings.lakefs_port}",
-            "LAKEFS_DATABASE_TYPE": "local",
-            "LAKEFS_DATABASE_LOCAL_PATH": str(lakefs_dir / "metadata"),
-            "LAKEFS_BLOCKSTORE_TYPE": "local",
-            "LAKEFS_BLOCKSTORE_LOCAL_PATH": str(lakefs_dir / "data"),
-            "LAKEFS_AUTH_ENCRYPT_SECRET_KEY": settings.secret("lakefs_encrypt_secret"),
-            "LAKEFS_INSTALLATION_USER_NAME": settings.lakefs_admin_user,
-            "LAKEFS_INSTALLATION_ACCESS_KEY_ID": settings.secret("lakefs_access_key_id"),
-            "LAKEFS_INSTALLATION_SECRET_ACCESS_KEY": settings.secret("lakefs_secret_access_key"),
-            "LAKEFS_STATS_ENABLED": "false",
-            "LAKEFS_LOGGING_LEVEL": "INFO",
-        }
+        return (
+            base_env(settings)
+            | {
+                "LAKEFS_LISTEN_ADDRESS": f"{settings.host}:{settings.lakefs_port}",
+                "LAKEFS_DATABASE_TYPE": "local",
+                "LAKEFS_DATABASE_LOCAL_PATH": str(lakefs_dir / "metadata"),
+                "LAKEFS_BLOCKSTORE_TYPE": "local",
+                "LAKEFS_BLOCKSTORE_LOCAL_PATH": str(lakefs_dir / "data"),
+                "LAKEFS_AUTH_ENCRYPT_SECRET_KEY": settings.secret("lakefs_encrypt_secret"),
+                "LAKEFS_INSTALLATION_USER_NAME": settings.lakefs_admin_user,
+                "LAKEFS_INSTALLATION_ACCESS_KEY_ID": settings.secret("lakefs_access_key_id"),
+                "LAKEFS_INSTALLATION_SECRET_ACCESS_KEY": settings.secret(
+                    "lakefs_secret_access_key"
+                ),
+                "LAKEFS_STATS_ENABLED": "false",
+                "LAKEFS_LOGGING_LEVEL": "INFO",
+            }
+            | acl
+        )
 
     return Service(
         name="lakefs",
@@ -243,13 +312,18 @@ def mlflow_auth_config(settings: Settings) -> Path:
     return settings.stack_dir / "mlflow" / "basic_auth.ini"
 
 
-def _write_mlflow_auth_config(settings: Settings) -> None:
-    path = mlflow_auth_config(settings)
-    database = f"sqlite:///{settings.stack_dir / 'mlflow' / 'basic_auth.db'}"
-    text = AUTH_CONFIG.format(database_uri=database, admin=settings.mlflow_user)
+def _write_private(path: Path, text: str) -> None:
+    """A configuration file readable by its owner only (0600)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def _write_mlflow_auth_config(settings: Settings) -> None:
+    database = f"sqlite:///{settings.stack_dir / 'mlflow' / 'basic_auth.db'}"
+    text = AUTH_CONFIG.format(database_uri=database, admin=settings.mlflow_user)
+    _write_private(mlflow_auth_config(settings), text)
 
 
 def _mlflow_service(settings: Settings) -> Service:
@@ -342,6 +416,11 @@ def _prepare(settings: Settings, svc: Service, log: Log) -> None:
     if svc.name == "lakefs":
         for sub in ("metadata", "data"):
             (settings.stack_dir / "lakefs" / sub).mkdir(parents=True, exist_ok=True)
+    elif svc.name == "lakefs-acl":
+        folder = settings.stack_dir / "lakefs" / "acl"
+        folder.mkdir(parents=True, exist_ok=True)
+        listen = f"{settings.host}:{settings.lakefs_acl_port}"
+        _write_private(folder / "acl.yaml", ACL_CONFIG.format(listen=listen, path=folder / "db"))
     elif svc.name == "mlflow":
         (settings.stack_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
         _write_mlflow_auth_config(settings)
@@ -370,7 +449,7 @@ def _prepare(settings: Settings, svc: Service, log: Log) -> None:
 
 
 # Services whose dependants may only start once they are healthy.
-WAIT_BEFORE_DEPENDANTS = ("postgres", "mlflow", "airflow-api-server")
+WAIT_BEFORE_DEPENDANTS = ("postgres", "lakefs-acl", "mlflow", "airflow-api-server")
 
 
 def _no_op(_settings: Settings, _log: Log) -> None:
@@ -414,6 +493,13 @@ def _secure_stack_dir(settings: Settings) -> None:
         pg.allow_server_traversal(settings)
 
 
+def _port_setting(service: str) -> str:
+    """The setting that moves a service's port (``lakefs-acl`` -> ``lakefs_acl_port``)."""
+    if service == "lakefs-acl":
+        return "lakefs_acl_port"
+    return f"{service.split('-')[0]}_port"
+
+
 def up(
     settings: Settings, *, log: Log = print, hooks: StackHooks | None = None
 ) -> list[ServiceStatus]:
@@ -435,7 +521,7 @@ def up(
             f"the stack is running with the {recorded} backend; run `mlops stack down` before "
             f"starting it with the {settings.backend} backend"
         )
-    _write_state(settings, backend=settings.backend)
+    _write_state(settings, backend=settings.backend, lakefs_auth=lakefs_auth(settings))
     svcs = services(settings)
     procs = {s.name: _proc(settings, s.name) for s in svcs}
 
@@ -449,7 +535,7 @@ def up(
         raise StackError(
             "; ".join(f"port {s.port} for {s.name} is already in use" for s in busy)
             + " (another process holds it; stop it or choose another port with "
-            + ", ".join(f"MLOPS_{s.name.split('-')[0].upper()}_PORT" for s in busy)
+            + ", ".join(f"MLOPS_{_port_setting(s.name).upper()}" for s in busy)
             + ")"
         )
     started: list[str] = []
@@ -476,6 +562,9 @@ def up(
         for name in reversed(started):
             procs[name].stop()
         raise
+    if lakefs_auth(settings) == ACL and ensure_serving_user(settings):
+        settings = reload_settings(settings)
+        log(f"created the deployments' lakeFS user (group Writers) in {settings.credentials_file}")
     hooks.after_up(settings, log)
     return status(settings, hooks)
 

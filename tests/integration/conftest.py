@@ -67,6 +67,7 @@ def stack_settings(stack_dir: Path, **extra: object) -> Settings:
     return load_settings(
         stack_dir=stack_dir,
         lakefs_port=free_port(),
+        lakefs_acl_port=free_port(),
         mlflow_port=free_port(),
         # Airflow also uses the two ports after the API port for its log servers.
         airflow_port=free_port_run(3),

@@ -5,6 +5,7 @@ secrets, and the stack folder is private."""
 from __future__ import annotations
 
 import stat
+import time
 
 import httpx
 import psutil
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.integration
 # Secrets each service's process may hold in its environment (as its own variables).
 OWN_SECRETS = {
     "lakefs": {"lakefs_secret_access_key", "lakefs_encrypt_secret"},
+    "lakefs-acl": {"lakefs_encrypt_secret"},
     "mlflow": {"mlflow_password", "mlflow_secret_key"},
     "serving-gateway": set(),
     "airflow-scheduler": {
@@ -28,6 +30,7 @@ OWN_SECRETS = {
         "airflow_jwt_secret",
         "airflow_secret_key",
         "serving_probe_key",
+        "lakefs_serving_secret_access_key",
     },
 }
 
@@ -110,3 +113,35 @@ def test_stack_folder_is_private(stack: Settings) -> None:
         assert others_bits(path) == 0, path
     written = [p for p in (stack.stack_dir / "lakefs").rglob("*") if p.is_file()]
     assert written and all(others_bits(p) == 0 for p in written)
+
+
+def test_the_deployments_lakefs_user_writes_objects_but_manages_nothing(stack: Settings) -> None:
+    api = f"{stack.lakefs_url}/api/v1"
+    key = (stack.lakefs_serving_access_key_id, stack.secret("lakefs_serving_secret_access_key"))
+    assert key[0] and key[0] != stack.lakefs_access_key_id
+    repo = f"acl-check-{int(time.time())}"
+    admin = (stack.lakefs_access_key_id, stack.secret("lakefs_secret_access_key"))
+    made = httpx.post(
+        f"{api}/repositories",
+        json={"name": repo, "storage_namespace": f"local://{repo}", "default_branch": "main"},
+        auth=admin,
+    )
+    assert made.status_code == 201, made.text
+    upload = httpx.post(
+        f"{api}/repositories/{repo}/branches/main/objects",
+        params={"path": "monitoring/x.txt"},
+        files={"content": b"served rows"},
+        auth=key,
+    )
+    assert upload.status_code == 201, upload.text
+    refused = [
+        httpx.post(
+            f"{api}/repositories",
+            json={"name": "rogue", "storage_namespace": "local://rogue"},
+            auth=key,
+        ),
+        httpx.delete(f"{api}/repositories/{repo}", auth=key),
+        httpx.get(f"{api}/auth/users", auth=key),
+        httpx.post(f"{api}/auth/users", json={"id": "intruder"}, auth=key),
+    ]
+    assert [r.status_code for r in refused] == [401, 401, 401, 401], [r.text for r in refused]

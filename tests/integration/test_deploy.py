@@ -150,6 +150,23 @@ def test_champion_goes_live_behind_the_stable_endpoint(stack: Settings, world: d
     assert lineage["deployments"][0]["bento_tag"] == live[0]["bento_tag"]
 
 
+def test_a_deployment_holds_its_own_lakefs_user_and_no_other_secret(
+    stack: Settings, world: dict
+) -> None:
+    import psutil
+
+    from mlops_lib.serving.deploy import process
+    from mlops_lib.settings import secret_names
+
+    live = next(d for d in deployments(stack) if d["state"] == "active")
+    env = psutil.Process(process(stack, live).read_pid()).environ()
+    assert env["MLOPS_LAKEFS_ACCESS_KEY_ID"] == stack.lakefs_serving_access_key_id
+    values = "\0".join(env.values())
+    held = {n for n in secret_names() if getattr(stack, n) and stack.secret(n) in values}
+    assert held == {"lakefs_serving_secret_access_key"}
+    assert env.get("MLOPS_PROBE_TOKEN")
+
+
 def test_champion_moved_by_hand_is_refused_and_the_old_one_keeps_serving(
     stack: Settings, world: dict
 ) -> None:

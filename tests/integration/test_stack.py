@@ -26,6 +26,7 @@ from .conftest import stack_settings
 pytestmark = pytest.mark.integration
 
 SERVICES = {
+    "lakefs-acl",
     "lakefs",
     "mlflow",
     "serving-gateway",
