@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ from .conftest import DEPLOY_PROJECT, approve_champion, mlops_cli, register_mode
 pytestmark = pytest.mark.integration
 PROJECT = DEPLOY_PROJECT
 DEPLOY = f"{PROJECT}__deploy"
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "deploy"
 
 
 @pytest.fixture(scope="module")
@@ -305,11 +307,14 @@ def test_sigkill_under_traffic_loses_at_most_one_flush_interval(
         time.sleep(1)
     lost = [(rid, t) for rid, t in answered if rid not in logged]
     oldest = max((killed_at - t for _, t in lost), default=0.0)
-    print(
-        f"SIGKILL under traffic: {len(answered)} requests answered, {len(lost)} lost, "
-        f"oldest lost answered {oldest:.2f}s before the kill "
-        f"(flush interval {flush_interval(stack)}s)"
-    )
+    figures = {
+        "answered": len(answered),
+        "lost": len(lost),
+        "oldest_lost_seconds_before_kill": round(oldest, 2),
+        "flush_interval_seconds": flush_interval(stack),
+    }
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    (OUTPUT / "sigkill-loss.json").write_text(json.dumps(figures, indent=2))
     assert oldest <= flush_interval(stack) + 0.5, lost[:5]
     assert len(lost) < len(answered)
 
