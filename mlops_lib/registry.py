@@ -60,11 +60,16 @@ def model_version_tags(
 
 def champion_version(project: str, settings: Settings | None = None) -> int | None:
     """Version behind ``@champion``, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException  # heavy: kept out of DAG parsing
+
     settings = settings or get_settings()
     try:
         return int(_client(settings).get_model_version_by_alias(project, CHAMPION).version)
-    except Exception:
-        return None
+    except MlflowException as exc:
+        # No such model, or no such alias; anything else (MLflow down, refused) is raised.
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def decide(

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         description="Machine-wide cache (built lakeFS binaries), shared by clones.",
     )
     projects_dir: Path = Field(default=REPO_ROOT / "projects")
+    read_credentials_file: bool = Field(
+        default=True,
+        description="Read the stack's generated credentials; off for deployments, which get "
+        "only their own secrets.",
+    )
     data_roots: str = Field(
         default="",
         description=(
@@ -237,10 +242,11 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings, including the stack's generated credentials file when present."""
+    """Read the settings, including the stack's generated credentials file when present
+    (unless ``read_credentials_file`` is off, as for deployments)."""
     base = Settings(**overrides)  # type: ignore[arg-type]
     creds = base.credentials_file
-    if creds.is_file():
+    if base.read_credentials_file and creds.is_file():
         return Settings(_env_file=(".env", str(creds)), **overrides)  # type: ignore[call-arg,arg-type]
     return base
 
@@ -282,13 +288,20 @@ def settings_env(settings: Settings, secrets: Collection[str] | None = None) -> 
     return env
 
 
-def process_env() -> dict[str, str]:
+def process_env(*, airflow: bool = False) -> dict[str, str]:
     """This process's environment without its secrets: the base for child processes.
 
     Secrets a child needs are added back explicitly (``settings_env(settings, secrets)``).
+    Airflow's own variables (its configuration, connections, variables: keys and database
+    URLs among them) pass only to Airflow's processes (``airflow=True``).
     """
     withheld = {f"{ENV_PREFIX}{name.upper()}" for name in secret_names()} | set(_CLIENT_SECRETS)
-    return {key: value for key, value in os.environ.items() if key.upper() not in withheld}
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key.upper() not in withheld
+        and (airflow or not key.upper().lstrip("_").startswith("AIRFLOW"))
+    }
 
 
 def reload_settings(settings: Settings) -> Settings:

@@ -420,15 +420,14 @@ def _finish_registered(
 def _record_recovered_lineage(
     spec: ProjectSpec,
     version: int,
-    parent_run_id: str,
+    mlflow_run: Any,
     commit: str,
     metrics: dict[str, float],
-    client: Any,
     run: tuple[str, str, str],
     settings: Settings,
 ) -> None:
     """Lineage rows of a recovered version, from what its MLflow run recorded."""
-    mlflow_run = client.get_run(parent_run_id)
+    parent_run_id = mlflow_run.info.run_id
     params, run_metrics, tags = (
         mlflow_run.data.params,
         mlflow_run.data.metrics,

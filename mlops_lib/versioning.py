@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_lib.layout import MAIN, repo_name
 from mlops_lib.settings import Settings, get_settings
@@ -35,13 +35,19 @@ def client(settings: Settings | None = None) -> lakefs.Client:
 @lru_cache(maxsize=8)
 def _client(host: str, key_id: str, secret: str, timeout: float) -> lakefs.Client:
     import lakefs  # heavy SDK: kept out of DAG parsing
-    import urllib3
 
     lakefs_client = lakefs.Client(host=host, username=key_id, password=secret)
-    # The SDK waits forever on a server that accepts but never answers: bound every call,
-    # so a hanging lakeFS fails the call (and the caller retries) instead of blocking it.
-    pools = lakefs_client.sdk_client._api.rest_client.pool_manager
-    pools.connection_pool_kw["timeout"] = urllib3.Timeout(connect=5.0, read=timeout)
+    # The SDK waits forever on a server that accepts but never answers (it passes no timeout
+    # to urllib3): bound every call, so a hanging lakeFS fails the call (and the caller
+    # retries) instead of blocking it.
+    rest = lakefs_client.sdk_client._api.rest_client
+    unbounded = rest.request
+    bounded = (5.0, timeout)  # connect, read
+
+    def request(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return unbounded(*args, _request_timeout=_request_timeout or bounded, **kwargs)
+
+    rest.request = request
     return lakefs_client
 
 
@@ -205,10 +211,13 @@ def on_branch(
     project: str, commit_id: str, branch: str = MAIN, settings: Settings | None = None
 ) -> bool:
     """True when a commit is in a branch's history (the merge base of the two is the commit)."""
+    import lakefs  # heavy SDK: kept out of DAG parsing
+
     repo = repository(project, settings)
     try:
         full = repo.ref(commit_id).get_commit().id
-    except Exception:  # unknown ref: lakeFS SDK raises several exception types
+    except (lakefs.exceptions.NotFoundException, lakefs.exceptions.BadRequestException):
+        # An unknown or malformed ref; anything else (lakeFS down) is raised.
         return False
     refs = client(settings).sdk_client.refs_api
     base = refs.find_merge_base(repo_name(project), full, branch).base_commit_id

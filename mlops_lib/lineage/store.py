@@ -254,14 +254,9 @@ class LineageStore:
         dag_run_id: str | Unset = UNSET,
         activated_at: datetime | Unset | None = UNSET,
     ) -> DeploymentRow:
-        """A new deployment (state ``starting`` unless given); idempotent per DAG run and
-        model version, so a retried package task reuses its row."""
+        """A new deployment (state ``starting`` unless given)."""
         values = _given(locals())
-        if not values.get("dag_run_id"):
-            return cast(DeploymentRow, self._add(Deployment(**values)))
-        match = {"project": project, "dag_run_id": values["dag_run_id"]}
-        match["model_version"] = model_version
-        return cast(DeploymentRow, self._upsert(Deployment, match, values))
+        return cast(DeploymentRow, self._add(Deployment(**values)))
 
     def update_deployment(
         self,
@@ -272,6 +267,9 @@ class LineageStore:
         port: int | Unset | None = UNSET,
         url: str | Unset = UNSET,
         activated_at: datetime | Unset | None = UNSET,
+        bento_tag: str | Unset = UNSET,
+        model_tag: str | Unset = UNSET,
+        model_uri: str | Unset = UNSET,
     ) -> DeploymentRow:
         """Change the given fields of a deployment (``updated_at`` is set)."""
         values = _given(locals(), "deployment_id")

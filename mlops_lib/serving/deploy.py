@@ -147,19 +147,37 @@ def package(
     model_uri = f"models:/{project}/{version}"
     model_tag = import_model(project, model_uri, version, settings)
     bento_tag = build_bento(spec, model_tag, version, settings)
-    dep = store.record_deployment(
-        project=project,
-        bento_tag=bento_tag,
-        model_tag=model_tag,
-        model_version=int(version),
-        model_uri=model_uri,
-        url="",
-        state=BUILT,
-        reason="",
-        dag_run_id=dag_run_id,
-    )
+    row = {"bento_tag": bento_tag, "model_tag": model_tag, "model_uri": model_uri, "url": ""}
+    retried = _earlier_try(store.deployments(project), dag_run_id, int(version))
+    if retried is not None:  # a retry of this task: its row again, not a second one
+        dep = store.update_deployment(retried["id"], state=BUILT, reason="", **row)
+    else:
+        dep = store.record_deployment(
+            project=project,
+            model_version=int(version),
+            state=BUILT,
+            reason="",
+            dag_run_id=dag_run_id,
+            **row,
+        )
     log.info("%s: built bento %s from %s (model %s)", project, bento_tag, model_uri, model_tag)
     return _ref(dep)
+
+
+def _earlier_try(deps: list[DeploymentRow], dag_run_id: str, version: int) -> DeploymentRow | None:
+    """The row an earlier try of the same package task left (never one that went live)."""
+    if not dag_run_id:
+        return None
+    return next(
+        (
+            d
+            for d in deps
+            if d["dag_run_id"] == dag_run_id
+            and d["model_version"] == version
+            and d["state"] in (BUILT, STARTING, FAILED)
+        ),
+        None,
+    )
 
 
 def _ref(dep: DeploymentRow) -> DeploymentRef:
@@ -190,7 +208,7 @@ def start(deployment_id: int, settings: Settings | None = None) -> DeploymentRef
     dep = lineage_store(settings).update_deployment(dep["id"], state=STARTING, port=port, url=url)
     try:
         _serve(dep, port, settings)
-    except StackError as exc:
+    except (StackError, RuntimeError) as exc:  # RuntimeError: a setting it needs is missing
         raise _fail(dep, f"did not become ready: {exc}", settings) from exc
     log.info("%s: serving on %s (log %s)", _describe(dep), url, process(settings, dep).log_file)
     return _ref(dep)
@@ -314,9 +332,14 @@ def _compare(
 def _route_to(dep: DeploymentRow, settings: Settings) -> None:
     """Point the project's stable endpoint (the gateway's route) at a deployment."""
     route = {k: dep[k] for k in ("port", "model_version", "bento_tag")} | {"deployment": dep["id"]}
+    before = read_routes(settings.stack_dir).get(dep["project"])
     write_route(settings.stack_dir, dep["project"], route)
-    # New connections reach the deployment once this returns (the gateway has reloaded).
-    apply_routes(settings)
+    try:
+        # New connections reach the deployment once this returns (the gateway reloaded).
+        apply_routes(settings)
+    except Exception:
+        write_route(settings.stack_dir, dep["project"], before)  # the old route stays
+        raise
 
 
 @contextlib.contextmanager

@@ -194,6 +194,8 @@ def serve_env(settings: Settings, probe_token: str | None = None) -> dict[str, A
         **process_env(),
         **settings_env(settings, secrets=secrets),
         **lakefs,
+        # Only what is given here: not the stack's credentials file.
+        f"{ENV_PREFIX}READ_CREDENTIALS_FILE": "false",
         "BENTOML_HOME": str(settings.bento_store),
         "BENTOML_DO_NOT_TRACK": "True",
     }

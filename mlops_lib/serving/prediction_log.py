@@ -118,9 +118,12 @@ class PredictionLog:
             self._wake.clear()
             try:
                 self.flush()
-                self.check_spool()
             except Exception:  # the log must never stop the service
                 log.exception("prediction log flush failed; retrying on the next tick")
+            finally:
+                # Measured also when the flush failed (a full disk): the alarm matters most then.
+                with contextlib.suppress(Exception):
+                    self.check_spool()
 
     def _run_shipper(self) -> None:
         while not self._stop.is_set():
@@ -134,7 +137,8 @@ class PredictionLog:
         """Stop the threads, write what is buffered and ship it; returns files left spooled.
 
         Shipping runs in a thread of its own here too, so a hanging lakeFS cannot hold the
-        shutdown past ``timeout``: what is not shipped stays spooled for the next start."""
+        shutdown for long (each wait is bounded by ``timeout``: the threads' ends, then the
+        shipping): what is not shipped stays spooled for the next start."""
         self._stop.set()
         self._wake.set()
         for thread in self._threads:

@@ -127,7 +127,10 @@ def _project_block(name: str, route: dict[str, Any], settings: Settings) -> tupl
     ups = (
         f"  upstream {upstream} {{\n"
         f"    server 127.0.0.1:{int(route['port'])} max_fails=0;\n"
-        f"    keepalive 32;\n  }}\n"
+        f"    keepalive 32;\n"
+        # Below the deployment's own idle timeout, so nginx never sends a request on a
+        # connection the deployment is closing (a POST is not retried).
+        f"    keepalive_timeout 4s;\n  }}\n"
     )
     loc = (
         f"    location /{name}/ {{\n"
@@ -229,14 +232,16 @@ def write_config(settings: Settings) -> dict[str, dict[str, Any]]:
 
 def apply_routes(settings: Settings, timeout: float = 30.0) -> None:
     """Reload the running gateway with the current route table and wait until it serves it
-    (new connections see the new routes); without a running gateway only the file changes."""
-    with open(prefix(settings).parent / "nginx.lock", "a") as lock:
+    (new connections see the new routes). Without a running gateway nothing is done: it
+    renders the table itself when it starts."""
+    folder = prefix(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / "nginx.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rendered = write_config(settings)
-        proc = ManagedProcess(SERVICE, settings.stack_dir / "run", settings.stack_dir / "logs")
-        master = proc.read_pid()
+        master = running_nginx(settings)
         if master is None:
             return
+        rendered = write_config(settings)
         old_workers = _workers(master)
         os.kill(master, signal.SIGHUP)
         deadline = time.monotonic() + timeout
@@ -245,6 +250,24 @@ def apply_routes(settings: Settings, timeout: float = 30.0) -> None:
                 return
             time.sleep(0.05)
     raise StackError(f"the gateway did not take the new routes within {timeout:.0f}s")
+
+
+def process(settings: Settings) -> ManagedProcess:
+    return ManagedProcess(SERVICE, settings.stack_dir / "run", settings.stack_dir / "logs")
+
+
+def running_nginx(settings: Settings) -> int | None:
+    """Pid of the gateway's nginx master, None when it is not running (or is not nginx: a
+    gateway from before nginx, which ``stack up`` replaces)."""
+    import psutil
+
+    pid = process(settings).read_pid()
+    if pid is None:
+        return None
+    try:
+        return pid if psutil.Process(pid).name() == "nginx" else None
+    except psutil.Error:
+        return None
 
 
 def _workers(master: int) -> list:

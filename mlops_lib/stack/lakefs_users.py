@@ -52,7 +52,7 @@ def ensure_serving_user(settings: Settings) -> bool:
         if created.status_code not in (201, 409):
             raise StackError(f"lakeFS refused to create user {SERVING_USER!r}: {created.text}")
         member = api.put(f"/auth/groups/{SERVING_GROUP}/members/{SERVING_USER}")
-        if not member.is_success:
+        if not member.is_success and member.status_code != 409:  # 409: a member already
             raise StackError(f"lakeFS refused {SERVING_USER!r} in {SERVING_GROUP}: {member.text}")
         key = api.post(f"/auth/users/{SERVING_USER}/credentials")
         if not key.is_success:

@@ -104,10 +104,12 @@ AIRFLOW_SECRETS = (
 )
 
 
-def base_env(settings: Settings, secrets: tuple[str, ...] = ()) -> dict[str, str]:
+def base_env(
+    settings: Settings, secrets: tuple[str, ...] = (), *, airflow: bool = False
+) -> dict[str, str]:
     """Environment of a child process: the caller's and the settings, without secrets
-    except those named."""
-    env = process_env()
+    except those named (and Airflow's variables only for Airflow)."""
+    env = process_env(airflow=airflow)
     env.update(settings_env(settings, secrets))
     env["WHYLOGS_NO_ANALYTICS"] = "True"
     # Fail fast when MLflow is down: the Airflow task retry (with backoff) takes over.
@@ -122,7 +124,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     """Airflow configuration of the local stack, as AIRFLOW__* variables."""
     home = settings.stack_dir / "airflow"
     base = settings.airflow_base_url
-    env = base_env(settings, AIRFLOW_SECRETS)
+    env = base_env(settings, AIRFLOW_SECRETS, airflow=True)
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -493,6 +495,14 @@ def _secure_stack_dir(settings: Settings) -> None:
         pg.allow_server_traversal(settings)
 
 
+def _replace_old_gateway(settings: Settings, log: Log) -> None:
+    """A serving gateway from before nginx is stopped, so that this `up` starts nginx."""
+    proc = gateway.process(settings)
+    if proc.is_running() and gateway.running_nginx(settings) is None:
+        log("serving-gateway: replacing the previous gateway with nginx")
+        proc.stop()
+
+
 def _port_setting(service: str) -> str:
     """The setting that moves a service's port (``lakefs-acl`` -> ``lakefs_acl_port``)."""
     if service == "lakefs-acl":
@@ -514,6 +524,7 @@ def up(
         settings = reload_settings(settings)
         log(f"generated local credentials in {settings.credentials_file}")
     _secure_stack_dir(settings)
+    _replace_old_gateway(settings, log)
     recorded = read_state(settings).get("backend")
     running = [name for name in SERVICE_NAMES if _proc(settings, name).is_running()]
     if recorded and recorded != settings.backend and running:

@@ -48,3 +48,29 @@ def test_racing_activations_leave_route_and_lineage_in_agreement(tmp_path: Path)
         assert routes[project]["deployment"] == active[0]["id"]
         retired = store.deployments(project, deploy.RETIRED)
         assert len(retired) == 5
+
+
+def test_a_retried_package_reuses_its_row_and_never_touches_a_live_one(
+    tmp_path: Path, monkeypatch
+) -> None:
+    settings = load_settings(stack_dir=tmp_path, lineage_db_url=f"sqlite:///{tmp_path}/l.db")
+    store = lineage_store(settings)
+    live = store.record_deployment(
+        project="churn",
+        bento_tag="b:live",
+        model_version=3,
+        state=deploy.ACTIVE,
+        dag_run_id="run-1",
+    )
+    monkeypatch.setattr(deploy, "project_spec", lambda *_a, **_k: None)
+    monkeypatch.setattr(deploy, "unapproved_reason", lambda *_a, **_k: None)
+    monkeypatch.setattr(deploy, "import_model", lambda *_a, **_k: "churn:m")
+    monkeypatch.setattr(deploy, "build_bento", lambda *_a, **_k: "mlops-churn:b")
+    first = deploy.package("churn", 4, dag_run_id="run-2", settings=settings)
+    again = deploy.package("churn", 4, dag_run_id="run-2", settings=settings)  # the retry
+    assert again["id"] == first["id"]
+    # A cleared deploy run of the live version gets a row of its own; the live one stays.
+    rerun = deploy.package("churn", 3, dag_run_id="run-1", settings=settings)
+    assert rerun["id"] != live["id"]
+    assert store.deployment(live["id"])["state"] == deploy.ACTIVE
+    assert len(store.deployments("churn")) == 3

@@ -211,12 +211,8 @@ def test_retried_tasks_write_no_duplicate_rows(tmp_path: Path) -> None:
     for _ in range(2):  # a task retried after its write
         s.record_dataset(project="p", commit_id="c1", rows=10, schema_hash="h")
         s.record_decision(project="p", version=1, decision="promote", reason="better")
-        s.record_deployment(
-            project="p", bento_tag="mlops-p:a", model_version=1, dag_run_id="deploy-1"
-        )
         s.record_drift_report(project="p", model_version=1, rows=5, dag_run_id="monitor-1")
     assert [d["decision"] for d in s.decisions("p", 1)] == ["promote"]
-    assert len(s.deployments("p")) == 1
     assert len(s.drift_reports("p")) == 1
     # Runs outside a DAG (CLI, tests) have no run id: each is its own row.
     s.record_drift_report(project="p", model_version=1, rows=5)

@@ -220,3 +220,31 @@ def test_a_hanging_lakefs_neither_blocks_spooling_nor_the_shutdown(tmp_path: Pat
         hanging.close()
     ids = set(pd.concat(pd.read_parquet(p) for p in log.pending())["request_id"])
     assert ids == {"before", "meanwhile"}
+
+
+def test_every_lakefs_call_has_a_deadline(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    import pytest
+
+    from mlops_lib import versioning as vc
+    from mlops_lib.settings import load_settings
+
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(16)
+    settings = load_settings(
+        stack_dir=tmp_path,
+        lakefs_endpoint=f"http://127.0.0.1:{hanging.getsockname()[1]}",
+        lakefs_access_key_id="AKIADEADLINE",
+        lakefs_secret_access_key="never-answered",
+        lakefs_request_timeout=1.0,
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception):  # noqa: B017 (the SDK wraps the timeout variously)
+            vc.head("churn", settings=settings)
+    finally:
+        hanging.close()
+    assert time.monotonic() - started < 5

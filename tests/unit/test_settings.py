@@ -103,7 +103,12 @@ def test_child_environment_carries_only_the_secrets_named(
     monkeypatch.setenv("MLOPS_POSTGRES_PASSWORD", "exported-by-the-caller")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "a-client-password")
     monkeypatch.setenv("MLOPS_HOST", "127.0.0.1")
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "airflow-only")
+    monkeypatch.setenv("AIRFLOW_CONN_SALES", "postgresql://u:pw@db/sales")
     inherited = process_env()
+    assert "AIRFLOW__CORE__FERNET_KEY" not in inherited
+    assert "AIRFLOW_CONN_SALES" not in inherited
+    assert process_env(airflow=True)["AIRFLOW_CONN_SALES"].startswith("postgresql://")
     assert "MLOPS_POSTGRES_PASSWORD" not in inherited
     assert "MLFLOW_TRACKING_PASSWORD" not in inherited
     assert inherited["MLOPS_HOST"] == "127.0.0.1"
