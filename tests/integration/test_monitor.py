@@ -305,7 +305,6 @@ def test_a_window_profile_takes_in_files_shipped_late(stack: Settings) -> None:
     assert [(w["window"], w["rows"]) for w in again] == [(hour.isoformat(), 500)]
     path = stored_profiles(spec, stack)[hour]
     assert layout.profiled_files(path) == 2
-    listed = vc.list_paths(
-        FAULTS_PROJECT, MONITORING_BRANCH, layout.profiles_prefix(FAULTS_PROJECT)
-    )
+    prefix = layout.profiles_prefix(FAULTS_PROJECT)
+    listed = vc.list_paths(FAULTS_PROJECT, MONITORING_BRANCH, prefix, stack)
     assert [p for p in listed if layout.window_of(p) == hour] == [path]
