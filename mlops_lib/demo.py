@@ -393,7 +393,7 @@ def _summary(sc: Scenario, outcomes: list[Outcome]) -> None:
     console.print(table)
     console.print(f"Airflow UI : {settings.airflow_base_url}  (user {settings.airflow_user})")
     console.print(f"MLOps page : {settings.airflow_base_url}/mlops")
-    console.print(f"MLflow UI  : {settings.mlflow_url}")
+    console.print(f"MLflow UI  : {settings.mlflow_url}  (user {settings.mlflow_user})")
     console.print(f"lakeFS UI  : {settings.lakefs_url}")
     console.print(f"Served     : {settings.serving_base_url}/{DEMO_PROJECT}/predict  (docs: /docs)")
     console.print("credentials: `mlops stack credentials`; stop with `mlops stack down`")
