@@ -26,6 +26,8 @@ MLOPS = str(Path(sys.executable).parent / "mlops")
 FAULTS_PROJECT = "churn_faults"
 DEPLOY_PROJECT = "churn_deploy"
 MONITOR_PROJECT = "churn_monitor"
+# Its main gets batches published directly (no DAG); nothing else reads it.
+PUBLISH_PROJECT = "churn_publish"
 
 
 def test_projects(folder: Path) -> Path:
@@ -38,7 +40,7 @@ def test_projects(folder: Path) -> Path:
         budget={"trials": 3, "seconds": 900}, max_train_rows=10_000, min_rows=1000
     )
     (folder / "churn.yaml").write_text(yaml.safe_dump(spec))
-    for name in (FAULTS_PROJECT, DEPLOY_PROJECT):
+    for name in (FAULTS_PROJECT, DEPLOY_PROJECT, PUBLISH_PROJECT):
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec | {"name": name}))
     # Monitoring tests assert which features do not drift: a strict threshold keeps chance
     # false alarms on the stable ones rare (the shifted ones score p ~ 0).

@@ -14,7 +14,7 @@ from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 
-from .conftest import FAULTS_PROJECT
+from .conftest import PUBLISH_PROJECT
 
 pytestmark = pytest.mark.integration
 
@@ -219,7 +219,7 @@ def test_publish_retried_after_its_merge_finishes_the_work(stack: Settings, batc
     from mlops_lib.ingest import ingest_batch, open_branch, publish
     from mlops_lib.lineage import lineage_store
 
-    project = FAULTS_PROJECT
+    project = PUBLISH_PROJECT
     opened = open_branch(project, "retry-after-merge", stack)
     landed = ingest_batch(
         project,
