@@ -18,13 +18,11 @@ active deployments back after a stop or crash (`mlops stack up`).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -44,7 +42,14 @@ from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, project_spec
 from mlops_lib.stack.gateway import apply_routes, read_routes, write_route
 from mlops_lib.stack.manager import ServiceStatus
-from mlops_lib.stack.procs import ManagedProcess, StackError, free_port, http_ok, port_in_use
+from mlops_lib.stack.procs import (
+    ManagedProcess,
+    StackError,
+    file_lock,
+    free_port,
+    http_ok,
+    port_in_use,
+)
 from mlops_lib.tracking import connect as connect_mlflow
 
 log = logging.getLogger(__name__)
@@ -342,21 +347,12 @@ def _route_to(dep: DeploymentRow, settings: Settings) -> None:
         raise
 
 
-@contextlib.contextmanager
-def _activation_lock(settings: Settings, project: str) -> Iterator[None]:
-    """One activation of a project at a time (a switch and a rollback racing), so its route
-    and its active deployment in the lineage store always agree."""
-    folder = settings.stack_dir / "serving" / project
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "activate.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def _activate(dep: DeploymentRow, settings: Settings, retire_as: str, reason: str) -> Activated:
     """Route the project to ``dep`` and stop whatever served before."""
     store = lineage_store(settings)
-    with _activation_lock(settings, dep["project"]):
+    # One activation of a project at a time (a switch and a rollback racing), so its route
+    # and its active deployment in the lineage store always agree.
+    with file_lock(settings.stack_dir / "serving" / dep["project"] / "activate.lock"):
         previous = [d for d in store.deployments(dep["project"], ACTIVE) if d["id"] != dep["id"]]
         _route_to(dep, settings)
         now = datetime.now(UTC)

@@ -15,7 +15,6 @@ a failed POST is never retried on its own.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ import httpx
 
 from mlops_lib.settings import Settings
 from mlops_lib.stack.debian import apt_install
-from mlops_lib.stack.procs import ManagedProcess, StackError
+from mlops_lib.stack.procs import ManagedProcess, StackError, file_lock
 
 SERVICE = "serving-gateway"
 PACKAGE = "nginx-light"
@@ -56,9 +55,7 @@ def write_route(stack_dir: Path, project: str, route: dict[str, Any] | None) -> 
     Writers take an exclusive lock around read-modify-write, so two projects switching at
     once (or a rollback during a deploy) both keep their route."""
     path = routes_file(stack_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(path.with_suffix(".lock")):
         routes = read_routes(stack_dir)
         if route is None:
             routes.pop(project, None)
@@ -234,10 +231,7 @@ def apply_routes(settings: Settings, timeout: float = 30.0) -> None:
     """Reload the running gateway with the current route table and wait until it serves it
     (new connections see the new routes). Without a running gateway nothing is done: it
     renders the table itself when it starts."""
-    folder = prefix(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / "nginx.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(prefix(settings).parent / "nginx.lock"):
         master = running_nginx(settings)
         if master is None:
             return

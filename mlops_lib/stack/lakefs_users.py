@@ -9,11 +9,10 @@ or manage users and credentials. Its key is kept with the other generated creden
 
 from __future__ import annotations
 
-import os
-
 import httpx
 
 from mlops_lib.settings import ENV_PREFIX, Settings
+from mlops_lib.stack.credentials import write_private
 from mlops_lib.stack.procs import StackError
 
 SERVING_USER = "serving"
@@ -76,6 +75,4 @@ def _store(settings: Settings, **values: str) -> None:
         if line.split("=", 1)[0] not in names
     ]
     lines = kept + [f"{ENV_PREFIX}{k.upper()}={v}" for k, v in values.items()]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_private(path, "\n".join(lines) + "\n")

@@ -17,7 +17,7 @@ import httpx
 from mlops_lib.settings import Settings, load_settings, process_env, reload_settings, settings_env
 from mlops_lib.stack import gateway
 from mlops_lib.stack import postgres as pg
-from mlops_lib.stack.credentials import ensure_credentials
+from mlops_lib.stack.credentials import ensure_credentials, write_private
 from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
 from mlops_lib.stack.lakefs_users import ensure_serving_user
 from mlops_lib.stack.procs import ManagedProcess, StackError, http_ok, port_in_use, tail
@@ -314,18 +314,10 @@ def mlflow_auth_config(settings: Settings) -> Path:
     return settings.stack_dir / "mlflow" / "basic_auth.ini"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """A configuration file readable by its owner only (0600)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(path, 0o600)
-
-
 def _write_mlflow_auth_config(settings: Settings) -> None:
     database = f"sqlite:///{settings.stack_dir / 'mlflow' / 'basic_auth.db'}"
     text = AUTH_CONFIG.format(database_uri=database, admin=settings.mlflow_user)
-    _write_private(mlflow_auth_config(settings), text)
+    write_private(mlflow_auth_config(settings), text)
 
 
 def _mlflow_service(settings: Settings) -> Service:
@@ -422,7 +414,7 @@ def _prepare(settings: Settings, svc: Service, log: Log) -> None:
         folder = settings.stack_dir / "lakefs" / "acl"
         folder.mkdir(parents=True, exist_ok=True)
         listen = f"{settings.host}:{settings.lakefs_acl_port}"
-        _write_private(folder / "acl.yaml", ACL_CONFIG.format(listen=listen, path=folder / "db"))
+        write_private(folder / "acl.yaml", ACL_CONFIG.format(listen=listen, path=folder / "db"))
     elif svc.name == "mlflow":
         (settings.stack_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
         _write_mlflow_auth_config(settings)
@@ -434,8 +426,7 @@ def _prepare(settings: Settings, svc: Service, log: Log) -> None:
         home = settings.stack_dir / "airflow"
         home.mkdir(parents=True, exist_ok=True)
         pw = home / "passwords.json"
-        pw.write_text(json.dumps({settings.airflow_user: settings.secret("airflow_password")}))
-        os.chmod(pw, 0o600)
+        write_private(pw, json.dumps({settings.airflow_user: settings.secret("airflow_password")}))
         log("migrating the Airflow metadata database...")
         proc = subprocess.run(
             [_bin("airflow"), "db", "migrate"],
