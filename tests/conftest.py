@@ -1,8 +1,9 @@
-"""Suite-wide options: ``MLOPS_TEST_SHUFFLE=<seed>`` runs the test modules in a random order.
+"""Suite-wide options: ``MLOPS_TEST_SHUFFLE=<seed>`` runs the tests in a random order.
 
-Each module keeps its own tests in order (they share module fixtures); the modules are
-shuffled with the seed, which the run's header reports, so an order dependence between
-modules shows up and can be replayed: ``MLOPS_TEST_SHUFFLE=1234 make test``.
+The modules are shuffled, and so are the tests inside each module (a module's tests stay
+together, so its module fixtures are set up once); the seed is in the run's header, so an
+order dependence between tests or modules shows up and can be replayed:
+``MLOPS_TEST_SHUFFLE=1234 make test``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ SHUFFLE = "MLOPS_TEST_SHUFFLE"
 
 def pytest_report_header(config: pytest.Config) -> str | None:
     seed = os.environ.get(SHUFFLE)
-    return f"test modules shuffled with seed {seed} ({SHUFFLE})" if seed else None
+    return f"tests shuffled with seed {seed} ({SHUFFLE})" if seed else None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -27,6 +28,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     modules: dict[str, list[pytest.Item]] = {}
     for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    rng = random.Random(seed)
     order = list(modules)
-    random.Random(seed).shuffle(order)
+    rng.shuffle(order)
+    for module in order:
+        rng.shuffle(modules[module])
     items[:] = [item for module in order for item in modules[module]]

@@ -1,7 +1,10 @@
 """Deployments on the real stack: champion asset -> deploy DAG -> gateway, failure, rollback.
 
-The tests run in file order and share one project: v1 goes live, a broken v2 fails its smoke
-test while v1 keeps serving, v3 replaces v1, rollback returns to v1, a killed deployment
+The tests share one project and run in any order: each one that needs a deployment serving
+takes the ``live`` fixture, which deploys a champion when nothing serves (or restores one a
+crash left down), and asserts about the deployment it found or the versions it registers:
+a champion goes live, a broken version fails its smoke test while the live one keeps
+serving, a new champion replaces the live one, rollback returns to it, a killed deployment
 comes back with `stack up`, and the prediction log reaches lakeFS.
 """
 
@@ -48,7 +51,6 @@ def world(stack: Settings, tmp_path_factory) -> dict:
         "commit": published["commit_id"],
         "spec": project_spec(PROJECT, stack),
         "airflow": airflow,
-        "responses": [],
     }
 
 
@@ -122,9 +124,7 @@ def predict(stack: Settings, world: dict, n: int = 3, seed: int = 502) -> dict:
     batch = {"instances": rows(world, n, seed)}
     resp = httpx.post(f"{endpoint(stack)}/predict", json=batch, timeout=30)
     assert resp.status_code == 200, resp.text
-    body = resp.json()
-    world["responses"].append(body)
-    return body
+    return resp.json()
 
 
 def deployments(stack: Settings) -> list[dict]:
@@ -133,11 +133,34 @@ def deployments(stack: Settings) -> list[dict]:
     return lineage_store(stack).deployments(PROJECT)
 
 
-def test_champion_goes_live_behind_the_stable_endpoint(stack: Settings, world: dict) -> None:
-    v1 = register(stack, world, seed=11)
-    world["v1"] = v1
-    run_id, state = promote_and_deploy(stack, world, v1)
+def active(stack: Settings) -> dict | None:
+    return next((d for d in deployments(stack) if d["state"] == "active"), None)
+
+
+def go_live(stack: Settings, world: dict, seed: int) -> tuple[int, str]:
+    """Register, approve and deploy a new version; returns (version, deploy run id)."""
+    version = register(stack, world, seed=seed)
+    run_id, state = promote_and_deploy(stack, world, version)
     assert state == "success", world["airflow"].task_states(DEPLOY, run_id)
+    return version, run_id
+
+
+@pytest.fixture
+def live(stack: Settings, world: dict) -> dict:
+    """The project's active deployment, answering on the stable endpoint, whatever ran before:
+    deployed now when nothing serves, restored by `stack up` when its process is gone."""
+    current = active(stack)
+    if current is None:
+        go_live(stack, world, seed=11)
+    elif not http_ok(current["url"] + "/readyz"):
+        platform_stack.up(stack, log=print)
+    current = active(stack)
+    assert current is not None and http_ok(current["url"] + "/readyz"), current
+    return current
+
+
+def test_champion_goes_live_behind_the_stable_endpoint(stack: Settings, world: dict) -> None:
+    v1, run_id = go_live(stack, world, seed=11)
     body = predict(stack, world)
     assert body["model_version"] == str(v1) and len(body["predictions"]) == 3
     live = [d for d in deployments(stack) if d["state"] == "active"]
@@ -153,14 +176,13 @@ def test_champion_goes_live_behind_the_stable_endpoint(stack: Settings, world: d
 
 
 def test_a_deployment_holds_its_own_lakefs_user_and_no_other_secret(
-    stack: Settings, world: dict
+    stack: Settings, live: dict
 ) -> None:
     import psutil
 
     from mlops_lib.serving.deploy import process
     from mlops_lib.settings import secret_names
 
-    live = next(d for d in deployments(stack) if d["state"] == "active")
     root = psutil.Process(process(stack, live).read_pid())
     # The arbiter retitles itself (its environ reads empty); its workers keep theirs.
     environs = [e for p in [root, *root.children(recursive=True)] if (e := p.environ())]
@@ -174,7 +196,7 @@ def test_a_deployment_holds_its_own_lakefs_user_and_no_other_secret(
 
 
 def test_champion_moved_by_hand_is_refused_and_the_old_one_keeps_serving(
-    stack: Settings, world: dict
+    stack: Settings, world: dict, live: dict
 ) -> None:
     rogue = register(stack, world, seed=14)
     run_id, state = promote_and_deploy(stack, world, rogue, approved=False)
@@ -184,11 +206,13 @@ def test_champion_moved_by_hand_is_refused_and_the_old_one_keeps_serving(
     log = world["airflow"].task_log_tail(DEPLOY, run_id, "package", 1, lines=80)
     assert f"{PROJECT} v{rogue} is @champion but neither the promotion gate" in log
     assert not [d for d in deployments(stack) if d["model_version"] == rogue]
-    assert predict(stack, world)["model_version"] == str(world["v1"])
-    approve_champion(stack, PROJECT, world["v1"])
+    assert predict(stack, world)["model_version"] == str(live["model_version"])
+    approve_champion(stack, PROJECT, live["model_version"])
 
 
-def test_failed_smoke_test_keeps_the_old_deployment_serving(stack: Settings, world: dict) -> None:
+def test_failed_smoke_test_keeps_the_old_deployment_serving(
+    stack: Settings, world: dict, live: dict
+) -> None:
     v2 = register(stack, world, seed=12, broken=True)
     run_id, state = promote_and_deploy(stack, world, v2)
     assert state == "failed"
@@ -199,46 +223,59 @@ def test_failed_smoke_test_keeps_the_old_deployment_serving(stack: Settings, wor
     assert "smoke test" in failed["reason"] and "500" in failed["reason"], failed["reason"]
     log = world["airflow"].task_log_tail(DEPLOY, run_id, "smoke_test", 1, lines=80)
     assert f"deployment {failed['id']} of {PROJECT}" in log
-    # The candidate is stopped; v1 still answers on the stable endpoint.
+    # The candidate is stopped; the live version still answers on the stable endpoint.
     assert not http_ok(failed["url"] + "/readyz")
-    assert predict(stack, world)["model_version"] == str(world["v1"])
+    assert predict(stack, world)["model_version"] == str(live["model_version"])
 
 
-def test_new_champion_replaces_the_old_deployment(stack: Settings, world: dict) -> None:
-    v3 = register(stack, world, seed=13)
-    world["v3"] = v3
-    old = next(d for d in deployments(stack) if d["state"] == "active")
-    _, state = promote_and_deploy(stack, world, v3)
-    assert state == "success"
+def test_new_champion_replaces_the_old_deployment(stack: Settings, world: dict, live: dict) -> None:
+    v3, _ = go_live(stack, world, seed=13)
     assert predict(stack, world)["model_version"] == str(v3)
     after = {d["id"]: d for d in deployments(stack)}
-    assert after[old["id"]]["state"] == "retired"
-    assert not http_ok(old["url"] + "/readyz")
+    assert after[live["id"]]["state"] == "retired"
+    assert not http_ok(live["url"] + "/readyz")
 
 
-def test_rollback_serves_the_previous_deployment_again(stack: Settings, world: dict) -> None:
+def test_rollback_serves_the_previous_deployment_again(
+    stack: Settings, world: dict, live: dict
+) -> None:
+    old = live["model_version"]
+    new, _ = go_live(stack, world, seed=13)
     out = mlops_cli(stack, "deploy", "rollback", PROJECT)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"model v{world['v1']}" in out.stdout
-    assert predict(stack, world)["model_version"] == str(world["v1"])
-    states = {d["model_version"]: d["state"] for d in deployments(stack) if d["state"] != "failed"}
-    assert states == {world["v1"]: "active", world["v3"]: "rolled_back"}
-    # Nothing earlier served: a second rollback is refused and changes nothing.
+    assert f"model v{old}" in out.stdout
+    assert predict(stack, world)["model_version"] == str(old)
+    states = {d["id"]: d["state"] for d in deployments(stack)}
+    assert states[live["id"]] == "active"
+    assert [s for d, s in states.items() if d > live["id"] and s != "failed"] == ["rolled_back"]
+    # A second rollback goes one deployment further back, or, when nothing earlier served,
+    # is refused and changes nothing.
+    earlier = [
+        d
+        for d in deployments(stack)
+        if d["state"] == "retired" and d["activated_at"] and d["id"] < live["id"]
+    ]
     again = mlops_cli(stack, "deploy", "rollback", PROJECT)
-    assert again.returncode == 1 and "no earlier deployment" in again.stderr
-    assert predict(stack, world)["model_version"] == str(world["v1"])
+    if earlier:
+        assert again.returncode == 0, again.stdout + again.stderr
+        expected = earlier[0]["model_version"]
+    else:
+        assert again.returncode == 1 and "no earlier deployment" in again.stderr
+        expected = old
+    assert predict(stack, world)["model_version"] == str(expected) != str(new)
 
 
-def test_killed_deployment_comes_back_with_stack_up(stack: Settings, world: dict) -> None:
+def test_killed_deployment_comes_back_with_stack_up(
+    stack: Settings, world: dict, live: dict
+) -> None:
     import psutil
 
     from mlops_lib.labels import wait_logged
     from mlops_lib.serving.deploy import process
 
-    live = next(d for d in deployments(stack) if d["state"] == "active")
     # A crash loses the rows not yet flushed (one flush interval): wait until the earlier
     # requests are in the prediction log before killing, whatever the machine's load.
-    answered = {r["request_id"] for r in world["responses"]}
+    answered = {predict(stack, world, seed=s)["request_id"] for s in (504, 505)}
     assert wait_logged(PROJECT, answered, stack, timeout=120) == 0
     # The whole serving tree dies at once (BentoML's arbiter and its workers).
     root = psutil.Process(process(stack, live).read_pid())
@@ -253,11 +290,11 @@ def test_killed_deployment_comes_back_with_stack_up(stack: Settings, world: dict
     )
     assert resp.status_code == 503 and f"deployment {live['id']}" in resp.json()["detail"]
     platform_stack.up(stack, log=print)
-    assert predict(stack, world)["model_version"] == str(world["v1"])
+    assert predict(stack, world)["model_version"] == str(live["model_version"])
 
 
 def test_sigkill_under_traffic_loses_at_most_one_flush_interval(
-    stack: Settings, world: dict
+    stack: Settings, world: dict, live: dict
 ) -> None:
     """Measured: requests answered until the deployment is SIGKILLed mid-traffic; after
     `stack up` restores it (and ships what was spooled), only rows answered within one
@@ -267,7 +304,6 @@ def test_sigkill_under_traffic_loses_at_most_one_flush_interval(
     from mlops_lib.labels import REQUEST_ID, read_predictions
     from mlops_lib.serving.deploy import process
 
-    live = next(d for d in deployments(stack) if d["state"] == "active")
     answered: list[tuple[str, float]] = []
     stop = threading.Event()
 
@@ -323,7 +359,7 @@ def test_sigkill_under_traffic_loses_at_most_one_flush_interval(
     assert len(lost) < len(answered)
 
 
-def test_prediction_log_reaches_lakefs(stack: Settings, world: dict) -> None:
+def test_prediction_log_reaches_lakefs(stack: Settings, world: dict, live: dict) -> None:
     """Every served row lands in the monitoring area, keyed by its request id (also one with
     a forged probe header)."""
     import io
@@ -341,11 +377,10 @@ def test_prediction_log_reaches_lakefs(stack: Settings, world: dict) -> None:
         timeout=30,
     )
     assert forged.status_code == 200, forged.text
-    world["responses"].append(forged.json())
+    answered = [predict(stack, world, seed=s) for s in (506, 507)] + [forged.json()]
     # A clean stop flushes what the live deployment still buffers.
-    live = next(d for d in deployments(stack) if d["state"] == "active")
     assert process(stack, live).stop() == "stopped"
-    wanted = {r["request_id"] for r in world["responses"]}
+    wanted = {r["request_id"] for r in answered}
     deadline = time.monotonic() + 60
     found: set[str] = set()
     frames = []

@@ -63,7 +63,7 @@ def accepted(stack: Settings, airflow: AirflowClient, batches: Path) -> dict:
 
 def test_clean_batch_lands_on_main(stack: Settings, airflow: AirflowClient, accepted: dict) -> None:
     # The merge commit's parent carries the ingest metadata; read it from the branch commit.
-    commits = list(vc.repository(PROJECT, stack).ref("main").log(max_amount=3))
+    commits = list(vc.repository(PROJECT, stack).ref("main").log(max_amount=100))
     ingest_commit = next(c for c in commits if c.metadata.get("run_id") == accepted["run_id"])
     meta = ingest_commit.metadata
     assert meta["rows"] == "50000"

@@ -4,6 +4,10 @@ A champion is deployed and serving; clean, then drifted traffic goes through its
 the monitor DAG reports no drift, then drift on the shifted features only; the drift asset
 starts continuous training, whose new version is gated and, when it wins, deployed; a second
 drift report inside the cooldown starts no second retraining.
+
+The story is built by a chain of module fixtures (``quiet`` -> ``stable`` -> ``drifted`` ->
+``episode``), each one needing the one before it, so its steps happen in that order whatever
+order the tests run in; each test asserts about the step it takes.
 """
 
 from __future__ import annotations
@@ -74,8 +78,9 @@ def world(stack: Settings, tmp_path_factory) -> dict:
     return {"spec": spec, "airflow": airflow, "version": version}
 
 
-def serve_traffic(stack: Settings, world: dict, scenario: str, rows: int, seed: int) -> None:
-    """Requests to the project's stable endpoint; waits until the prediction log has them."""
+def serve_traffic(stack: Settings, world: dict, scenario: str, rows: int, seed: int):
+    """Requests to the project's stable endpoint; waits until the prediction log has them.
+    Returns the labels of the rows sent (request id, row, target)."""
     from mlops_lib.labels import wait_logged
     from mlops_lib.traffic import send
 
@@ -83,9 +88,9 @@ def serve_traffic(stack: Settings, world: dict, scenario: str, rows: int, seed: 
     df = demo_data.generate(scenario, rows=rows, seed=seed)
     url = f"{stack.serving_base_url}/{PROJECT}/predict"
     out = send(url, df, spec.features, spec.target.column, rows_per_request=500, concurrency=1)
-    world["labels"] = out.labels
     missing = wait_logged(PROJECT, set(out.labels["request_id"]), stack)
     assert not missing, f"prediction log lacks {missing} of {out.requests} answered requests"
+    return out.labels
 
 
 def run_monitor(world: dict) -> dict:
@@ -96,25 +101,49 @@ def run_monitor(world: dict) -> dict:
     return airflow.request("GET", path, params={"deserialize": "true"}).json()["value"]
 
 
-def test_a_window_without_traffic_gives_a_report_that_says_so(stack: Settings, world: dict) -> None:
+@pytest.fixture(scope="module")
+def quiet(world: dict) -> dict:
+    """The first monitor run: the champion is serving, nobody has called it yet."""
+    return run_monitor(world)
+
+
+@pytest.fixture(scope="module")
+def stable(stack: Settings, world: dict, quiet: dict) -> dict:
+    """Clean traffic served and monitored."""
+    serve_traffic(stack, world, "clean", 3000, seed=602)
+    return run_monitor(world)
+
+
+@pytest.fixture(scope="module")
+def drifted(stack: Settings, world: dict, stable: dict, tmp_path_factory) -> dict:
+    """Drifted traffic served, its labels ingested, and monitored."""
+    world["airflow"].prepare(f"{PROJECT}__ingest_labels", timeout=180)
+    labels = serve_traffic(stack, world, "drifted", 12000, seed=603)
+    state, log = ingest_labels(world, labels, tmp_path_factory.mktemp("drift-labels"))
+    assert state == "success", log
+    return {"labels": labels, "report": run_monitor(world)}
+
+
+def test_a_window_without_traffic_gives_a_report_that_says_so(stack: Settings, quiet: dict) -> None:
     import json as _json
 
     from mlops_lib import versioning as vc
     from mlops_lib.layout import MONITORING_BRANCH
     from mlops_lib.lineage import lineage_store
 
-    out = run_monitor(world)
+    out = quiet
     assert out["rows"] == 0 and not out["fired"] and out["drifted_features"] == [], out
-    row = lineage_store(stack).drift_reports(PROJECT, limit=1)[0]
+    row = next(
+        r for r in lineage_store(stack).drift_reports(PROJECT) if r["id"] == out["report_id"]
+    )
     path = row["lakefs_uri"].split("/", 4)[-1].replace("report.html", "report.json")
     report = _json.loads(vc.read(PROJECT, MONITORING_BRANCH, path, stack))
     assert "no traffic in the monitored windows" in report["notes"]
     assert report["live_metric"]["note"] == "no labelled predictions"
 
 
-def test_stable_traffic_reports_no_drift(stack: Settings, world: dict) -> None:
-    serve_traffic(stack, world, "clean", 3000, seed=602)
-    out = run_monitor(world)
+def test_stable_traffic_reports_no_drift(world: dict, stable: dict) -> None:
+    out = stable
     assert out["rows"] == 3000 and not out["fired"], out
     assert len(out["drifted_features"]) < world["spec"].monitoring.min_drifted_features
 
@@ -127,28 +156,31 @@ def ingest_labels(world: dict, frame, tmp_path) -> tuple[str, str]:
     return state, airflow.task_log_tail(f"{PROJECT}__ingest_labels", run_id, "ingest_labels", 1)
 
 
-def test_drifted_traffic_fires_on_the_shifted_features_only(
-    stack: Settings, world: dict, tmp_path
+def test_a_bad_labels_batch_is_refused_naming_every_problem_and_stores_nothing(
+    stack: Settings, world: dict, drifted: dict, tmp_path
 ) -> None:
     from mlops_lib import versioning as vc
     from mlops_lib.layout import MONITORING_BRANCH, labels_prefix
-    from mlops_lib.lineage import lineage_store
 
-    world["airflow"].prepare(f"{PROJECT}__ingest_labels", timeout=180)
-    serve_traffic(stack, world, "drifted", 12000, seed=603)
-    labels = world["labels"]
-    # A bad labels batch is refused with every problem named, and nothing is stored.
-    bad = labels.head(5).copy()
+    bad = drifted["labels"].head(5).copy()
     bad.loc[0, "churned"] = 7
     bad.loc[1, "request_id"] = "never-served"
+    stored = vc.list_paths(PROJECT, MONITORING_BRANCH, labels_prefix(PROJECT), stack)
     state, log = ingest_labels(world, bad, tmp_path)
     assert state == "failed"
     assert "labels_allowed [churned]" in log and "labels_known [request_id]" in log, log
-    assert vc.list_paths(PROJECT, MONITORING_BRANCH, labels_prefix(PROJECT), stack) == []
-    # The labels of the drifted traffic arrive: the report carries the live metric.
-    state, log = ingest_labels(world, labels, tmp_path)
-    assert state == "success", log
-    out = run_monitor(world)
+    assert vc.list_paths(PROJECT, MONITORING_BRANCH, labels_prefix(PROJECT), stack) == stored
+
+
+def test_drifted_traffic_fires_on_the_shifted_features_only(
+    stack: Settings, world: dict, drifted: dict
+) -> None:
+    from mlops_lib import versioning as vc
+    from mlops_lib.layout import MONITORING_BRANCH
+    from mlops_lib.lineage import lineage_store
+
+    # The labels of the drifted traffic arrived: the report carries the live metric.
+    out = drifted["report"]
     live = out["live_metric"]
     assert live["metric"] == "roc_auc" and live["rows"] == 12000, live
     assert 0.5 < live["value"] < 1.0, live
@@ -157,10 +189,11 @@ def test_drifted_traffic_fires_on_the_shifted_features_only(
     drifted = set(out["drifted_features"])
     assert len(drifted & shifted) >= 3, out
     assert not drifted & {"age", "region", "payment_method", "internet_service"}, out
-    report = lineage_store(stack).drift_reports(PROJECT, limit=1)[0]
-    assert report["id"] == out["report_id"] and report["fired"]
+    report = next(
+        r for r in lineage_store(stack).drift_reports(PROJECT) if r["id"] == out["report_id"]
+    )
+    assert report["fired"]
     assert report["live_metric"] == live["value"] and report["labelled_rows"] == 12000
-    world["drift_report"] = out
     # Kept for the record: the whole report of this run (scores per column).
     path = report["lakefs_uri"].split("/", 4)[-1].replace("report.html", "report.json")
     OUTPUT.mkdir(parents=True, exist_ok=True)
@@ -179,7 +212,7 @@ def test_drifted_traffic_fires_on_the_shifted_features_only(
     assert run.data.metrics["drifted_features"] == len(out["drifted_features"])
 
 
-def test_monitor_report_command_writes_the_html(stack: Settings, world: dict, tmp_path) -> None:
+def test_monitor_report_command_writes_the_html(stack: Settings, drifted: dict, tmp_path) -> None:
     target = tmp_path / "report.html"
     proc = mlops_cli(stack, "monitor", "report", PROJECT, "--out", str(target))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -215,46 +248,36 @@ def follow_ct_run(airflow: AirflowClient, seen: set[str], wanted: str) -> tuple[
     raise AssertionError(f"no {CT} run whose sensor ended {wanted}")
 
 
-def test_drift_episode_starts_one_retraining(stack: Settings, world: dict) -> None:
-    """The fired report's asset event starts continuous training; the new version carries
-    the report id; a second fired report inside the cooldown starts nothing."""
+@pytest.fixture(scope="module")
+def episode(stack: Settings, world: dict, drifted: dict) -> dict:
+    """The continuous-training run the fired report started, followed to its end (and the
+    deploy run its promotion started, if it won)."""
+    import mlflow
+
     from mlops_lib.lineage import lineage_store
 
     airflow: AirflowClient = world["airflow"]
     store = lineage_store(stack)
-    fired = next(r for r in store.drift_reports(PROJECT) if r["fired"])
     run_id, states = follow_ct_run(airflow, set(), "success")
-    assert states["claim"] == "success" and states["train"] == "success", states
-    assert states["promote"] in ("success", "skipped")
-    handled = {r["id"]: r for r in store.drift_reports(PROJECT)}[fired["id"]]
-    assert handled["handled_by"] == run_id
-    import mlflow
-
-    client = mlflow.MlflowClient(stack.mlflow_url)
-    versions = client.search_model_versions(f"name = '{PROJECT}'")
+    report = {r["id"]: r for r in store.drift_reports(PROJECT)}[drifted["report"]["report_id"]]
+    versions = mlflow.MlflowClient(stack.mlflow_url).search_model_versions(f"name = '{PROJECT}'")
     newest = max(versions, key=lambda v: int(v.version))
-    assert newest.tags["drift_report_id"] == str(fired["id"])
-    # The labelled production rows went through the gate onto main and into training.
-    from mlops_lib import versioning as vc
-    from mlops_lib.layout import MAIN, production_prefix
-
-    folded = [
-        p
-        for p in vc.list_paths(PROJECT, MAIN, production_prefix(PROJECT), stack)
-        if p.endswith(".parquet")
-    ]
-    assert len(folded) == 1 and "labels-through=" in folded[0], folded
-    dataset = store.datasets(PROJECT)[0]
-    assert dataset["rows"] == 12000 and "production" in dataset["partition"], dataset
-    assert newest.tags["lakefs_commit"] == dataset["commit_id"]
-    assert newest.tags["gate_decision"] in ("promote", "reject")
-    # A win is served by the deploy DAG (champion asset); a loss leaves the champion serving.
-    if newest.tags["gate_decision"] == "promote":
-        deploy_run = airflow.wait_for_asset_run(DEPLOY, since=handled["handled_at"], timeout=300)
+    promoted = newest.tags.get("gate_decision") == "promote"
+    if promoted:
+        deploy_run = airflow.wait_for_asset_run(DEPLOY, since=report["handled_at"], timeout=300)
         assert airflow.follow(DEPLOY, deploy_run, timeout=600) == "success"
-        expected = newest.version
-    else:
-        expected = str(world["version"])
+    return {
+        "run_id": run_id,
+        "states": states,
+        "report": report,
+        "newest": newest,
+        "versions": len(versions),
+        "dataset": store.datasets(PROJECT)[0],
+        "serving": newest.version if promoted else str(world["version"]),
+    }
+
+
+def served_version(stack: Settings, world: dict) -> str:
     import httpx
 
     one = json.loads(
@@ -262,12 +285,44 @@ def test_drift_episode_starts_one_retraining(stack: Settings, world: dict) -> No
             orient="records"
         )
     )
-    served = httpx.post(
+    return httpx.post(
         f"{stack.serving_base_url}/{PROJECT}/predict", json={"instances": one}, timeout=30
-    ).json()
-    assert served["model_version"] == expected
+    ).json()["model_version"]
 
-    # Drift goes on within the cooldown: the monitor fires again, nothing retrains.
+
+def test_drift_episode_starts_one_retraining(stack: Settings, world: dict, episode: dict) -> None:
+    """The fired report's asset event starts continuous training; the new version carries
+    the report id and was trained on the labelled production rows; a win is served."""
+    from mlops_lib import versioning as vc
+    from mlops_lib.layout import MAIN, production_prefix
+
+    states = episode["states"]
+    assert states["claim"] == "success" and states["train"] == "success", states
+    assert states["promote"] in ("success", "skipped")
+    assert episode["report"]["handled_by"] == episode["run_id"]
+    newest = episode["newest"]
+    assert newest.tags["drift_report_id"] == str(episode["report"]["id"])
+    # The labelled production rows went through the gate onto main and into training.
+    folded = [
+        p
+        for p in vc.list_paths(PROJECT, MAIN, production_prefix(PROJECT), stack)
+        if p.endswith(".parquet")
+    ]
+    assert len(folded) == 1 and "labels-through=" in folded[0], folded
+    dataset = episode["dataset"]
+    assert dataset["rows"] == 12000 and "production" in dataset["partition"], dataset
+    assert newest.tags["lakefs_commit"] == dataset["commit_id"]
+    assert newest.tags["gate_decision"] in ("promote", "reject")
+    # A win is served by the deploy DAG (champion asset); a loss leaves the champion serving.
+    assert served_version(stack, world) == episode["serving"]
+
+
+def test_drift_again_within_the_cooldown_starts_no_retraining(
+    stack: Settings, world: dict, episode: dict
+) -> None:
+    import mlflow
+
+    airflow: AirflowClient = world["airflow"]
     seen = {r["dag_run_id"] for r in ct_runs(airflow)}
     serve_traffic(stack, world, "drifted", 3000, seed=604)
     assert run_monitor(world)["fired"]
@@ -275,8 +330,9 @@ def test_drift_episode_starts_one_retraining(stack: Settings, world: dict) -> No
     assert states["train"] == "skipped", states
     log = airflow.task_log_tail(CT, run_id, "wait_for_drift", 1, lines=60)
     assert "same episode" in log
-    after = client.search_model_versions(f"name = '{PROJECT}'")
-    assert len(after) == len(versions)
+    after = mlflow.MlflowClient(stack.mlflow_url).search_model_versions(f"name = '{PROJECT}'")
+    assert len(after) == episode["versions"]
+    assert served_version(stack, world) == episode["serving"]
 
 
 def test_a_window_profile_takes_in_files_shipped_late(stack: Settings) -> None:
