@@ -159,7 +159,7 @@ def main() -> None:
             start(
                 "bench-bento",
                 serve_bento_command(dep["bento_tag"], bento_port),
-                serve_env(settings),
+                serve_env(settings, args.project),
                 folder,
                 f"http://127.0.0.1:{bento_port}/readyz",
             )

@@ -72,10 +72,6 @@ class Settings(BaseSettings):
     lakefs_acl_port: int = Field(
         default=8001, description="lakeFS's ACL server (its users and groups), on the host."
     )
-    lakefs_serving_access_key_id: str | None = Field(
-        default=None, description="lakeFS key of the deployments (Writers group, not admin)."
-    )
-    lakefs_serving_secret_access_key: SecretStr | None = None
     lakefs_request_timeout: float = Field(
         default=120.0, gt=0, description="Seconds a lakeFS call may wait for an answer."
     )

@@ -197,7 +197,7 @@ def _serve(dep: DeploymentRow, port: int, settings: Settings) -> None:
     proc = process(settings, dep)
     proc.start(
         serve_bento_command(dep["bento_tag"], port, settings.host),
-        env=serve_env(settings, probe_token(settings, dep["project"], dep["id"])),
+        env=serve_env(settings, dep["project"], probe_token(settings, dep["project"], dep["id"])),
         cwd=settings.stack_dir,
     )
     url = f"http://{settings.host}:{port}"
@@ -508,7 +508,7 @@ def serve_active(
                 current = live[0]
                 log_line(f"{project}: serving {_describe(current)} on {host}:{port}")
                 cmd = serve_bento_command(current["bento_tag"], port, host)
-                proc = subprocess.Popen(cmd, env=serve_env(settings))
+                proc = subprocess.Popen(cmd, env=serve_env(settings, project))
             elif not live and current is None:
                 log_line(f"{project}: no active deployment yet; waiting for the deploy DAG")
             if proc is not None and proc.poll() is not None:

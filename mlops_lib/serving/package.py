@@ -172,20 +172,21 @@ def serve_command(project: str, model_tag: str, version: int | str, port: int) -
     ]
 
 
-def serve_env(settings: Settings, probe_token: str | None = None) -> dict[str, Any]:
+def serve_env(settings: Settings, project: str, probe_token: str | None = None) -> dict[str, Any]:
     """Environment of a serving process: the platform settings and the BentoML store.
 
     Of the secrets, only a lakeFS key (the prediction log writes to lakeFS) and the
-    deployment's own probe token reach it. The key is the deployments' own user (lakeFS
-    group Writers: no repository or user management) when the stack has one; a stack whose
-    lakeFS predates its ACL server has only the admin key."""
-    serving_key = settings.lakefs_serving_access_key_id
-    if serving_key and settings.lakefs_serving_secret_access_key is not None:
+    deployment's own probe token reach it. The key is the project's deployments' own user
+    (its repository only: ``stack.lakefs_users``) when lakeFS runs with its ACL server; a
+    stack whose lakeFS predates its ACL server has only the admin key."""
+    from mlops_lib.stack.lakefs_users import serving_key  # not for the Bento, which imports us
+    from mlops_lib.stack.manager import ACL, lakefs_auth  # not for the Bento, which imports us
+
+    if lakefs_auth(settings) == ACL:
+        key = serving_key(settings, project)
         lakefs = {
-            f"{ENV_PREFIX}LAKEFS_ACCESS_KEY_ID": serving_key,
-            f"{ENV_PREFIX}LAKEFS_SECRET_ACCESS_KEY": settings.secret(
-                "lakefs_serving_secret_access_key"
-            ),
+            f"{ENV_PREFIX}LAKEFS_ACCESS_KEY_ID": key["access_key_id"],
+            f"{ENV_PREFIX}LAKEFS_SECRET_ACCESS_KEY": key["secret_access_key"],
         }
         secrets: tuple[str, ...] = ()
     else:

@@ -1,78 +1,107 @@
-"""lakeFS users of the platform beyond its admin: the deployments' user.
+"""lakeFS users of the platform beyond its admin: one per project's deployments.
 
 lakeFS's open-source build has one admin user unless it runs with its ACL server
-(``contrib/auth/acl``); with it, users belong to the groups Readers, Writers, Supers and
-Admins. Deployments (which only write the prediction log) get a user of their own in Writers:
-it reads and writes objects and branches, but cannot create or delete repositories, nor see
-or manage users and credentials. Its key is kept with the other generated credentials.
+(``contrib/auth/acl``). Its four ACL groups (Readers, Writers, Supers, Admins) grant their
+rights on every repository, but the server also keeps policies whose statements name
+resources, and lakeFS evaluates them like any policy. So the deployments of a project get a
+user of their own, ``serving-<project>``, in a group of the same name whose one policy allows
+reading, listing, writing objects and creating branches in that project's repository only:
+it cannot read or write another project's data, create or delete repositories, nor see or
+manage users and credentials.
+
+The users, groups and policies are made through the ACL server's API (it listens on
+127.0.0.1 only); the keys are kept in ``<stack>/lakefs/serving-keys.json`` (mode 0600).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TypedDict
+
 import httpx
 
-from mlops_lib.settings import ENV_PREFIX, Settings
+from mlops_lib.layout import repo_name
+from mlops_lib.settings import Settings
 from mlops_lib.stack.credentials import write_private
 from mlops_lib.stack.procs import StackError
 
-SERVING_USER = "serving"
-SERVING_GROUP = "Writers"
+USER_PREFIX = "serving-"
+# What the prediction log does in its own repository: find it and its `monitoring` branch
+# (made from main on first use) and upload objects.
+SERVING_ACTIONS = ["fs:Read*", "fs:List*", "fs:WriteObject", "fs:CreateBranch"]
 
 
-def _api(settings: Settings, auth: tuple[str, str]) -> httpx.Client:
-    return httpx.Client(
-        base_url=f"{settings.lakefs_url}/api/v1", auth=auth, timeout=30, trust_env=False
-    )
+class LakeFSKey(TypedDict):
+    access_key_id: str
+    secret_access_key: str
 
 
-def _works(settings: Settings) -> bool:
-    """True when the stored serving key is accepted by lakeFS."""
-    if (
-        not settings.lakefs_serving_access_key_id
-        or settings.lakefs_serving_secret_access_key is None
-    ):
-        return False
-    auth = (
-        settings.lakefs_serving_access_key_id,
-        settings.secret("lakefs_serving_secret_access_key"),
-    )
-    with _api(settings, auth) as api:
-        return api.get("/user").is_success
+def serving_user(project: str) -> str:
+    return f"{USER_PREFIX}{project}"
 
 
-def ensure_serving_user(settings: Settings) -> bool:
-    """Create the deployments' user (in Writers) with a key, once; returns True when a key
-    was made (and added to the credentials file)."""
-    if _works(settings):
-        return False
-    admin = (settings.secret("lakefs_access_key_id"), settings.secret("lakefs_secret_access_key"))
-    with _api(settings, admin) as api:
-        created = api.post("/auth/users", json={"id": SERVING_USER})
-        if created.status_code not in (201, 409):
-            raise StackError(f"lakeFS refused to create user {SERVING_USER!r}: {created.text}")
-        member = api.put(f"/auth/groups/{SERVING_GROUP}/members/{SERVING_USER}")
-        if not member.is_success and member.status_code != 409:  # 409: a member already
-            raise StackError(f"lakeFS refused {SERVING_USER!r} in {SERVING_GROUP}: {member.text}")
-        key = api.post(f"/auth/users/{SERVING_USER}/credentials")
-        if not key.is_success:
-            raise StackError(f"lakeFS made no key for {SERVING_USER!r}: {key.text}")
-    body = key.json()
-    _store(
-        settings,
-        lakefs_serving_access_key_id=body["access_key_id"],
-        lakefs_serving_secret_access_key=body["secret_access_key"],
-    )
-    return True
+def serving_policy(project: str) -> dict:
+    """The policy of a project's deployments: their repository and what is in it, nothing
+    else (no ``*`` resource, no repository or user management)."""
+    arn = f"arn:lakefs:fs:::repository/{repo_name(project)}"
+    return {
+        "name": f"{USER_PREFIX}{repo_name(project)}",
+        "statement": [
+            {"effect": "allow", "action": SERVING_ACTIONS, "resource": arn},
+            {"effect": "allow", "action": SERVING_ACTIONS, "resource": f"{arn}/*"},
+        ],
+    }
 
 
-def _store(settings: Settings, **values: str) -> None:
-    """Replace these settings in the credentials file (mode 0600)."""
-    path = settings.credentials_file
-    names = {f"{ENV_PREFIX}{k.upper()}" for k in values}
-    kept = [
-        line
-        for line in (path.read_text().splitlines() if path.exists() else [])
-        if line.split("=", 1)[0] not in names
-    ]
-    lines = kept + [f"{ENV_PREFIX}{k.upper()}={v}" for k, v in values.items()]
-    write_private(path, "\n".join(lines) + "\n")
+def keys_file(settings: Settings) -> Path:
+    return settings.stack_dir / "lakefs" / "serving-keys.json"
+
+
+def _stored(settings: Settings) -> dict[str, LakeFSKey]:
+    path = keys_file(settings)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _works(settings: Settings, key: LakeFSKey) -> bool:
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        resp = client.get(
+            f"{settings.lakefs_url}/api/v1/user",
+            auth=(key["access_key_id"], key["secret_access_key"]),
+        )
+    return resp.is_success
+
+
+def serving_key(settings: Settings, project: str) -> LakeFSKey:
+    """The lakeFS key of a project's deployments; the user, its group and policy and the key
+    are made on first use (and again when the stored key stopped working)."""
+    stored = _stored(settings)
+    key = stored.get(project)
+    if key and _works(settings, key):
+        return key
+    key = _make_user(settings, project)
+    write_private(keys_file(settings), json.dumps(stored | {project: key}, indent=2) + "\n")
+    return key
+
+
+def _make_user(settings: Settings, project: str) -> LakeFSKey:
+    """User, group, policy and a new key, through the ACL server's API (idempotent)."""
+    user = serving_user(project)
+    policy = serving_policy(project)
+    base = f"http://{settings.host}:{settings.lakefs_acl_port}/api/v1/auth"
+    with httpx.Client(base_url=base, timeout=30, trust_env=False) as acl:
+        steps = [
+            ("create user", acl.post("/users", json={"username": user})),
+            ("create group", acl.post("/groups", json={"id": user})),
+            ("create policy", acl.post("/policies", json=policy)),
+            ("attach policy", acl.put(f"/groups/{user}/policies/{policy['name']}")),
+            ("add member", acl.put(f"/groups/{user}/members/{user}")),
+        ]
+        for what, resp in steps:
+            if not resp.is_success and resp.status_code != 409:  # 409: made before
+                raise StackError(f"lakeFS ACL server refused to {what} for {user!r}: {resp.text}")
+        made = acl.post(f"/users/{user}/credentials")
+        if not made.is_success:
+            raise StackError(f"lakeFS ACL server made no key for {user!r}: {made.text}")
+    body = made.json()
+    return {"access_key_id": body["access_key_id"], "secret_access_key": body["secret_access_key"]}

@@ -19,7 +19,6 @@ from mlops_lib.stack import gateway
 from mlops_lib.stack import postgres as pg
 from mlops_lib.stack.credentials import ensure_credentials, write_private
 from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
-from mlops_lib.stack.lakefs_users import ensure_serving_user
 from mlops_lib.stack.procs import ManagedProcess, StackError, http_ok, port_in_use, tail
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer")
@@ -99,8 +98,6 @@ AIRFLOW_SECRETS = (
     "mlflow_password",
     "postgres_password",
     "serving_probe_key",
-    # The deploy tasks hand it to the deployments they start.
-    "lakefs_serving_secret_access_key",
 )
 
 
@@ -564,9 +561,6 @@ def up(
         for name in reversed(started):
             procs[name].stop()
         raise
-    if lakefs_auth(settings) == ACL and ensure_serving_user(settings):
-        settings = reload_settings(settings)
-        log(f"created the deployments' lakeFS user (group Writers) in {settings.credentials_file}")
     hooks.after_up(settings, log)
     return status(settings, hooks)
 

@@ -31,7 +31,6 @@ OWN_SECRETS = {
         "airflow_jwt_secret",
         "airflow_secret_key",
         "serving_probe_key",
-        "lakefs_serving_secret_access_key",
     },
 }
 
@@ -122,33 +121,59 @@ def test_stack_folder_is_private(stack: Settings) -> None:
     assert written and all(others_bits(p) == 0 for p in written)
 
 
-def test_the_deployments_lakefs_user_writes_objects_but_manages_nothing(stack: Settings) -> None:
+def test_a_projects_deployments_write_their_own_repository_and_nothing_else(
+    stack: Settings,
+) -> None:
+    from mlops_lib.layout import repo_name
+    from mlops_lib.stack.lakefs_users import serving_key
+
     api = f"{stack.lakefs_url}/api/v1"
-    key = (stack.lakefs_serving_access_key_id, stack.secret("lakefs_serving_secret_access_key"))
-    assert key[0] and key[0] != stack.lakefs_access_key_id
-    repo = f"acl-check-{int(time.time())}"
     admin = (stack.lakefs_access_key_id, stack.secret("lakefs_secret_access_key"))
-    made = httpx.post(
-        f"{api}/repositories",
-        json={"name": repo, "storage_namespace": f"local://{repo}", "default_branch": "main"},
-        auth=admin,
+    mine, other = (f"aclcheck{side}{int(time.time())}" for side in ("a", "b"))
+    for project in (mine, other):
+        repo = repo_name(project)
+        made = httpx.post(
+            f"{api}/repositories",
+            json={"name": repo, "storage_namespace": f"local://{repo}", "default_branch": "main"},
+            auth=admin,
+        )
+        assert made.status_code == 201, made.text
+    key = serving_key(stack, mine)
+    assert key["access_key_id"] != stack.lakefs_access_key_id
+    auth = (key["access_key_id"], key["secret_access_key"])
+
+    def upload(project: str) -> httpx.Response:
+        return httpx.post(
+            f"{api}/repositories/{repo_name(project)}/branches/main/objects",
+            params={"path": "monitoring/x.txt"},
+            files={"content": b"served rows"},
+            auth=auth,
+        )
+
+    assert upload(mine).status_code == 201
+    branch = httpx.post(
+        f"{api}/repositories/{repo_name(mine)}/branches",
+        json={"name": "monitoring", "source": "main"},
+        auth=auth,
     )
-    assert made.status_code == 201, made.text
-    upload = httpx.post(
-        f"{api}/repositories/{repo}/branches/main/objects",
-        params={"path": "monitoring/x.txt"},
-        files={"content": b"served rows"},
-        auth=key,
-    )
-    assert upload.status_code == 201, upload.text
-    refused = [
-        httpx.post(
+    assert branch.status_code == 201, branch.text
+    refused = {
+        "write another project's data": upload(other),
+        "read another project's data": httpx.get(
+            f"{api}/repositories/{repo_name(other)}/refs/main/objects/ls", auth=auth
+        ),
+        "create a repository": httpx.post(
             f"{api}/repositories",
             json={"name": "rogue", "storage_namespace": "local://rogue"},
-            auth=key,
+            auth=auth,
         ),
-        httpx.delete(f"{api}/repositories/{repo}", auth=key),
-        httpx.get(f"{api}/auth/users", auth=key),
-        httpx.post(f"{api}/auth/users", json={"id": "intruder"}, auth=key),
-    ]
-    assert [r.status_code for r in refused] == [401, 401, 401, 401], [r.text for r in refused]
+        "delete its own repository": httpx.delete(
+            f"{api}/repositories/{repo_name(mine)}", auth=auth
+        ),
+        "list users": httpx.get(f"{api}/auth/users", auth=auth),
+        "create a user": httpx.post(f"{api}/auth/users", json={"id": "intruder"}, auth=auth),
+    }
+    codes = {what: r.status_code for what, r in refused.items()}
+    assert set(codes.values()) == {401}, codes
+    # The key is kept (0600) and handed out again, not remade.
+    assert serving_key(stack, mine) == key

@@ -182,16 +182,19 @@ def test_a_deployment_holds_its_own_lakefs_user_and_no_other_secret(
 
     from mlops_lib.serving.deploy import process
     from mlops_lib.settings import secret_names
+    from mlops_lib.stack.lakefs_users import serving_key
 
+    own = serving_key(stack, PROJECT)
     root = psutil.Process(process(stack, live).read_pid())
     # The arbiter retitles itself (its environ reads empty); its workers keep theirs.
     environs = [e for p in [root, *root.children(recursive=True)] if (e := p.environ())]
     assert environs
     for env in environs:
-        assert env["MLOPS_LAKEFS_ACCESS_KEY_ID"] == stack.lakefs_serving_access_key_id
+        assert env["MLOPS_LAKEFS_ACCESS_KEY_ID"] == own["access_key_id"]
+        assert env["MLOPS_LAKEFS_SECRET_ACCESS_KEY"] == own["secret_access_key"]
         values = "\0".join(env.values())
         held = {n for n in secret_names() if getattr(stack, n) and stack.secret(n) in values}
-        assert held == {"lakefs_serving_secret_access_key"}
+        assert held == set(), held
     assert env.get("MLOPS_PROBE_TOKEN")
 
 
