@@ -177,10 +177,13 @@ lakeFS commit named in the triggering asset event (else `main`'s head):
 * `train`: AutoML ({families}; budget {trials} trials / {seconds} s, {folds}-fold CV on
   {metric}), tracked as one MLflow parent run with a nested run per trial; the winner is
   refit, logged with signature and the lakeFS dataset, registered as a new version of model
-  `{name}` and aliased `challenger`;
-* `gate`: challenger and `champion` scored on the same holdout; the decision, both metric
-  sets and the reason go to the version's tags, its description (model card) and the
-  lineage store;
+  `{name}` and aliased `challenger`. Skipped when `champion` was trained on that commit with
+  the same spec and code (it would only register a copy);
+* `gate`: challenger and `champion` scored on the same holdout (and on its labelled
+  production rows, which then decide); the challenger must beat the champion by more than
+  `min_improvement` (a tie stays a challenger). The decision, the rule that decided, both
+  metric sets and the reason go to the version's tags, its description (model card) and
+  the lineage store;
 * `promote`: moves `champion` when the gate says so and emits the `{name}_champion` asset;
   skipped otherwise (the champion stays).
 
@@ -211,9 +214,10 @@ def training_chain(spec: ProjectSpec, commit: Any, drift: Any | None = None) -> 
 
     @task(execution_timeout=timedelta(seconds=t.budget.seconds * 3 + 600))
     def train(commit: str, drift: dict | None = None, **context) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from mlops_lib.datasets import TrainingError
+        from mlops_lib.training import NothingToTrain
         from mlops_lib.training import train as run
 
         tags = {"drift_report_id": str(drift["report_id"])} if drift else None
@@ -226,6 +230,8 @@ def training_chain(spec: ProjectSpec, commit: Any, drift: Any | None = None) -> 
                 trigger=str(context["dag_run"].run_type) + (" (drift)" if drift else ""),
                 extra_tags=tags,
             )
+        except NothingToTrain as exc:
+            raise AirflowSkipException(str(exc)) from exc
         except TrainingError as exc:
             raise AirflowFailException(str(exc)) from exc
 
@@ -494,13 +500,19 @@ Runs on every drift report (the `{name}_drift` asset the monitor DAG emits) and 
 * `claim`: marks the report as acted on by this run (earlier fired ones join its episode);
 * `resolve_data`: labelled production predictions not used yet (labels batches ingested by
   `{name}__ingest_labels`) go through the quality gate onto lakeFS `main` as
-  `datasets/{name}/production/labels-through=<stamp>/`; the task returns the `main` commit to
-  train on (main's head when there are no new labels or the batch is rejected: the log says
-  why and those labels are tried again next time);
+  `datasets/{name}/production/labels-through=<stamp>/`, each row with the key and event time
+  its request sent and its request id and row; the task returns the `main` commit to train on
+  (main's head when there are no new labels or the batch is rejected: the log says why and
+  those labels are tried again next time). A rejected batch raises an alert (log and the
+  `mlops_alerts` webhook) with the rejection report's `lakefs://` URI. When nothing was added
+  and `main` is still at the champion's commit, the run ends **skipped**: nothing new to
+  learn from. The outcome is recorded on the drift report (`mlops lineage {name}`);
 * `train` -> `gate` -> `promote`: the same training code, gate and promotion as
-  `{name}__train`; the new version carries the tag `drift_report_id`. A version that loses the
-  gate leaves the champion serving (the reason is in its `gate_reason` tag and the lineage);
-  a promotion emits `{name}_champion`, so `{name}__deploy` serves it.
+  `{name}__train`; the new version carries the tag `drift_report_id`. When the holdout holds
+  labelled production rows, champion and challenger are judged on them. A version that
+  does not beat the champion by more than `min_improvement` leaves the champion serving (the
+  reason, naming the rule, is in its `gate_reason` tag and the lineage); a promotion emits
+  `{name}_champion`, so `{name}__deploy` serves it.
 
 **When it fails**: as `{name}__train`; the drift report stays claimed by this run
 (`mlops lineage {name}`); trigger the DAG again to retry.
@@ -533,15 +545,26 @@ def build_continuous_training(spec: ProjectSpec) -> DAG:
             return found
 
         @task
-        def resolve_data(**context) -> str:
+        def resolve_data(found: dict, **context) -> str:
+            from airflow.sdk.exceptions import AirflowSkipException
+            from mlops_airflow.notifiers import MLOpsFailureNotifier
+
             from mlops_lib.continuous_training import fold_in
 
-            return fold_in(project, context["run_id"])["commit_id"]
+            fold = fold_in(project, context["run_id"], found["report_id"])
+            if fold.get("rejected"):
+                MLOpsFailureNotifier(project=project).alert(
+                    context,
+                    event="production_batch_rejected",
+                    error=f"labelled production batch rejected: {fold['rejected']}",
+                    report=fold["rejected"],
+                )
+            if fold.get("skipped"):
+                raise AirflowSkipException(fold["skipped"])
+            return fold["commit_id"]
 
         claimed = claim(wait.output)
-        commit = resolve_data()
-        claimed >> commit
-        training_chain(spec, commit, claimed)
+        training_chain(spec, resolve_data(claimed), claimed)
 
     return ct_dag()
 

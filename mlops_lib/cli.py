@@ -428,6 +428,8 @@ def lineage(project_name: str, version: int | None, as_json: bool) -> None:
                     else ""
                 )
                 handled = f"  -> retraining {r['handled_by']}" if r["handled_by"] else ""
+                if r.get("outcome"):
+                    handled += f": {r['outcome']}"
                 console.print(
                     f"  drift     #{r['id']} {'FIRED' if r['fired'] else 'quiet'}  "
                     f"{r['rows']} rows  {r['reason']}{live}{handled}  {str(r['created_at'])[:19]}",

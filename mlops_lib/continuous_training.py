@@ -5,7 +5,12 @@
   ``<project>__continuous_training`` DAG call these.
 * **Production data**: labelled served rows not used yet become a batch with the spec's
   schema that goes through the same quality gate onto ``main``, under
-  ``datasets/<project>/production/labels-through=<stamp>/`` (:func:`fold_in`).
+  ``datasets/<project>/production/labels-through=<stamp>/`` (:func:`fold_in`). Each row keeps
+  its identity: the key and event time the request sent with the instance (the served time
+  when it sent none), and its provenance (request id, row) in columns of its own.
+* **Nothing new, no retraining**: when no production rows could be added and ``main`` has
+  not moved since the champion's commit, the run ends skipped (:func:`nothing_new`); the
+  drift report records the outcome either way.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from mlops_lib.ingest import land_batch, open_branch, publish
 from mlops_lib.labels import REQUEST_ID, ROW, labelled_predictions
 from mlops_lib.lineage import DriftReportRow, lineage_store, stored_time
 from mlops_lib.quality import DataQualityError
+from mlops_lib.registry import champion_commit
 from mlops_lib.settings import Settings, get_settings
-from mlops_lib.spec import ProjectSpec, project_spec
+from mlops_lib.spec import Column, ProjectSpec, project_spec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,12 +47,18 @@ class DriftToActOn(TypedDict):
 
 
 class FoldIn(TypedDict):
-    """The ``main`` commit continuous training trains on, and what was folded in."""
+    """The ``main`` commit continuous training trains on, and what was folded in.
+
+    ``rejected``: the ``lakefs://`` URI of the rejection report when the production batch
+    failed the quality gate; ``skipped``: why there is nothing to retrain on.
+    """
 
     commit_id: str
     production_rows: int
     note: NotRequired[str]
     labels_files: NotRequired[list[str]]
+    rejected: NotRequired[str]
+    skipped: NotRequired[str]
 
 
 # Drift episodes --------------------------------------------------------------------
@@ -111,15 +123,63 @@ def claim_drift(
 
 
 # Production data -------------------------------------------------------------------
-def production_batch(spec: ProjectSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    """Labelled served rows in the spec's schema, ready for the quality gate."""
+def _typed(values: pd.Series, col: Column) -> pd.Series:
+    """Identity values as the spec's column type (the prediction log may hold them as
+    objects when some requests sent none)."""
+    import pandas as pd
+
+    if col.type == "datetime":
+        return pd.to_datetime(values, utc=True)
+    if col.type == "int":
+        return pd.to_numeric(values).astype("int64")
+    if col.type == "float":
+        return pd.to_numeric(values).astype("float64")
+    if col.type == "bool":
+        return values.astype(bool)
+    return values.astype(str)
+
+
+def production_batch(spec: ProjectSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Labelled served rows in the spec's schema, ready for the quality gate, and a note
+    on the rows left out.
+
+    Rows keep the key and event time their request sent (the served time stands in for an
+    event time not sent); a row served without its key has no identity and is left out; an
+    instance served more than once keeps its latest labelled row. Provenance (request id,
+    row) stays in columns of its own.
+    """
+    import pandas as pd
+
     schema = spec.schema_
+    frame = frame.sort_values("ts", kind="mergesort")
+    notes = []
+    if schema.key:
+        keys = frame.get(schema.key, pd.Series(None, index=frame.index, dtype=object))
+        unknown = int(keys.isna().sum())
+        if unknown:
+            notes.append(f"{unknown} rows served without their {schema.key!r} left out")
+        frame = frame[keys.notna()]
     out = frame[[c for c in spec.features if c in frame.columns]].copy()
-    out[schema.key] = frame[REQUEST_ID].astype(str) + ":" + frame[ROW].astype(str)
+    if schema.key:
+        out[schema.key] = _typed(frame[schema.key], schema.columns[schema.key])
     if schema.event_time:
-        out[schema.event_time] = frame["ts"]
+        served = pd.to_datetime(frame["ts"], utc=True)
+        sent = frame.get(schema.event_time)
+        out[schema.event_time] = (
+            served
+            if sent is None
+            else _typed(sent, schema.columns[schema.event_time]).fillna(served)
+        )
     out[spec.target.column] = frame[spec.target.column]
-    return out[[c for c in schema.columns if c in out.columns]]
+    out[REQUEST_ID] = frame[REQUEST_ID].astype(str)
+    out[ROW] = frame[ROW].astype("int64")
+    if schema.key:
+        repeated = out.duplicated(schema.key, keep="last")
+        if repeated.any():
+            notes.append(f"{int(repeated.sum())} earlier rows of instances served again left out")
+        out = out[~repeated]
+    columns = [c for c in schema.columns if c in out.columns] + [REQUEST_ID, ROW]
+    return out[columns].reset_index(drop=True), "; ".join(notes)
 
 
 def folded_through(spec: ProjectSpec, settings: Settings) -> str:
@@ -134,22 +194,65 @@ def folded_through(spec: ProjectSpec, settings: Settings) -> str:
     return max(folded, default="")
 
 
-def fold_in(project: str, run_id: str, settings: Settings | None = None) -> FoldIn:
+def nothing_new(fold: FoldIn, champion_commit: str | None) -> str | None:
+    """Why a retraining has nothing to learn from, or None: no production rows were added
+    and ``main`` is where the champion was trained."""
+    if fold["production_rows"] or champion_commit is None:
+        return None
+    if fold["commit_id"] != champion_commit:
+        return None
+    why = fold.get("note") or "no new labelled production rows"
+    return (
+        f"nothing new to learn from: {why}, and lakeFS main is still at the champion's "
+        f"commit {champion_commit[:12]}"
+    )
+
+
+def fold_in(
+    project: str, run_id: str, report_id: int | None = None, settings: Settings | None = None
+) -> FoldIn:
     """Bring labelled production rows not used yet onto ``main``, through the quality gate.
 
     Returns the ``main`` commit to train on: the merge of the production batch, or main's
-    head when there is nothing new or the batch is rejected (the reason is logged and
-    returned; those labels are tried again next time).
+    head when there is nothing new or the batch is rejected (those labels are tried again
+    next time). ``skipped`` says why there is nothing to retrain on; the outcome is recorded
+    on the drift report ``report_id``.
     """
     settings = settings or get_settings()
     spec = project_spec(project, settings)
+    fold = _fold_production_rows(spec, run_id, settings)
+    skipped = nothing_new(fold, champion_commit(project, settings))
+    if skipped:
+        fold["skipped"] = skipped
+    outcome = f"skipped: {skipped}" if skipped else _retraining_outcome(fold)
+    if fold.get("rejected"):
+        outcome += f"; production batch rejected: {fold['rejected']}"
+    log.info("%s", outcome)
+    if report_id is not None:
+        lineage_store(settings).update_drift_report(report_id, outcome=outcome)
+    return fold
+
+
+def _retraining_outcome(fold: FoldIn) -> str:
+    note = f" ({fold['note']})" if fold.get("note") else ""
+    return (
+        f"retraining on main {fold['commit_id'][:12]} with {fold['production_rows']} "
+        f"labelled production rows folded in{note}"
+    )
+
+
+def _fold_production_rows(spec: ProjectSpec, run_id: str, settings: Settings) -> FoldIn:
+    """The fold-in itself: land the production batch on a branch, publish it if it passes."""
+    project = spec.name
     frame, files = labelled_predictions(spec, settings, after=folded_through(spec, settings))
     head = vc.head(project, layout.MAIN, settings)
     if not files:
-        log.info("no new labelled production data; training on main %s", head)
         return {"commit_id": head, "production_rows": 0, "note": "no new labels"}
     newest = layout.stamp_of(files[-1])
-    batch = production_batch(spec, frame)
+    batch, left_out = production_batch(spec, frame)
+    if batch.empty:
+        note = f"no labelled row could be folded in ({left_out})"
+        return {"commit_id": head, "production_rows": 0, "note": note}
     opened = open_branch(project, run_id, settings)
     result = land_batch(
         spec,
@@ -166,7 +269,12 @@ def fold_in(project: str, run_id: str, settings: Settings | None = None) -> Fold
         published = publish(project, result, settings)
     except DataQualityError as exc:
         log.warning("labelled production batch rejected; training on main %s:\n%s", head, exc)
-        return {"commit_id": head, "production_rows": 0, "note": str(exc).splitlines()[0]}
+        return {
+            "commit_id": head,
+            "production_rows": 0,
+            "note": "the labelled production batch was rejected",
+            "rejected": layout.lakefs_uri(project, result["branch"], result["report"]),
+        }
     log.info(
         "lakeFS %s: %d labelled production rows (labels through %s) merged into main -> %s",
         layout.repo_name(project),
@@ -174,8 +282,11 @@ def fold_in(project: str, run_id: str, settings: Settings | None = None) -> Fold
         newest,
         published["commit_id"],
     )
-    return {
+    fold: FoldIn = {
         "commit_id": published["commit_id"],
         "production_rows": len(batch),
         "labels_files": files,
     }
+    if left_out:
+        fold["note"] = left_out
+    return fold

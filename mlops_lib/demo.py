@@ -141,7 +141,7 @@ class _Steps:
         row = demo_data.generate("clean", rows=1, seed=3)
         try:
             (served,) = send(
-                self.endpoint, row, self.spec.features, self.spec.target.column
+                self.endpoint, row, self.spec.features + self.spec.identity, self.spec.target.column
             ).versions
         except TrafficError as exc:
             return False, str(exc)
@@ -160,7 +160,7 @@ class _Steps:
                 out = send(
                     self.endpoint,
                     frame,
-                    self.spec.features,
+                    self.spec.features + self.spec.identity,
                     self.spec.target.column,
                     on_progress=lambda n: progress.advance(bar, n),
                 )

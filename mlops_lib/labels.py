@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID = "request_id"
-ROW = "row"
+REQUEST_ID = layout.REQUEST_ID
+ROW = layout.ROW
 
 
 class StoredLabels(TypedDict):

@@ -36,6 +36,12 @@ PROFILE_FILE = "_profile.bin"
 LATEST_FILE = "_latest.json"
 PRODUCTION = "production"
 LABELS_THROUGH = "labels-through="
+# Where a served row came from: the request id the service answered with and the row's
+# position in the request. The prediction log and labels are keyed by them, and production
+# rows folded into a dataset keep them as columns of their own (never in a user's column).
+REQUEST_ID = "request_id"
+ROW = "row"
+PROVENANCE_COLUMNS = (REQUEST_ID, ROW)
 
 _BRANCH_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _WINDOW = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")

@@ -126,7 +126,8 @@ def render_project(p: dict[str, Any], settings: Settings, report_href: str) -> s
             f"<td>v{r['model_version']}</td><td>{r['rows']}</td>"
             f"<td>{'FIRED' if r['fired'] else 'quiet'}</td>"
             f"<td>{escape(', '.join(r['drifted_features']) or '-')}</td><td>{live}</td>"
-            f"<td>{escape(r['handled_by'] or '-')}</td><td>{str(r['created_at'])[:19]}</td></tr>"
+            f"<td>{escape(r['handled_by'] or '-')}</td><td>{escape(r.get('outcome') or '-')}</td>"
+            f"<td>{str(r['created_at'])[:19]}</td></tr>"
         )
     lineage = []
     for link in p["lineage"]:
@@ -164,7 +165,7 @@ def render_project(p: dict[str, Any], settings: Settings, report_href: str) -> s
  · {_a(ln["airflow_dags"], "Airflow DAGs")} · {_a(ln["service"], "served endpoint")}</p>
 <h3>Models</h3>{table("alias|version|data commit|gate|trained because of", models)}
 <h3>Drift reports</h3>
-{table("report|model|rows|policy|drifted features|live metric|retraining|created", reports)}
+{table("report|model|rows|policy|drifted features|live metric|retraining|outcome|created", reports)}
 <details open><summary>Latest drift report</summary>{chart}</details>
 <h3>Lineage</h3>{table("version|data commit|batch rows|family|holdout|gate", lineage)}
 <h3>Deployments</h3>{table("deployment|version|state|bento|reason|created", deployments)}

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
+from mlops_lib.layout import PROVENANCE_COLUMNS
 from mlops_lib.profiles import drifted_columns, profile, sample
 from mlops_lib.spec import (
     DistributionRule,
@@ -220,7 +221,7 @@ def _check_required_columns(ctx: BatchContext) -> list[Violation]:
         for name in columns
         if name not in ctx.df.columns
     ]
-    extra = [c for c in ctx.df.columns if c not in columns]
+    extra = [c for c in ctx.df.columns if c not in columns and c not in PROVENANCE_COLUMNS]
     if extra:
         out.append(
             Violation(

@@ -1,4 +1,11 @@
-"""Model registry and promotion gate (MLflow aliases ``challenger`` and ``champion``)."""
+"""Model registry and promotion gate (MLflow aliases ``challenger`` and ``champion``).
+
+The gate scores challenger and champion on the holdout of the challenger's commit. When that
+holdout holds labelled production rows (folded in by continuous training), the two are also
+scored on that production slice, and the slice decides: a model that fixes what production
+sees can win, one that does not cannot. A challenger must beat the champion by more than
+``promotion.min_improvement``: a tie is not promoted. The reason names the rule that decided.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,8 @@ import json
 import logging
 from typing import TypedDict
 
-from mlops_lib.datasets import holdout
-from mlops_lib.layout import repo_name
+from mlops_lib.datasets import Holdout, holdout
+from mlops_lib.layout import REQUEST_ID, repo_name
 from mlops_lib.lineage import lineage_store
 from mlops_lib.metrics import LOWER_IS_BETTER, holdout_metrics
 from mlops_lib.settings import Settings, get_settings
@@ -21,6 +28,10 @@ CHALLENGER = "challenger"
 PROMOTE = "promote"
 REJECT = "reject"
 AWAIT = "awaiting_approval"
+# Metrics of the holdout's labelled production rows are kept as ``production_<metric>``;
+# the slice decides only with at least this many rows.
+PRODUCTION = "production_"
+MIN_PRODUCTION_ROWS = 50
 
 
 class RegistryError(RuntimeError):
@@ -72,22 +83,41 @@ def champion_version(project: str, settings: Settings | None = None) -> int | No
         raise
 
 
+def champion_commit(project: str, settings: Settings | None = None) -> str | None:
+    """The lakeFS commit the champion was trained on (None without a champion)."""
+    settings = settings or get_settings()
+    version = champion_version(project, settings)
+    if version is None:
+        return None
+    return model_version_tags(project, version, settings).get("lakefs_commit")
+
+
 def decide(
     spec: ProjectSpec, challenger: dict[str, float], champion: dict[str, float] | None
 ) -> tuple[str, str]:
-    """Apply the spec's promotion policy; returns (decision, reason)."""
+    """Apply the spec's promotion policy; returns (decision, reason naming the rule).
+
+    The training metric decides on the production slice when both were scored on it
+    (``production_<metric>``), else on the holdout; guards hold on the holdout.
+    """
     metric = spec.training.metric
     policy = spec.promotion
     if champion is None:
-        decision, reason = PROMOTE, "no current champion"
+        decision, reason = PROMOTE, "rule no_champion: there is no current champion"
     else:
+        judged = PRODUCTION + metric
+        if judged not in challenger or judged not in champion:
+            judged = metric
+        where = "on the production slice" if judged != metric else "on the holdout"
         sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-        gain = sign * (challenger[metric] - champion[metric])
+        gain = sign * (challenger[judged] - champion[judged])
         problems = []
-        if gain < policy.min_improvement:
+        # Metrics carry 6 decimals: a gain within float noise of the minimum is not above it.
+        if round(gain, 9) <= policy.min_improvement:
             problems.append(
-                f"{metric} {challenger[metric]:.4f} vs champion {champion[metric]:.4f}: "
-                f"improvement {gain:+.4f} below the required {policy.min_improvement:+.4f}"
+                f"rule min_improvement {where}: {metric} {challenger[judged]:.4f} vs champion "
+                f"{champion[judged]:.4f}: improvement {gain:+.4f} is not above the required "
+                f"{policy.min_improvement:+.4f}"
             )
         for guard, limit in policy.guards.items():
             if guard not in challenger or guard not in champion:
@@ -96,7 +126,7 @@ def decide(
             regression = gsign * (champion[guard] - challenger[guard])
             if regression > limit:
                 problems.append(
-                    f"guard {guard} regressed by {regression:.4f} (limit {limit:.4f}): "
+                    f"rule guard {guard}: regressed by {regression:.4f} (limit {limit:.4f}): "
                     f"{challenger[guard]:.4f} vs {champion[guard]:.4f}"
                 )
         if problems:
@@ -105,8 +135,9 @@ def decide(
             decision, reason = (
                 PROMOTE,
                 (
-                    f"{metric} {challenger[metric]:.4f} vs champion {champion[metric]:.4f} "
-                    f"(improvement {gain:+.4f} >= {policy.min_improvement:+.4f}); guards hold"
+                    f"rule min_improvement {where}: {metric} {challenger[judged]:.4f} vs "
+                    f"champion {champion[judged]:.4f} (improvement {gain:+.4f} > "
+                    f"{policy.min_improvement:+.4f}); guards hold"
                 ),
             )
     if decision == PROMOTE and policy.manual_approval:
@@ -180,14 +211,40 @@ def _score_on_holdout(
     project = spec.name
     connect_mlflow(settings)
     held = holdout(spec, commit, settings)
-    challenger_model = mlflow.sklearn.load_model(f"models:/{project}/{version}")
-    challenger = holdout_metrics(challenger_model, held.X, held.y, spec.target.task)
+    challenger = gate_metrics(mlflow.sklearn.load_model(f"models:/{project}/{version}"), held, spec)
     champ_v = champion_version(project, settings)
     champion = None
     if champ_v is not None and champ_v != version:
-        champion_model = mlflow.sklearn.load_model(f"models:/{project}/{champ_v}")
-        champion = holdout_metrics(champion_model, held.X, held.y, spec.target.task)
+        champion = gate_metrics(
+            mlflow.sklearn.load_model(f"models:/{project}/{champ_v}"), held, spec
+        )
     return challenger, champ_v, champion
+
+
+def gate_metrics(model: object, held: Holdout, spec: ProjectSpec) -> dict[str, float]:
+    """Holdout metrics, plus ``production_<metric>`` on the holdout's labelled production
+    rows when there are enough of them (the most recent ones when the spec has an event
+    time: the holdout is the newest part of the data)."""
+    task = spec.target.task
+    out = holdout_metrics(model, held.X, held.y, task)
+    if REQUEST_ID not in held.rows.columns:
+        return out
+    production = held.rows[REQUEST_ID].notna().to_numpy()
+    rows = int(production.sum())
+    if rows < MIN_PRODUCTION_ROWS:
+        return out
+    y = held.y[production]
+    if task == "classification" and y.nunique() < 2:
+        log.info("production slice of %d rows has a single class: judged on the holdout", rows)
+        return out
+    try:
+        sliced = holdout_metrics(model, held.X[production], y, task)
+    except ValueError as exc:  # a class the slice lacks: the holdout decides
+        log.info("production slice of %d rows not scored (%s): judged on the holdout", rows, exc)
+        return out
+    out |= {PRODUCTION + k: v for k, v in sliced.items()}
+    out[PRODUCTION + "rows"] = float(rows)
+    return out
 
 
 def _record_decision(

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops_lib.expressions import ExpressionError, parse
+from mlops_lib.layout import PROVENANCE_COLUMNS
 from mlops_lib.settings import Settings, get_settings
 
 ColumnType = Literal["int", "float", "string", "category", "bool", "datetime"]
@@ -106,6 +107,12 @@ class Schema(_Strict):
     def _refs(self) -> Schema:
         if not self.columns:
             raise ValueError("declare at least one column")
+        reserved = [c for c in PROVENANCE_COLUMNS if c in self.columns]
+        if reserved:
+            raise ValueError(
+                f"column names {reserved} are reserved: production rows keep the request id "
+                f"and row they were served under in them"
+            )
         for field in ("key", "event_time"):
             name = getattr(self, field)
             if name is not None and name not in self.columns:
@@ -286,6 +293,12 @@ class ProjectSpec(_Strict):
         """Input columns of the model: everything but target, key and event time."""
         skip = {self.target.column, self.schema_.key, self.schema_.event_time}
         return [c for c in self.schema_.columns if c not in skip]
+
+    @property
+    def identity(self) -> list[str]:
+        """The instance's key and event time: not model inputs; a prediction request may
+        send them so that served rows keep their identity in the prediction log."""
+        return [c for c in (self.schema_.key, self.schema_.event_time) if c]
 
     def spec_hash(self) -> str:
         """Stable hash of the validated spec (recorded with data and models)."""

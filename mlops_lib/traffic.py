@@ -1,8 +1,8 @@
 """Traffic for a served project: rows sent to its endpoint, answers kept as labels-to-be.
 
 Used by the demo and the benchmarks to play production: each request carries a slice of a
-frame's feature rows; the answer's ``request_id`` with the instance's row number is what a
-labels batch refers to later.
+frame's rows (features, and the instance's key and event time); the answer's ``request_id``
+with the instance's row number is what a labels batch refers to later.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class TrafficResult:
 def send(
     url: str,
     frame: pd.DataFrame,
-    features: list[str],
+    columns: list[str],
     target: str,
     *,
     rows_per_request: int = 50,
@@ -42,14 +42,15 @@ def send(
     on_progress: Callable[[int], None] | None = None,
     timeout: float = 60.0,
 ) -> TrafficResult:
-    """POST ``frame``'s feature rows to ``url`` in slices; raises on any non-200 answer.
+    """POST ``frame``'s rows (``columns``: the features, and the key and event time that
+    identify each instance) to ``url`` in slices; raises on any non-200 answer.
 
     ``on_progress(rows)`` is called after each answered request with its row count.
     """
     import httpx
     import pandas as pd
 
-    records = json.loads(frame[features].to_json(orient="records"))
+    records = json.loads(frame[columns].to_json(orient="records", date_format="iso"))
     slices = [
         (i, records[i : i + rows_per_request]) for i in range(0, len(records), rows_per_request)
     ]

@@ -23,6 +23,7 @@ from mlops_lib.features import build_pipeline, model_input
 from mlops_lib.lineage import lineage_store
 from mlops_lib.metrics import holdout_metrics
 from mlops_lib.monitoring.reference import reference_frame, save_reference
+from mlops_lib.registry import champion_version
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, project_spec
 from mlops_lib.tracking import connect as connect_mlflow
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 RUN_KEY_TAG = "mlops.run_key"
+
+
+class NothingToTrain(RuntimeError):
+    """The champion was trained on this commit with this spec and code: training again
+    would only register a copy of it. The message says so."""
 
 
 class TrainedVersion(TypedDict):
@@ -64,6 +70,28 @@ def resolve_commit(
             )
         return commit
     return vc.head(project, layout.MAIN, settings)
+
+
+def unchanged_since_champion(spec: ProjectSpec, commit: str, settings: Settings) -> str | None:
+    """Why training on ``commit`` would repeat the champion, or None (no champion, or a
+    different commit, spec or code)."""
+    version = champion_version(spec.name, settings)
+    if version is None:
+        return None
+    client = connect_mlflow(settings)
+    mv = client.get_model_version(spec.name, str(version))
+    if (mv.tags or {}).get("lakefs_commit") != commit or not mv.run_id:
+        return None
+    tags = client.get_run(mv.run_id).data.tags
+    if tags.get("spec_hash") != spec.spec_hash() or tags.get("code_version") != code_version(
+        settings
+    ):
+        return None
+    return (
+        f"{spec.name} v{version} (@champion) was trained on lakeFS "
+        f"{layout.repo_name(spec.name)}@{commit[:12]} with the same spec and code: "
+        f"nothing new to train on"
+    )
 
 
 def code_version(settings: Settings | None = None) -> str:
@@ -131,6 +159,7 @@ def train(
     run_id: str = "",
     trigger: str = "",
     extra_tags: dict[str, str] | None = None,
+    retrain_unchanged: bool = False,
     settings: Settings | None = None,
 ) -> TrainedVersion:
     """AutoML on the data at ``commit``; log to MLflow; register as ``challenger``.
@@ -139,7 +168,9 @@ def train(
     drift report that caused a continuous-training run).
 
     Idempotent per (dag id, run id): a retry after a failure returns the version the
-    first try registered instead of registering another.
+    first try registered instead of registering another. Raises NothingToTrain when the
+    champion was trained on ``commit`` with the same spec and code, unless
+    ``retrain_unchanged`` (a reproducibility check).
     """
     import mlflow  # heavy: kept out of DAG parsing
 
@@ -155,6 +186,8 @@ def train(
                 spec, existing, commit, client, run=(dag_id, run_id, trigger), settings=settings
             )
 
+    if not retrain_unchanged and (same := unchanged_since_champion(spec, commit, settings)):
+        raise NothingToTrain(same)
     started = time.monotonic()
     train_rows, held = _split(spec, commit, settings)
     mlflow.set_experiment(project)

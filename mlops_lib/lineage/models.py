@@ -139,4 +139,6 @@ class DriftReport(Base):
     # The continuous-training run that acted on it (or the report whose episode absorbed it).
     handled_by: Mapped[str] = mapped_column(String(250), default="")
     handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # What that retraining did: folded production rows in, or skipped and why.
+    outcome: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

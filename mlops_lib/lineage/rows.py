@@ -118,6 +118,7 @@ class DriftReportRow(TypedDict):
     dag_run_id: str
     handled_by: str
     handled_at: str | None
+    outcome: str
     created_at: str
 
 

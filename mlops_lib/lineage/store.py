@@ -331,8 +331,9 @@ class LineageStore:
         *,
         handled_by: str | Unset = UNSET,
         handled_at: datetime | Unset | None = UNSET,
+        outcome: str | Unset = UNSET,
     ) -> DriftReportRow:
-        """Change the given fields of a drift report (who acted on it, and when)."""
+        """Change the given fields of a drift report (who acted on it, when, and what it did)."""
         values = _given(locals(), "report_id")
         return cast(DriftReportRow, self._update(DriftReport, report_id, values))
 

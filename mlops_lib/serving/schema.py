@@ -2,10 +2,14 @@
 
 Names, types, allowed values and ranges come from the spec, so a malformed request is
 refused with an error naming each bad field, the same rules the ingestion gate applies.
+An instance may also carry its own key and event time (the spec's ``schema.key`` and
+``schema.event_time``): they are not model inputs, they pass through to the prediction log
+so that labelled production rows keep their identity when continuous training folds them in.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, create_model
@@ -46,8 +50,17 @@ def _limits(col: Column) -> dict[str, Any]:
     return limits
 
 
+def _pass_through_field(col: Column) -> tuple[Any, Any]:
+    """Optional; typed like the column (a datetime as an ISO 8601 string)."""
+    description = "passed through to the prediction log (not a model input)"
+    if col.type == "datetime":
+        return datetime | None, Field(None, strict=False, description=description)
+    return _field_type(col) | None, Field(None, description=description, **_limits(col))
+
+
 def instance_model(spec: ProjectSpec) -> type[BaseModel]:
-    """One row of features: every feature required (null allowed where nullable), no extras."""
+    """One row of features: every feature required (null allowed where nullable), the
+    instance's key and event time optional, no extras."""
     fields: dict[str, Any] = {}
     for name in spec.features:
         col = spec.schema.columns[name]
@@ -55,6 +68,8 @@ def instance_model(spec: ProjectSpec) -> type[BaseModel]:
         limits = _limits(col)
         annotation = base | None if col.nullable else base
         fields[name] = (annotation, Field(..., description=col.description or None, **limits))
+    for name in spec.identity:
+        fields[name] = _pass_through_field(spec.schema.columns[name])
     return create_model(
         f"{spec.name.title().replace('_', '')}Instance",
         __config__=ConfigDict(extra="forbid", strict=True),

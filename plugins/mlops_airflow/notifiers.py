@@ -5,6 +5,9 @@ it always writes one line naming the DAG, run, task, try and error to the task's
 when the Airflow connection ``mlops_alerts`` exists (an HTTP URL, e.g.
 ``AIRFLOW_CONN_MLOPS_ALERTS='https://hooks.example.com/T000/B000'``), posts the same facts as
 JSON to it. A webhook that fails is logged and never masks the task's own failure.
+
+``alert`` sends the same kind of message from inside a task that goes on (e.g. a labelled
+production batch rejected by the quality gate while continuous training carries on).
 """
 
 from __future__ import annotations
@@ -72,6 +75,23 @@ class MLOpsFailureNotifier(BaseNotifier):
             msg["try_number"],
             msg["error"],
         )
+        self._post(msg)
+
+    def alert(self, context: Any, *, event: str, error: str, **facts: Any) -> None:
+        """An alert from a task that carries on: logged and posted like a failure."""
+        msg = self.message(context) | {"event": event, "error": error, **facts}
+        self.log.error(
+            "MLOps alert: %s/%s task %s (try %s): %s: %s",
+            msg["dag_id"],
+            msg["run_id"],
+            msg["task_id"],
+            msg["try_number"],
+            event,
+            error,
+        )
+        self._post(msg)
+
+    def _post(self, msg: dict[str, Any]) -> None:
         url = self._url()
         if not url:
             return

@@ -28,6 +28,8 @@ DEPLOY_PROJECT = "churn_deploy"
 MONITOR_PROJECT = "churn_monitor"
 # Its main gets batches published directly (no DAG); nothing else reads it.
 PUBLISH_PROJECT = "churn_publish"
+# Continuous training with keys of each type (the demo spec's key is a string), no cooldown.
+CT_PROJECTS = {"string": "ct_key_string", "int": "ct_key_int", "datetime": "ct_key_datetime"}
 
 
 def test_projects(folder: Path) -> Path:
@@ -48,6 +50,17 @@ def test_projects(folder: Path) -> Path:
     (folder / f"{MONITOR_PROJECT}.yaml").write_text(
         yaml.safe_dump(spec | {"name": MONITOR_PROJECT, "monitoring": monitoring})
     )
+    for key_type, name in CT_PROJECTS.items():
+        columns = dict(spec["schema"]["columns"])
+        columns["customer_id"] = dict(columns["customer_id"], type=key_type)
+        training = dict(spec["training"], budget={"trials": 1, "seconds": 300})
+        ct = spec | {
+            "name": name,
+            "schema": dict(spec["schema"], columns=columns),
+            "training": training,
+            "monitoring": dict(spec.get("monitoring") or {}, cooldown_minutes=0),
+        }
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(ct))
     return folder
 
 

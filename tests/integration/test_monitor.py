@@ -87,7 +87,8 @@ def serve_traffic(stack: Settings, world: dict, scenario: str, rows: int, seed: 
     spec = world["spec"]
     df = demo_data.generate(scenario, rows=rows, seed=seed)
     url = f"{stack.serving_base_url}/{PROJECT}/predict"
-    out = send(url, df, spec.features, spec.target.column, rows_per_request=500, concurrency=1)
+    columns = spec.features + spec.identity
+    out = send(url, df, columns, spec.target.column, rows_per_request=500, concurrency=1)
     missing = wait_logged(PROJECT, set(out.labels["request_id"]), stack)
     assert not missing, f"prediction log lacks {missing} of {out.requests} answered requests"
     return out.labels
@@ -309,6 +310,10 @@ def test_drift_episode_starts_one_retraining(stack: Settings, world: dict, episo
         if p.endswith(".parquet")
     ]
     assert len(folded) == 1 and "labels-through=" in folded[0], folded
+    # Under the instances' own keys (the drifted batch's customer ids), with their provenance.
+    rows = vc.read_parquet(PROJECT, MAIN, folded, stack)
+    assert rows["customer_id"].str.startswith("C0603").all(), rows["customer_id"].head()
+    assert rows["customer_id"].is_unique and rows["request_id"].notna().all()
     dataset = episode["dataset"]
     assert dataset["rows"] == 12000 and "production" in dataset["partition"], dataset
     assert newest.tags["lakefs_commit"] == dataset["commit_id"]

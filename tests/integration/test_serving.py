@@ -55,7 +55,9 @@ def service(stack: Settings, registered: dict, tmp_path_factory) -> Iterator[str
     port = free_port()
     folder = tmp_path_factory.mktemp("serving")
     proc = ManagedProcess("bento", folder / "run", folder / "logs")
-    proc.start(serve_command(PROJECT, tag, registered["version"], port), env=serve_env(stack))
+    proc.start(
+        serve_command(PROJECT, tag, registered["version"], port), env=serve_env(stack, PROJECT)
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         proc.wait_healthy(lambda: http_ok(f"{url}/readyz"), timeout=120)
@@ -90,6 +92,30 @@ def test_predictions_match_the_mlflow_model(service: str, registered: dict) -> N
     expected = model.predict_proba(model_input(pd.DataFrame(batch), registered["spec"]))[:, 1]
     served = [p["1"] for p in body["probabilities"]]
     assert served == pytest.approx(expected.tolist(), abs=1e-12)
+
+
+def test_instances_pass_their_key_and_event_time_through_to_the_prediction_log(
+    stack: Settings, service: str
+) -> None:
+    from mlops_lib.labels import REQUEST_ID, read_predictions, wait_logged
+
+    batch = [
+        r | {"customer_id": f"K-{i}", "event_time": "2026-11-01T08:00:00Z"}
+        for i, r in enumerate(rows(2))
+    ]
+    resp = httpx.post(f"{service}/predict", json={"instances": batch}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    request_id = resp.json()["request_id"]
+    assert wait_logged(PROJECT, {request_id}, stack, timeout=120) == 0
+    logged = read_predictions(PROJECT, stack)
+    mine = logged[logged[REQUEST_ID] == request_id].sort_values("row")
+    assert mine["customer_id"].tolist() == ["K-0", "K-1"]
+    assert mine["event_time"].astype(str).str.startswith("2026-11-01 08:00:00").all()
+    wrong = httpx.post(
+        f"{service}/predict", json={"instances": [rows(1)[0] | {"customer_id": 7}]}, timeout=30
+    )
+    assert wrong.status_code == 400
+    assert ["instances", 0, "customer_id"] in [d["loc"] for d in wrong.json()["detail"]]
 
 
 @pytest.mark.parametrize(

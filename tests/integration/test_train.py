@@ -46,6 +46,15 @@ def alias_version(stack: Settings, alias: str) -> str | None:
         return None
 
 
+def move_main(stack: Settings) -> str:
+    """A new commit on main that leaves the dataset as it is (a note beside it)."""
+    branch = f"note-{time.time_ns()}"
+    vc.fresh_branch(PROJECT, branch, settings=stack)
+    vc.upload(PROJECT, branch, f"notes/{branch}.txt", b"same data", settings=stack)
+    vc.commit(PROJECT, branch, "a note, the data unchanged", {}, stack)
+    return vc.merge(PROJECT, branch, settings=stack)
+
+
 @pytest.fixture(scope="module")
 def airflow(stack: Settings) -> AirflowClient:
     client = AirflowClient.from_settings(stack)
@@ -147,19 +156,45 @@ def test_lineage_shows_the_chain(stack: Settings, auto_run: dict) -> None:
 def test_losing_challenger_leaves_champion_and_records_why(
     stack: Settings, airflow: AirflowClient, auto_run: dict
 ) -> None:
+    """Main moved but its data did not: the challenger only ties the champion."""
     client = mlflow_client(stack)
     champion_before = client.get_model_version_by_alias(PROJECT, "champion").version
+    move_main(stack)
     run_id, state = airflow.run(TRAIN, timeout=900)
     assert state == "success"
     tis = airflow.task_states(TRAIN, run_id)
     assert tis["promote"] == "skipped"
     decision = xcom(airflow, TRAIN, run_id, "gate")
     assert decision["decision"] == "reject"
-    assert "below the required" in decision["reason"]
+    assert "rule min_improvement on the holdout" in decision["reason"]
+    assert "is not above the required" in decision["reason"]
+    log = airflow.task_log_tail(TRAIN, run_id, "gate", 1, lines=60)
+    assert "rule min_improvement" in log
     assert client.get_model_version_by_alias(PROJECT, "champion").version == champion_before
     mv = client.get_model_version(PROJECT, str(decision["version"]))
     assert mv.tags["gate_decision"] == "reject"
     assert mv.tags["gate_reason"] == decision["reason"]
+
+
+def test_training_again_on_the_champions_commit_registers_nothing(
+    stack: Settings, airflow: AirflowClient, auto_run: dict
+) -> None:
+    from datetime import UTC, datetime
+
+    from mlops_lib.registry import champion_commit
+
+    commit = champion_commit(PROJECT, stack)
+    assert commit
+    before = len(versions_of(stack, PROJECT))
+    since = datetime.now(UTC).isoformat()
+    airflow.emit_asset_event(f"{PROJECT}_dataset", {"commit_id": commit})
+    run_id = airflow.wait_for_asset_run(TRAIN, since=since, timeout=300)
+    assert airflow.follow(TRAIN, run_id, timeout=600) == "success"
+    states = airflow.task_states(TRAIN, run_id)
+    assert states["train"] == "skipped" and states["gate"] == "skipped", states
+    log = airflow.task_log_tail(TRAIN, run_id, "train", 1, lines=60)
+    assert "with the same spec and code: nothing new to train on" in log
+    assert len(versions_of(stack, PROJECT)) == before
 
 
 def test_retraining_same_commit_reproduces_metrics_and_predictions(
@@ -173,7 +208,12 @@ def test_retraining_same_commit_reproduces_metrics_and_predictions(
     from mlops_lib.training import train
 
     again = train(
-        PROJECT, auto_run["commit"], dag_id="repro", run_id=f"r{time.time_ns()}", settings=stack
+        PROJECT,
+        auto_run["commit"],
+        dag_id="repro",
+        run_id=f"r{time.time_ns()}",
+        retrain_unchanged=True,
+        settings=stack,
     )
     assert again["holdout_metrics"] == auto_run["trained"]["holdout_metrics"]
     mlflow.set_tracking_uri(stack.mlflow_url)
@@ -248,6 +288,7 @@ def test_asset_event_naming_a_commit_off_main_is_refused_without_training(
 def test_mlflow_down_mid_training_retries_without_duplicate_version(
     stack: Settings, airflow: AirflowClient, auto_run: dict
 ) -> None:
+    move_main(stack)  # something to train on, whatever the champion was trained on
     run_id = airflow.trigger(TRAIN)
     airflow.wait_until(TRAIN, run_id, lambda states: states.get("train") == "running", timeout=300)
     # Inside the search: wait until its first trial is logged to MLflow.
@@ -293,7 +334,12 @@ def test_manual_approval_promotes_and_announces_the_champion(
     from mlops_lib.training import train
 
     held = train(
-        PROJECT, auto_run["commit"], dag_id="approval", run_id=f"a{time.time_ns()}", settings=stack
+        PROJECT,
+        auto_run["commit"],
+        dag_id="approval",
+        run_id=f"a{time.time_ns()}",
+        retrain_unchanged=True,
+        settings=stack,
     )
     version = str(held["version"])
     client = mlflow_client(stack)
@@ -351,6 +397,7 @@ def test_train_retried_after_registering_finishes_the_work(
 
     run = {"dag_id": "retry-test", "run_id": f"after-register-{time.time_ns()}"}
     monkeypatch.setattr(training, "_keep_reference", lakefs_gone)
+    run["retrain_unchanged"] = True
     with pytest.raises(ConnectionError):
         training.train(PROJECT, auto_run["commit"], settings=stack, **run)
     key = f"{run['dag_id']}:{run['run_id']}"

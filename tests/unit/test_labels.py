@@ -87,16 +87,95 @@ def test_the_policy_fires_below_the_metric_floor(spec) -> None:
     assert not fired and "live roc_auc 0.8000" in reason
 
 
-def test_production_batch_has_the_spec_schema(spec) -> None:
-    served = demo_data.generate("drifted", rows=5, seed=3)[spec.features]
-    served.insert(0, "request_id", ["r1", "r1", "r2", "r3", "r3"])
-    served.insert(1, "row", [0, 1, 0, 0, 1])
-    served.insert(2, "ts", pd.Timestamp("2026-11-27T10:00:00Z"))
-    served["prediction"], served["score"], served["churned"] = 1, 0.7, [0, 1, 1, 0, 0]
-    batch = production_batch(spec, served)
-    assert list(batch.columns) == list(spec.schema_.columns)
-    assert batch["customer_id"].tolist() == ["r1:0", "r1:1", "r2:0", "r3:0", "r3:1"]
-    assert batch["churned"].tolist() == [0, 1, 1, 0, 0]
+def keyed_spec(spec, key_type: str | None):
+    """The churn spec with its key column of another type (or without a key)."""
+    data = spec.model_dump(mode="json", by_alias=True)
+    if key_type is None:
+        data["schema"]["key"] = None
+        data["rules"] = [r for r in data["rules"] if r["rule"] != "unique_key"]
+    else:
+        data["schema"]["columns"]["customer_id"]["type"] = key_type
+    return type(spec).model_validate(data)
+
+
+KEYS = {
+    "string": ["C-1", "C-2", "C-3", "C-1", "C-4", None],
+    "int": [101, 102, 103, 101, 104, None],
+    "datetime": [
+        *pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"], utc=True),
+        pd.Timestamp("2026-01-01", tz="UTC"),
+        pd.Timestamp("2026-01-04", tz="UTC"),
+        None,
+    ],
+}
+
+
+def served_rows(spec, keys: list | None) -> pd.DataFrame:
+    """Six labelled served rows as the prediction log and labels give them: the fourth is
+    the first instance served again, the last came without its key."""
+    served = demo_data.generate("drifted", rows=6, seed=3)[spec.features]
+    served.insert(0, "request_id", ["r1", "r1", "r2", "r3", "r3", "r4"])
+    served.insert(1, "row", [0, 1, 0, 0, 1, 0])
+    served.insert(2, "ts", pd.date_range("2026-11-27T10:00:00Z", periods=6, freq="min"))
+    if keys is not None:
+        served["customer_id"] = pd.Series(keys, dtype=object)
+    # One instance sent its own event time; the others get the time they were served.
+    served["event_time"] = [pd.Timestamp("2026-11-01T00:00:00Z")] + [None] * 5
+    served["prediction"], served["score"], served["churned"] = 1, 0.7, [0, 1, 1, 0, 0, 1]
+    return served
+
+
+@pytest.mark.parametrize("key_type", ["string", "int", "datetime"])
+def test_production_rows_keep_their_own_key_and_pass_the_gate(spec, key_type: str) -> None:
+    from mlops_lib.quality import check_batch
+
+    keyed = keyed_spec(spec, key_type)
+    batch, note = production_batch(keyed, served_rows(keyed, KEYS[key_type]))
+    assert list(batch.columns) == [*keyed.schema_.columns, "request_id", "row"]
+    # The repeated instance keeps its latest labelled row; the keyless one is left out.
+    assert batch["customer_id"].tolist() == [KEYS[key_type][i] for i in (1, 2, 3, 4)]
+    assert batch["request_id"].tolist() == ["r1", "r2", "r3", "r3"]
+    assert batch["row"].tolist() == [1, 0, 0, 1]
+    assert "1 rows served without their 'customer_id' left out" in note
+    assert "1 earlier rows of instances served again left out" in note
+    assert batch["churned"].tolist() == [1, 1, 0, 0]
+    # The spec's rules but the batch size and the distribution (six rows).
+    rules = [r for r in keyed.rules if r.rule not in ("min_rows", "distribution")]
+    assert any(r.rule == "unique_key" for r in rules)
+    report = check_batch(batch, keyed.model_copy(update={"rules": rules}))
+    assert [v for v in report.violations if v.severity == "blocking"] == []
+    assert not [v for v in report.violations if "unexpected columns" in v.message]
+
+
+def test_production_rows_take_the_event_time_sent_else_the_time_served(spec) -> None:
+    served = served_rows(spec, KEYS["string"])
+    batch, _ = production_batch(spec, served)
+    r3 = batch[(batch["request_id"] == "r3") & (batch["row"] == 0)]
+    assert r3["event_time"].tolist() == [pd.Timestamp("2026-11-27T10:03:00Z")]
+    served.loc[1, "event_time"] = pd.Timestamp("2026-11-02T00:00:00Z")
+    batch, _ = production_batch(spec, served)
+    assert batch.loc[batch["request_id"] == "r1", "event_time"].tolist() == [
+        pd.Timestamp("2026-11-02T00:00:00Z")
+    ]
+
+
+def test_production_rows_of_a_spec_without_a_key_are_all_kept(spec) -> None:
+    keyless = keyed_spec(spec, None)
+    batch, note = production_batch(keyless, served_rows(keyless, None))
+    assert len(batch) == 6 and note == ""
+    assert "customer_id" in batch.columns  # still a column of the schema, not the key
+    assert batch["request_id"].tolist() == ["r1", "r1", "r2", "r3", "r3", "r4"]
+
+
+def test_nothing_new_skips_only_when_no_rows_came_and_main_did_not_move() -> None:
+    from mlops_lib.continuous_training import nothing_new
+
+    none = {"commit_id": "c" * 64, "production_rows": 0, "note": "no new labels"}
+    reason = nothing_new(none, "c" * 64)
+    assert reason and "no new labels" in reason and "cccccccccccc" in reason
+    assert nothing_new(none, "d" * 64) is None  # main moved: there is new data
+    assert nothing_new(none, None) is None  # no champion yet
+    assert nothing_new({"commit_id": "c" * 64, "production_rows": 40}, "c" * 64) is None
 
 
 def test_stamps_sort_labels_files_and_production_partitions() -> None:

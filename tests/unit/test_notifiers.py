@@ -63,6 +63,24 @@ def test_failure_is_posted_to_the_alerts_connection(receiver, monkeypatch, capfd
     assert "MLOps alert: churn__ingest/manual__1 task publish (try 1) failed" in _out(capfd)
 
 
+def test_an_alert_from_a_task_that_goes_on_is_posted_like_a_failure(
+    receiver, monkeypatch, capfd
+) -> None:
+    port, received = receiver
+    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_ALERTS", f"http://127.0.0.1:{port}/hooks/ops")
+    uri = "lakefs://churn/ingest-x/datasets/churn/production/_validation.json"
+    MLOpsFailureNotifier(project="churn").alert(
+        {"ti": _context(ValueError())["ti"]},
+        event="production_batch_rejected",
+        error=f"labelled production batch rejected: {uri}",
+        report=uri,
+    )
+    body = received[0]["body"]
+    assert body["event"] == "production_batch_rejected" and body["report"] == uri
+    assert body["project"] == "churn" and body["task_id"] == "publish"
+    assert f"production_batch_rejected: labelled production batch rejected: {uri}" in _out(capfd)
+
+
 def test_without_a_connection_it_only_logs(monkeypatch, capfd) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_MLOPS_ALERTS", raising=False)
     MLOpsFailureNotifier(project="churn").notify(_context(RuntimeError("lakeFS down")))

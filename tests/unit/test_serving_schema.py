@@ -114,3 +114,15 @@ def test_a_bad_value_in_json_text_is_refused_like_in_python() -> None:
     with pytest.raises(ValidationError) as err:
         model.model_validate_json(body)
     assert err.value.errors()[0]["loc"] == ("instances", 0, "monthly_charges")
+
+
+def test_an_instance_may_carry_its_key_and_event_time_typed_like_the_spec(model) -> None:
+    body = {"instances": [row() | {"customer_id": "C-9", "event_time": "2026-11-01T08:00:00Z"}]}
+    instance = model.model_validate(body).instances[0].model_dump()
+    assert instance["customer_id"] == "C-9"
+    assert instance["event_time"].isoformat() == "2026-11-01T08:00:00+00:00"
+    # Optional: an instance without them is valid, and they are never model inputs.
+    assert model.model_validate({"instances": [row()]}).instances[0].customer_id is None
+    wrong = {"instances": [row() | {"customer_id": 9, "event_time": "yesterday"}]}
+    locs = {loc for loc, _ in errors(model, wrong)}
+    assert {("instances", 0, "customer_id"), ("instances", 0, "event_time")} <= locs

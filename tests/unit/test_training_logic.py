@@ -48,11 +48,13 @@ def test_pipeline_derives_encodes_and_tolerates_unseen_categories(spec) -> None:
 
 def test_gate_promotes_without_champion_and_on_enough_improvement() -> None:
     s = with_policy(min_improvement=0.01, guards={"accuracy": 0.01})
-    assert decide(s, {"roc_auc": 0.8, "accuracy": 0.7}, None) == (PROMOTE, "no current champion")
+    decision, reason = decide(s, {"roc_auc": 0.8, "accuracy": 0.7}, None)
+    assert decision == PROMOTE and reason.startswith("rule no_champion")
     decision, reason = decide(
         s, {"roc_auc": 0.82, "accuracy": 0.7}, {"roc_auc": 0.8, "accuracy": 0.7}
     )
     assert decision == PROMOTE and "guards hold" in reason
+    assert reason.startswith("rule min_improvement on the holdout")
 
 
 def test_gate_rejects_small_gain_and_guard_regressions_listing_both() -> None:
@@ -61,8 +63,34 @@ def test_gate_rejects_small_gain_and_guard_regressions_listing_both() -> None:
         s, {"roc_auc": 0.805, "accuracy": 0.65}, {"roc_auc": 0.8, "accuracy": 0.7}
     )
     assert decision == REJECT
-    assert "below the required +0.0100" in reason
-    assert "guard accuracy regressed by 0.0500" in reason
+    assert "is not above the required +0.0100" in reason
+    assert "rule guard accuracy: regressed by 0.0500" in reason
+
+
+@pytest.mark.parametrize("min_improvement", [0.0, 0.002])
+def test_gate_does_not_promote_a_tie(min_improvement: float) -> None:
+    s = with_policy(min_improvement=min_improvement)
+    same = {"roc_auc": 0.8, "accuracy": 0.7}
+    decision, reason = decide(s, dict(same), dict(same))
+    assert decision == REJECT and "improvement +0.0000 is not above" in reason
+    exactly = {"roc_auc": 0.8 + min_improvement, "accuracy": 0.7}
+    assert decide(s, exactly, dict(same))[0] == REJECT
+
+
+def test_gate_judges_on_the_production_slice_when_both_were_scored_on_it() -> None:
+    s = with_policy(min_improvement=0.0)
+    champion = {"roc_auc": 0.80, "accuracy": 0.7, "production_roc_auc": 0.60}
+    # Better on production, a little worse on old data: it fixes what production sees.
+    fixes = {"roc_auc": 0.79, "accuracy": 0.7, "production_roc_auc": 0.75}
+    decision, reason = decide(s, fixes, champion)
+    assert decision == PROMOTE and "on the production slice" in reason
+    # Better on old data, not on production: it does not fix the drift.
+    stale = {"roc_auc": 0.85, "accuracy": 0.7, "production_roc_auc": 0.60}
+    decision, reason = decide(s, stale, champion)
+    assert decision == REJECT and "rule min_improvement on the production slice" in reason
+    # Without production metrics on both sides, the holdout decides.
+    decision, reason = decide(s, {"roc_auc": 0.85, "accuracy": 0.7}, champion)
+    assert decision == PROMOTE and "on the holdout" in reason
 
 
 def test_manual_approval_holds_a_winner() -> None:
