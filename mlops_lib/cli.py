@@ -395,46 +395,58 @@ def lineage(project_name: str, version: int | None, as_json: bool) -> None:
         return
     if not chain:
         console.print(f"no model versions recorded for {project_name!r}")
-        return
     for link in chain:
-        ds, tr, mv = link["dataset"], link["training"] or {}, link["model_version"]
-        console.print(f"[bold]{project_name} v{mv['version']}[/]  {mv['model_uri']}")
+        _print_link(link, deployments, reports)
+    chained = {link["model_version"]["version"] for link in chain}
+    for r in reports:
+        if r["model_version"] not in chained:
+            console.print(f"  v{r['model_version']}  " + _drift_line(r).strip(), markup=False)
+
+
+def _print_link(link: dict, deployments: list[dict], reports: list[dict]) -> None:
+    """One version's chain: data, training, holdout, gate, deployments, drift reports."""
+    ds, tr, mv = link["dataset"], link["training"] or {}, link["model_version"]
+    console.print(f"[bold]{mv['project']} v{mv['version']}[/]  {mv['model_uri']}")
+    console.print(
+        f"  data      lakeFS commit {ds['commit_id'][:16]}  rows {ds.get('rows', '?')}  "
+        f"schema {ds.get('schema_hash', '?')}  {ds.get('rule_summary', '')}"
+    )
+    if tr:
         console.print(
-            f"  data      lakeFS commit {ds['commit_id'][:16]}  rows {ds.get('rows', '?')}  "
-            f"schema {ds.get('schema_hash', '?')}  {ds.get('rule_summary', '')}"
+            f"  training  MLflow run {tr['mlflow_run_id']}  {tr['best_family']}  "
+            f"cv {tr['cv_score']:.4f}  {tr['trials']} trials  {tr['seconds']}s  "
+            f"code {tr['code_version']}  spec {tr['spec_hash']}  dag run {tr['dag_run_id']}"
         )
-        if tr:
+    console.print(f"  holdout   {json.dumps(mv['holdout_metrics'])}")
+    for d in link["decisions"]:
+        console.print(f"  gate      {d['decision']}: {d['reason']}", markup=False)
+    for dep in deployments:
+        if dep["model_version"] == mv["version"]:
             console.print(
-                f"  training  MLflow run {tr['mlflow_run_id']}  {tr['best_family']}  "
-                f"cv {tr['cv_score']:.4f}  {tr['trials']} trials  {tr['seconds']}s  "
-                f"code {tr['code_version']}  spec {tr['spec_hash']}  dag run {tr['dag_run_id']}"
+                f"  deploy    #{dep['id']} {dep['state']}  bento {dep['bento_tag']}  "
+                f"{dep['url'] or '-'}  {dep['created_at'][:19]}"
+                + (f"  {dep['reason']}" if dep["reason"] else ""),
+                markup=False,
             )
-        console.print(f"  holdout   {json.dumps(mv['holdout_metrics'])}")
-        for d in link["decisions"]:
-            console.print(f"  gate      {d['decision']}: {d['reason']}", markup=False)
-        for dep in deployments:
-            if dep["model_version"] == mv["version"]:
-                console.print(
-                    f"  deploy    #{dep['id']} {dep['state']}  bento {dep['bento_tag']}  "
-                    f"{dep['url'] or '-'}  {dep['created_at'][:19]}"
-                    + (f"  {dep['reason']}" if dep["reason"] else ""),
-                    markup=False,
-                )
-        for r in reports:
-            if r["model_version"] == mv["version"]:
-                live = (
-                    f"  live metric {r['live_metric']:.4f} ({r['labelled_rows']} labels)"
-                    if r.get("live_metric") is not None
-                    else ""
-                )
-                handled = f"  -> retraining {r['handled_by']}" if r["handled_by"] else ""
-                if r.get("outcome"):
-                    handled += f": {r['outcome']}"
-                console.print(
-                    f"  drift     #{r['id']} {'FIRED' if r['fired'] else 'quiet'}  "
-                    f"{r['rows']} rows  {r['reason']}{live}{handled}  {str(r['created_at'])[:19]}",
-                    markup=False,
-                )
+    for r in reports:
+        if r["model_version"] == mv["version"]:
+            console.print(_drift_line(r), markup=False)
+
+
+def _drift_line(r: dict) -> str:
+    """A drift report: verdict, rows, reason, live metric, the retraining and its outcome."""
+    live = (
+        f"  live metric {r['live_metric']:.4f} ({r['labelled_rows']} labels)"
+        if r.get("live_metric") is not None
+        else ""
+    )
+    handled = f"  -> retraining {r['handled_by']}" if r["handled_by"] else ""
+    if r.get("outcome"):
+        handled += f"  outcome: {r['outcome']}"
+    return (
+        f"  drift     #{r['id']} {'FIRED' if r['fired'] else 'quiet'}  "
+        f"{r['rows']} rows  {r['reason']}{live}{handled}  {str(r['created_at'])[:19]}"
+    )
 
 
 @main.group()

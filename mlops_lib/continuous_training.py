@@ -8,9 +8,10 @@
   ``datasets/<project>/production/labels-through=<stamp>/`` (:func:`fold_in`). Each row keeps
   its identity: the key and event time the request sent with the instance (the served time
   when it sent none), and its provenance (request id, row) in columns of its own.
-* **Nothing new, no retraining**: when no production rows could be added and ``main`` has
-  not moved since the champion's commit, the run ends skipped (:func:`nothing_new`); the
-  drift report records the outcome either way.
+* **Nothing new, no retraining**: when no production rows could be added and training on
+  ``main`` would repeat the champion (same commit, spec and code), the run ends skipped
+  (:func:`nothing_new`) and gives its claim on the drift report back; the drift report
+  records the outcome either way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from mlops_lib.ingest import land_batch, open_branch, publish
 from mlops_lib.labels import REQUEST_ID, ROW, labelled_predictions
 from mlops_lib.lineage import DriftReportRow, lineage_store, stored_time
 from mlops_lib.quality import DataQualityError
-from mlops_lib.registry import champion_commit
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import Column, ProjectSpec, project_spec
 
@@ -129,13 +129,13 @@ def _typed(values: pd.Series, col: Column) -> pd.Series:
     import pandas as pd
 
     if col.type == "datetime":
-        return pd.to_datetime(values, utc=True)
+        return pd.to_datetime(values, utc=True, format="mixed")
     if col.type == "int":
         return pd.to_numeric(values).astype("int64")
     if col.type == "float":
         return pd.to_numeric(values).astype("float64")
-    if col.type == "bool":
-        return values.astype(bool)
+    if col.type == "bool":  # kept as text when a flush mixed types: "False" is False
+        return values.map(lambda v: v if isinstance(v, bool) else str(v).lower() == "true")
     return values.astype(str)
 
 
@@ -194,18 +194,14 @@ def folded_through(spec: ProjectSpec, settings: Settings) -> str:
     return max(folded, default="")
 
 
-def nothing_new(fold: FoldIn, champion_commit: str | None) -> str | None:
+def nothing_new(fold: FoldIn, unchanged: str | None) -> str | None:
     """Why a retraining has nothing to learn from, or None: no production rows were added
-    and ``main`` is where the champion was trained."""
-    if fold["production_rows"] or champion_commit is None:
-        return None
-    if fold["commit_id"] != champion_commit:
+    and training on ``main`` would repeat the champion (``unchanged``: why, as
+    ``training.unchanged_since_champion`` says; None when main, the spec or the code moved)."""
+    if fold["production_rows"] or not unchanged:
         return None
     why = fold.get("note") or "no new labelled production rows"
-    return (
-        f"nothing new to learn from: {why}, and lakeFS main is still at the champion's "
-        f"commit {champion_commit[:12]}"
-    )
+    return f"nothing new to learn from: {why}; {unchanged}"
 
 
 def fold_in(
@@ -218,10 +214,12 @@ def fold_in(
     next time). ``skipped`` says why there is nothing to retrain on; the outcome is recorded
     on the drift report ``report_id``.
     """
+    from mlops_lib.training import unchanged_since_champion  # heavy: not for the sensor
+
     settings = settings or get_settings()
     spec = project_spec(project, settings)
     fold = _fold_production_rows(spec, run_id, settings)
-    skipped = nothing_new(fold, champion_commit(project, settings))
+    skipped = nothing_new(fold, unchanged_since_champion(spec, fold["commit_id"], settings))
     if skipped:
         fold["skipped"] = skipped
     outcome = f"skipped: {skipped}" if skipped else _retraining_outcome(fold)
@@ -229,8 +227,18 @@ def fold_in(
         outcome += f"; production batch rejected: {fold['rejected']}"
     log.info("%s", outcome)
     if report_id is not None:
-        lineage_store(settings).update_drift_report(report_id, outcome=outcome)
+        _record_outcome(report_id, outcome, release=bool(skipped), settings=settings)
     return fold
+
+
+def _record_outcome(report_id: int, outcome: str, *, release: bool, settings: Settings) -> None:
+    """The outcome on the drift report; a skipped run also gives its claim back, so the
+    drift stays pending (and no cooldown starts) until there is something to learn from."""
+    store = lineage_store(settings)
+    if release:
+        store.update_drift_report(report_id, outcome=outcome, handled_by="", handled_at=None)
+    else:
+        store.update_drift_report(report_id, outcome=outcome)
 
 
 def _retraining_outcome(fold: FoldIn) -> str:
@@ -263,6 +271,7 @@ def _fold_production_rows(spec: ProjectSpec, run_id: str, settings: Settings) ->
         source=f"prediction log labelled by {', '.join(files)}",
         partition=layout.production_partition(project, newest),
         frame=batch,
+        provenance=True,
         settings=settings,
     )
     try:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from mlops_lib import layout
 from mlops_lib import versioning as vc
+from mlops_lib.layout import REQUEST_ID
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec
 
@@ -63,6 +64,7 @@ def trainable(spec: ProjectSpec, commit: str, settings: Settings | None = None) 
 def split(df: pd.DataFrame, spec: ProjectSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train/holdout split, fixed for given data: by time when the spec has an event time,
     else stratified (classification) or random, seeded."""
+    import pandas as pd  # heavy: kept out of CLI start-up
     from sklearn.model_selection import train_test_split  # heavy: kept out of CLI start-up
 
     df = df[df[spec.target.column].notna()]
@@ -71,8 +73,15 @@ def split(df: pd.DataFrame, spec: ProjectSpec) -> tuple[pd.DataFrame, pd.DataFra
         df = df.sort_values(order, kind="mergesort").reset_index(drop=True)
     frac = spec.training.holdout_fraction
     if spec.schema.event_time:
-        cut = round(len(df) * (1 - frac))
-        train, holdout = df.iloc[:cut], df.iloc[cut:]
+        # Production rows folded in by continuous training are split on their own: the
+        # newest of them are held out, the others are trained on, whatever their times
+        # against the batches' (served times may all be newer than every batch).
+        parts = [df]
+        if REQUEST_ID in df.columns and df[REQUEST_ID].notna().any():
+            parts = [df[df[REQUEST_ID].isna()], df[df[REQUEST_ID].notna()]]
+        cuts = [round(len(part) * (1 - frac)) for part in parts]
+        train = pd.concat([part.iloc[:cut] for part, cut in zip(parts, cuts, strict=True)])
+        holdout = pd.concat([part.iloc[cut:] for part, cut in zip(parts, cuts, strict=True)])
     else:
         stratify = df[spec.target.column] if spec.target.task == "classification" else None
         train, holdout = train_test_split(

@@ -137,6 +137,7 @@ def land_batch(
     source: str | None = None,
     partition: str | None = None,
     frame: pd.DataFrame | None = None,
+    provenance: bool = False,
     settings: Settings | None = None,
     now: datetime | None = None,
 ) -> LandedBatch:
@@ -145,7 +146,8 @@ def land_batch(
     Writes the data as Parquet under ``datasets/<project>/date=<day>/`` (or ``partition``),
     replacing that partition, the validation report and the whylogs profile beside it, and
     commits with metadata. Returns the commit id and the verdict; never touches main.
-    ``frame``: a batch already in memory (``source`` then only says where it came from).
+    ``frame``: a batch already in memory (``source`` then only says where it came from);
+    ``provenance``: production rows with their request id and row columns.
     """
     settings = settings or get_settings()
     project = spec.name
@@ -154,7 +156,7 @@ def land_batch(
     part = partition or layout.partition_prefix(project, day)
     df, origin, read_error = _read_batch(spec, source, frame, settings)
     timer.lap("read")
-    report = _check(spec, df, read_error, now, settings)
+    report = _check(spec, df, read_error, now, settings, provenance)
     timer.lap("validate")
     df = _write_partition(spec, branch, part, df, report, run_id, settings, timer)
     metadata = {
@@ -213,6 +215,7 @@ def _check(
     read_error: str | None,
     now: datetime | None,
     settings: Settings,
+    provenance: bool = False,
 ) -> QualityReport:
     """The quality gate's report on a batch (every violation logged)."""
     if read_error:
@@ -225,7 +228,7 @@ def _check(
         )
     else:
         previous = _previous_profile(spec.name, settings)
-        report = check_batch(df, spec, previous_profile=previous, now=now)
+        report = check_batch(df, spec, previous_profile=previous, now=now, provenance=provenance)
     for v in report.violations:
         (log.error if v.severity == "blocking" else log.warning)("%s", v.line())
     log.info("%s", report.summary())

@@ -42,6 +42,9 @@ LABELS_THROUGH = "labels-through="
 REQUEST_ID = "request_id"
 ROW = "row"
 PROVENANCE_COLUMNS = (REQUEST_ID, ROW)
+# Every column the prediction log adds beside a served row's own: no spec column may be
+# named like one of them.
+LOGGED_COLUMNS = (*PROVENANCE_COLUMNS, "ts", "model_version", "prediction", "score")
 
 _BRANCH_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _WINDOW = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")

@@ -190,6 +190,8 @@ class BatchContext:
     type_checks: dict[str, tuple[bool, pd.Series | None]] = field(default_factory=dict)
     # whylogs profile of the batch, set by the distribution checker when it runs.
     profile: Any = None
+    # Production rows folded in by continuous training carry their provenance columns.
+    provenance: bool = False
 
     def typed_ok(self, name: str | None) -> bool:
         check = self.type_checks.get(name) if name is not None else None
@@ -197,7 +199,11 @@ class BatchContext:
 
 
 def _context(
-    df: pd.DataFrame, spec: ProjectSpec, previous_profile: Any | None, now: datetime
+    df: pd.DataFrame,
+    spec: ProjectSpec,
+    previous_profile: Any | None,
+    now: datetime,
+    provenance: bool = False,
 ) -> BatchContext:
     columns = spec.schema.columns
     present = [c for c in columns if c in df.columns]
@@ -208,6 +214,7 @@ def _context(
         previous_profile=previous_profile,
         present=present,
         type_checks={name: _type_ok(df[name], columns[name].type) for name in present},
+        provenance=provenance,
     )
 
 
@@ -221,7 +228,8 @@ def _check_required_columns(ctx: BatchContext) -> list[Violation]:
         for name in columns
         if name not in ctx.df.columns
     ]
-    extra = [c for c in ctx.df.columns if c not in columns and c not in PROVENANCE_COLUMNS]
+    expected = PROVENANCE_COLUMNS if ctx.provenance else ()
+    extra = [c for c in ctx.df.columns if c not in columns and c not in expected]
     if extra:
         out.append(
             Violation(
@@ -471,9 +479,13 @@ def check_batch(
     *,
     previous_profile: Any | None = None,
     now: datetime | None = None,
+    provenance: bool = False,
 ) -> QualityReport:
-    """Run the schema checks and every rule of the spec; collect all violations."""
-    ctx = _context(df, spec, previous_profile, now or datetime.now(UTC))
+    """Run the schema checks and every rule of the spec; collect all violations.
+
+    ``provenance``: a batch of production rows, whose request id and row columns are
+    expected beside the schema's."""
+    ctx = _context(df, spec, previous_profile, now or datetime.now(UTC), provenance)
     violations: list[Violation] = []
     checked: list[str] = []
     for name, step in SCHEMA_STEPS:

@@ -124,7 +124,7 @@ def decide(
                 continue
             gsign = -1.0 if guard in LOWER_IS_BETTER else 1.0
             regression = gsign * (champion[guard] - challenger[guard])
-            if regression > limit:
+            if round(regression, 9) > limit:
                 problems.append(
                     f"rule guard {guard}: regressed by {regression:.4f} (limit {limit:.4f}): "
                     f"{challenger[guard]:.4f} vs {champion[guard]:.4f}"

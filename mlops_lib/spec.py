@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops_lib.expressions import ExpressionError, parse
-from mlops_lib.layout import PROVENANCE_COLUMNS
+from mlops_lib.layout import LOGGED_COLUMNS
 from mlops_lib.settings import Settings, get_settings
 
 ColumnType = Literal["int", "float", "string", "category", "bool", "datetime"]
@@ -107,11 +107,12 @@ class Schema(_Strict):
     def _refs(self) -> Schema:
         if not self.columns:
             raise ValueError("declare at least one column")
-        reserved = [c for c in PROVENANCE_COLUMNS if c in self.columns]
+        reserved = [c for c in LOGGED_COLUMNS if c in self.columns]
         if reserved:
             raise ValueError(
-                f"column names {reserved} are reserved: production rows keep the request id "
-                f"and row they were served under in them"
+                f"column names {reserved} are reserved: the prediction log keeps the request "
+                f"id, row, time, model version, prediction and score of each served row in "
+                f"{', '.join(LOGGED_COLUMNS)}"
             )
         for field in ("key", "event_time"):
             name = getattr(self, field)

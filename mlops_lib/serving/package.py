@@ -180,9 +180,9 @@ def serve_env(settings: Settings, project: str, probe_token: str | None = None) 
     (its repository only: ``stack.lakefs_users``) when lakeFS runs with its ACL server; a
     stack whose lakeFS predates its ACL server has only the admin key."""
     from mlops_lib.stack.lakefs_users import serving_key  # not for the Bento, which imports us
-    from mlops_lib.stack.manager import ACL, lakefs_auth  # not for the Bento, which imports us
+    from mlops_lib.stack.manager import runs_acl_server  # not for the Bento, which imports us
 
-    if lakefs_auth(settings) == ACL:
+    if runs_acl_server(settings):
         key = serving_key(settings, project)
         lakefs = {
             f"{ENV_PREFIX}LAKEFS_ACCESS_KEY_ID": key["access_key_id"],

@@ -24,7 +24,7 @@ import httpx
 from mlops_lib.layout import repo_name
 from mlops_lib.settings import Settings
 from mlops_lib.stack.credentials import write_private
-from mlops_lib.stack.procs import StackError
+from mlops_lib.stack.procs import StackError, file_lock
 
 USER_PREFIX = "serving-"
 # What the prediction log does in its own repository: find it and its `monitoring` branch
@@ -74,34 +74,43 @@ def _works(settings: Settings, key: LakeFSKey) -> bool:
 
 def serving_key(settings: Settings, project: str) -> LakeFSKey:
     """The lakeFS key of a project's deployments; the user, its group and policy and the key
-    are made on first use (and again when the stored key stopped working)."""
-    stored = _stored(settings)
-    key = stored.get(project)
-    if key and _works(settings, key):
-        return key
-    key = _make_user(settings, project)
-    write_private(keys_file(settings), json.dumps(stored | {project: key}, indent=2) + "\n")
-    return key
+    are made on first use (and again, replacing the old key, when it stopped working).
+    Deploys of several projects at once take turns on the keys file."""
+    with file_lock(keys_file(settings).with_suffix(".lock")):
+        stored = _stored(settings)
+        key = stored.get(project)
+        if key and _works(settings, key):
+            return key
+        new = _make_user(settings, project, stale=key)
+        write_private(keys_file(settings), json.dumps(stored | {project: new}, indent=2) + "\n")
+    return new
 
 
-def _make_user(settings: Settings, project: str) -> LakeFSKey:
-    """User, group, policy and a new key, through the ACL server's API (idempotent)."""
+def _make_user(settings: Settings, project: str, stale: LakeFSKey | None) -> LakeFSKey:
+    """User, group, its policy (brought up to date) and a new key, through the ACL server's
+    API; a stale key of the user is deleted."""
     user = serving_user(project)
     policy = serving_policy(project)
     base = f"http://{settings.host}:{settings.lakefs_acl_port}/api/v1/auth"
     with httpx.Client(base_url=base, timeout=30, trust_env=False) as acl:
-        steps = [
-            ("create user", acl.post("/users", json={"username": user})),
-            ("create group", acl.post("/groups", json={"id": user})),
-            ("create policy", acl.post("/policies", json=policy)),
-            ("attach policy", acl.put(f"/groups/{user}/policies/{policy['name']}")),
-            ("add member", acl.put(f"/groups/{user}/members/{user}")),
-        ]
-        for what, resp in steps:
-            if not resp.is_success and resp.status_code != 409:  # 409: made before
-                raise StackError(f"lakeFS ACL server refused to {what} for {user!r}: {resp.text}")
-        made = acl.post(f"/users/{user}/credentials")
-        if not made.is_success:
-            raise StackError(f"lakeFS ACL server made no key for {user!r}: {made.text}")
-    body = made.json()
+        _ok(acl.post("/users", json={"username": user}), f"create user {user!r}")
+        _ok(acl.post("/groups", json={"id": user}), f"create group {user!r}")
+        made = acl.post("/policies", json=policy)
+        if made.status_code == 409:
+            made = acl.put(f"/policies/{policy['name']}", json=policy)
+        _ok(made, f"write policy {policy['name']!r}")
+        _ok(acl.put(f"/groups/{user}/policies/{policy['name']}"), "attach the policy")
+        _ok(acl.put(f"/groups/{user}/members/{user}"), f"add {user!r} to its group")
+        if stale:
+            acl.delete(f"/users/{user}/credentials/{stale['access_key_id']}")
+        key = acl.post(f"/users/{user}/credentials")
+        _ok(key, f"make a key for {user!r}", conflict_ok=False)
+    body = key.json()
     return {"access_key_id": body["access_key_id"], "secret_access_key": body["secret_access_key"]}
+
+
+def _ok(resp: httpx.Response, what: str, *, conflict_ok: bool = True) -> None:
+    """Raise unless the ACL server did it (409: it was done before)."""
+    if resp.is_success or (conflict_ok and resp.status_code == 409):
+        return
+    raise StackError(f"lakeFS ACL server refused to {what}: {resp.status_code} {resp.text}")

@@ -218,6 +218,13 @@ def lakefs_auth(settings: Settings) -> str:
     return BASIC if metadata.is_dir() and any(metadata.iterdir()) else ACL
 
 
+def runs_acl_server(settings: Settings) -> bool:
+    """True when this stack was brought up with lakeFS's ACL server (so deployments get
+    users of their own); False elsewhere, e.g. in docker-compose, where lakeFS has its admin
+    user only and no stack state is recorded."""
+    return read_state(settings).get("lakefs_auth") == ACL
+
+
 def _acl_url(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.lakefs_acl_port}"
 

@@ -24,7 +24,7 @@ from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 from mlops_lib.tracking import connect as connect_mlflow
 
-from .conftest import CT_PROJECTS, approve_champion, mlops_cli, register_model
+from .conftest import CT_PROJECTS, mlops_cli
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +45,12 @@ def keyed(frame: pd.DataFrame, key_type: str, offset: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def champions(stack: Settings, tmp_path_factory) -> dict[str, dict]:
-    """Per key type: a clean batch on main and a champion trained on it."""
-    from sklearn.linear_model import LogisticRegression
-
-    from mlops_lib.features import build_pipeline, model_input
+    """Per key type: a clean batch on main and a champion trained on it, as the train DAG
+    makes one (train, gate, promote)."""
     from mlops_lib.ingest import ingest_now
+    from mlops_lib.registry import evaluate_gate, promote
     from mlops_lib.spec import project_spec
+    from mlops_lib.training import train
 
     airflow = AirflowClient.from_settings(stack)
     out = {}
@@ -59,15 +59,13 @@ def champions(stack: Settings, tmp_path_factory) -> dict[str, dict]:
         batch = keyed(demo_data.generate("clean", rows=3000, seed=701), key_type, 0)
         folder = tmp_path_factory.mktemp(f"ct-{key_type}")
         source = demo_data.write(batch, folder / "b.parquet")
-        published = ingest_now(project, source=str(source), settings=stack)
-        model = build_pipeline(spec, LogisticRegression(max_iter=500))
-        model.fit(model_input(batch, spec), batch["churned"])
-        version, _ = register_model(
-            stack, project, model, tags={"lakefs_commit": published["commit_id"]}
-        )
-        approve_champion(stack, project, version)
+        commit = ingest_now(project, source=str(source), settings=stack)["commit_id"]
+        trained = train(project, commit, dag_id="ct-test", run_id=project, settings=stack)
+        decision = evaluate_gate(project, trained["version"], commit, settings=stack)
+        assert decision["decision"] == "promote", decision
+        promote(project, trained["version"], stack)
         airflow.prepare(f"{project}__continuous_training", timeout=180)
-        out[key_type] = {"spec": spec, "version": version, "commit": published["commit_id"]}
+        out[key_type] = {"spec": spec, "version": trained["version"], "commit": commit}
     return out
 
 

@@ -24,11 +24,13 @@ def registered(stack: Settings) -> dict:
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
+    from mlops_lib import versioning as vc
     from mlops_lib.features import build_pipeline, model_input
     from mlops_lib.spec import project_spec
     from mlops_lib.training import pip_requirements, trusted_types
 
     spec = project_spec(PROJECT, stack)
+    vc.repository(PROJECT, stack)  # a served project has its repository (the log goes there)
     df = demo_data.generate("clean", rows=5000, seed=401)
     model = build_pipeline(spec, LogisticRegression(max_iter=1000))
     model.fit(model_input(df, spec), df["churned"])

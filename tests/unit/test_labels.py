@@ -142,7 +142,7 @@ def test_production_rows_keep_their_own_key_and_pass_the_gate(spec, key_type: st
     # The spec's rules but the batch size and the distribution (six rows).
     rules = [r for r in keyed.rules if r.rule not in ("min_rows", "distribution")]
     assert any(r.rule == "unique_key" for r in rules)
-    report = check_batch(batch, keyed.model_copy(update={"rules": rules}))
+    report = check_batch(batch, keyed.model_copy(update={"rules": rules}), provenance=True)
     assert [v for v in report.violations if v.severity == "blocking"] == []
     assert not [v for v in report.violations if "unexpected columns" in v.message]
 
@@ -167,15 +167,15 @@ def test_production_rows_of_a_spec_without_a_key_are_all_kept(spec) -> None:
     assert batch["request_id"].tolist() == ["r1", "r1", "r2", "r3", "r3", "r4"]
 
 
-def test_nothing_new_skips_only_when_no_rows_came_and_main_did_not_move() -> None:
+def test_nothing_new_skips_only_when_no_rows_came_and_training_would_repeat_the_champion() -> None:
     from mlops_lib.continuous_training import nothing_new
 
     none = {"commit_id": "c" * 64, "production_rows": 0, "note": "no new labels"}
-    reason = nothing_new(none, "c" * 64)
-    assert reason and "no new labels" in reason and "cccccccccccc" in reason
-    assert nothing_new(none, "d" * 64) is None  # main moved: there is new data
-    assert nothing_new(none, None) is None  # no champion yet
-    assert nothing_new({"commit_id": "c" * 64, "production_rows": 40}, "c" * 64) is None
+    same = "churn v3 (@champion) was trained on lakeFS churn@cccccccccccc with the same spec"
+    reason = nothing_new(none, same)
+    assert reason == f"nothing new to learn from: no new labels; {same}"
+    assert nothing_new(none, None) is None  # main, the spec or the code moved
+    assert nothing_new({"commit_id": "c" * 64, "production_rows": 40}, same) is None
 
 
 def test_stamps_sort_labels_files_and_production_partitions() -> None:

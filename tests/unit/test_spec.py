@@ -93,3 +93,12 @@ def test_discover_keeps_good_specs_next_to_broken_ones(tmp_path: Path) -> None:
     specs, errors = discover(tmp_path)
     assert list(specs) == ["churn"]
     assert list(errors) == [str(tmp_path / "broken.yaml")]
+
+
+@pytest.mark.parametrize("name", ["request_id", "row", "ts", "score"])
+def test_column_names_the_prediction_log_uses_are_refused(name: str) -> None:
+    data = churn()
+    data["schema"]["columns"][name] = {"type": "float"}
+    with pytest.raises(SpecError) as err:
+        parse_spec(data)
+    assert f"column names ['{name}'] are reserved" in str(err.value)

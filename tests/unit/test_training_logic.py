@@ -32,6 +32,23 @@ def test_time_split_is_fixed_and_puts_the_newest_rows_in_the_holdout(spec) -> No
     assert len(holdout) == 800
 
 
+def test_production_rows_are_split_on_their_own_so_training_learns_from_them(spec) -> None:
+    import pandas as pd
+
+    batch = demo_data.generate("clean", rows=1000)
+    served = demo_data.generate("drifted", rows=200, seed=9)
+    # Served after every batch's event time (no event time sent: the served time stands in).
+    served["event_time"] = pd.Timestamp("2030-01-01", tz="UTC") + pd.to_timedelta(
+        range(200), unit="s"
+    )
+    served["request_id"], served["row"] = "r1", range(200)
+    train, holdout = split(pd.concat([batch, served], ignore_index=True), spec)
+    trained, held = train[train["request_id"].notna()], holdout[holdout["request_id"].notna()]
+    assert (len(trained), len(held)) == (160, 40)
+    assert held["event_time"].min() > trained["event_time"].max()
+    assert len(train) == 960 and len(holdout) == 240
+
+
 def test_pipeline_derives_encodes_and_tolerates_unseen_categories(spec) -> None:
     from sklearn.linear_model import LogisticRegression
 
