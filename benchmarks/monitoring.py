@@ -13,7 +13,10 @@ time to score drift of one merged profile against a reference. No services neede
 ``--loop`` starts a throw-away stack (own folder, free ports), plays the demo scenario on it
 through the real scheduler and prints the time of each stage from the first drifted request
 to the new champion serving, against the peer measured in the same run: the first
-champion's path from ingesting its batch to serving it.
+champion's path from ingesting its batch to serving it. Then what the retraining bought: the
+old champion's live metric on the labelled drifted traffic (the fired drift report) against
+the new champion's on fresh drifted traffic served through the same endpoint and labelled
+the same way.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ def loop() -> None:
     console = Console()
     try:
         result = run_demo(settings, console=console)
+        if result.ok:
+            retraining_effect(settings)
     finally:
         platform_stack.down(settings, log=lambda *_: None)
         shutil.rmtree(folder, ignore_errors=True)
@@ -91,6 +96,40 @@ def loop() -> None:
     first = sum(times[s] for s in FIRST_CHAMPION)
     print(f"peer: first champion, ingest to serving       {first:7.1f} s")
     print(f"ratio drift-to-new-champion / first champion: {total / first:.2f}x")
+
+
+def retraining_effect(settings) -> None:
+    """The champion's live metric before the drift episode and the new champion's after."""
+    from mlops_lib.demo import DEMO_PROJECT
+    from mlops_lib.labels import REQUEST_ID, ROW, read_predictions, wait_logged
+    from mlops_lib.lineage import lineage_store
+    from mlops_lib.metrics import live_metric
+    from mlops_lib.spec import project_spec
+    from mlops_lib.traffic import send
+
+    spec = project_spec(DEMO_PROJECT, settings)
+    fired = [
+        r
+        for r in lineage_store(settings).drift_reports(DEMO_PROJECT)
+        if r["fired"] and r["live_metric"] is not None
+    ]
+    frame = demo_data.generate("drifted", rows=4000, seed=99)
+    url = f"{settings.serving_base_url}/{DEMO_PROJECT}/predict"
+    out = send(url, frame, spec.features + spec.identity, spec.target.column)
+    wait_logged(DEMO_PROJECT, set(out.labels[REQUEST_ID]), settings, timeout=120)
+    served = read_predictions(DEMO_PROJECT, settings).drop(columns=[spec.target.column])
+    after = live_metric(spec, served.merge(out.labels, on=[REQUEST_ID, ROW]))
+    before = fired[-1]
+    metric = after["metric"]
+    print("\nwhat the retraining bought (live metric on labelled drifted traffic):")
+    print(
+        f"  champion v{before['model_version']} before: {metric} {before['live_metric']:.4f}"
+        f" ({before['labelled_rows']} rows, drift report #{before['id']})"
+    )
+    print(
+        f"  new champion v{', v'.join(sorted(out.versions))} after: {metric} "
+        f"{after['value']:.4f} ({after['rows']} fresh rows)"
+    )
 
 
 def main() -> None:
