@@ -400,7 +400,8 @@ def lineage(project_name: str, version: int | None, as_json: bool) -> None:
     chained = {link["model_version"]["version"] for link in chain}
     for r in reports:
         if r["model_version"] not in chained:
-            console.print(f"  v{r['model_version']}  " + _drift_line(r).strip(), markup=False)
+            line = f"  v{r['model_version']}  " + _drift_line(r).strip()
+            console.print(line, markup=False, soft_wrap=True)
 
 
 def _print_link(link: dict, deployments: list[dict], reports: list[dict]) -> None:
@@ -430,7 +431,7 @@ def _print_link(link: dict, deployments: list[dict], reports: list[dict]) -> Non
             )
     for r in reports:
         if r["model_version"] == mv["version"]:
-            console.print(_drift_line(r), markup=False)
+            console.print(_drift_line(r), markup=False, soft_wrap=True)
 
 
 def _drift_line(r: dict) -> str:

@@ -158,6 +158,8 @@ def test_retraining_learns_from_production_rows_under_their_own_keys(
     outcome = drift_report(stack, report_id)["outcome"]
     assert f"with {len(drifted)} labelled production rows folded in" in outcome, outcome
     assert drift_report(stack, report_id)["handled_by"] == run_id
+    reason = model_version_tags(project, newest, stack)["gate_reason"]
+    assert "on the production slice" in reason, reason
 
 
 def test_a_retraining_with_nothing_new_ends_skipped_with_its_reason(
@@ -178,8 +180,8 @@ def test_a_retraining_with_nothing_new_ends_skipped_with_its_reason(
     assert "nothing new to learn from" in log
     outcome = drift_report(stack, report_id)["outcome"]
     assert outcome.startswith("skipped: nothing new to learn from"), outcome
-    lineage = mlops_cli(stack, "lineage", project)
-    assert "skipped: nothing new to learn from" in lineage.stdout, lineage.stdout
+    lineage = " ".join(mlops_cli(stack, "lineage", project).stdout.split())
+    assert "skipped: nothing new to learn from" in lineage, lineage
     assert versions(stack, project) == before
 
 
@@ -204,6 +206,7 @@ def test_a_rejected_production_batch_is_alerted_and_shown(
     assert mine[0]["report"].startswith("lakefs://") and "_validation.json" in mine[0]["report"]
     outcome = drift_report(stack, report_id)["outcome"]
     assert f"production batch rejected: {mine[0]['report']}" in outcome, outcome
+    assert mine[0]["report"] in mlops_cli(stack, "lineage", project).stdout.replace("\n", " ")
     airflow = AirflowClient.from_settings(stack)
     log = airflow.task_log_tail(f"{project}__continuous_training", run_id, "resolve_data", 1)
     assert "MLOps alert:" in log and "event_time_not_in_future" in log

@@ -318,6 +318,8 @@ def test_drift_episode_starts_one_retraining(stack: Settings, world: dict, episo
     assert dataset["rows"] == 12000 and "production" in dataset["partition"], dataset
     assert newest.tags["lakefs_commit"] == dataset["commit_id"]
     assert newest.tags["gate_decision"] in ("promote", "reject")
+    # Judged on what production saw: the holdout's labelled production rows decide.
+    assert "on the production slice" in newest.tags["gate_reason"], newest.tags["gate_reason"]
     # A win is served by the deploy DAG (champion asset); a loss leaves the champion serving.
     assert served_version(stack, world) == episode["serving"]
 
