@@ -201,6 +201,8 @@ def drift_report_html(project: str, report_id: int, settings: Settings | None = 
     if row is None or row["project"] != project:
         raise KeyError(f"{project} has no drift report {report_id}")
     uri = row["lakefs_uri"]  # lakefs://<repo>/<commit>/<path>
+    if not uri:
+        raise KeyError(f"drift report {report_id} of {project} has no page stored in lakeFS")
     _, _, rest = uri.partition("lakefs://")
     _repo, ref, path = rest.split("/", 2)
     return vc.read(project, ref, path, settings).decode()

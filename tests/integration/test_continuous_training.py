@@ -24,7 +24,7 @@ from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 from mlops_lib.tracking import connect as connect_mlflow
 
-from .conftest import CT_PROJECTS, mlops_cli
+from .conftest import CT_PROJECTS, approve_champion, mlops_cli, register_model
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +45,12 @@ def keyed(frame: pd.DataFrame, key_type: str, offset: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def champions(stack: Settings, tmp_path_factory) -> dict[str, dict]:
-    """Per key type: a clean batch on main and a champion trained on it, as the train DAG
-    makes one (train, gate, promote)."""
+    """Per key type: a clean batch on main and a champion trained on it. The string-keyed
+    project's champion comes from the platform's training (train, gate, promote: what
+    "training again would repeat it" compares with); the others' are fitted here."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_lib.features import build_pipeline, model_input
     from mlops_lib.ingest import ingest_now
     from mlops_lib.registry import evaluate_gate, promote
     from mlops_lib.spec import project_spec
@@ -60,12 +64,20 @@ def champions(stack: Settings, tmp_path_factory) -> dict[str, dict]:
         folder = tmp_path_factory.mktemp(f"ct-{key_type}")
         source = demo_data.write(batch, folder / "b.parquet")
         commit = ingest_now(project, source=str(source), settings=stack)["commit_id"]
-        trained = train(project, commit, dag_id="ct-test", run_id=project, settings=stack)
-        decision = evaluate_gate(project, trained["version"], commit, settings=stack)
-        assert decision["decision"] == "promote", decision
-        promote(project, trained["version"], stack)
+        if key_type == "string":
+            version = train(project, commit, dag_id="ct-test", run_id=project, settings=stack)[
+                "version"
+            ]
+            decision = evaluate_gate(project, version, commit, settings=stack)
+            assert decision["decision"] == "promote", decision
+            promote(project, version, stack)
+        else:
+            model = build_pipeline(spec, LogisticRegression(max_iter=500))
+            model.fit(model_input(batch, spec), batch["churned"])
+            version, _ = register_model(stack, project, model, tags={"lakefs_commit": commit})
+            approve_champion(stack, project, version)
         airflow.prepare(f"{project}__continuous_training", timeout=180)
-        out[key_type] = {"spec": spec, "version": trained["version"], "commit": commit}
+        out[key_type] = {"spec": spec, "version": version, "commit": commit}
     return out
 
 
