@@ -23,11 +23,15 @@ class StackError(RuntimeError):
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes (and threads), held while the block runs."""
+    """An exclusive lock between processes (and threads), held while the block runs (the
+    lock file is private, as every file of the stack)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
 
 
 def port_in_use(host: str, port: int) -> bool:

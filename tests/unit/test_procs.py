@@ -100,3 +100,18 @@ def test_stop_also_ends_children_that_left_the_process_group(tmp_path: Path) -> 
     assert proc.stop(timeout=5) == "stopped"
     time.sleep(0.5)
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+
+
+def test_a_file_lock_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from mlops_lib.stack.procs import file_lock
+
+    old = os.umask(0o022)
+    try:
+        with file_lock(tmp_path / "keys.lock"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "keys.lock").stat().st_mode) == 0o600
