@@ -117,7 +117,9 @@ def retraining_effect(settings) -> None:
     url = f"{settings.serving_base_url}/{DEMO_PROJECT}/predict"
     out = send(url, frame, spec.features + spec.identity, spec.target.column)
     wait_logged(DEMO_PROJECT, set(out.labels[REQUEST_ID]), settings, timeout=120)
-    served = read_predictions(DEMO_PROJECT, settings).drop(columns=[spec.target.column])
+    served = read_predictions(DEMO_PROJECT, settings).drop(
+        columns=[spec.target.column], errors="ignore"
+    )
     after = live_metric(spec, served.merge(out.labels, on=[REQUEST_ID, ROW]))
     before = fired[-1]
     metric = after["metric"]
