@@ -104,9 +104,11 @@ def retraining_effect(settings) -> None:
     from mlops_lib.labels import REQUEST_ID, ROW, read_predictions, wait_logged
     from mlops_lib.lineage import lineage_store
     from mlops_lib.metrics import live_metric
+    from mlops_lib.settings import reload_settings
     from mlops_lib.spec import project_spec
     from mlops_lib.traffic import send
 
+    settings = reload_settings(settings)  # with the credentials the stack generated
     spec = project_spec(DEMO_PROJECT, settings)
     fired = [
         r
@@ -116,7 +118,9 @@ def retraining_effect(settings) -> None:
     frame = demo_data.generate("drifted", rows=4000, seed=99)
     url = f"{settings.serving_base_url}/{DEMO_PROJECT}/predict"
     out = send(url, frame, spec.features + spec.identity, spec.target.column)
-    wait_logged(DEMO_PROJECT, set(out.labels[REQUEST_ID]), settings, timeout=120)
+    missing = wait_logged(DEMO_PROJECT, set(out.labels[REQUEST_ID]), settings, timeout=120)
+    if missing:
+        raise SystemExit(f"{missing} answered requests never reached the prediction log")
     served = read_predictions(DEMO_PROJECT, settings).drop(
         columns=[spec.target.column], errors="ignore"
     )
@@ -128,9 +132,10 @@ def retraining_effect(settings) -> None:
         f"  champion v{before['model_version']} before: {metric} {before['live_metric']:.4f}"
         f" ({before['labelled_rows']} rows, drift report #{before['id']})"
     )
+    value = f"{after['value']:.4f}" if after["value"] is not None else after.get("note")
     print(
-        f"  new champion v{', v'.join(sorted(out.versions))} after: {metric} "
-        f"{after['value']:.4f} ({after['rows']} fresh rows)"
+        f"  new champion v{', v'.join(sorted(out.versions))} after: {metric} {value} "
+        f"({after['rows']} fresh rows)"
     )
 
 
