@@ -45,6 +45,7 @@ def test_page_links_versions_commits_reports_and_escapes() -> None:
                 "drifted_features": ["tenure_months"],
                 "live_metric": 0.61,
                 "handled_by": "asset_triggered__x",
+                "outcome": "skipped: nothing new to learn from: <no new labels>",
                 "created_at": "2026-11-27T10:00:00",
             }
         ],
@@ -58,3 +59,5 @@ def test_page_links_versions_commits_reports_and_escapes() -> None:
     assert "drift report 7" in html
     assert "&lt;better&gt;" in html and "<better>" not in html
     assert "roc_auc 0.812" in html
+    # What the retraining did with the report, escaped.
+    assert "skipped: nothing new to learn from: &lt;no new labels&gt;" in html
