@@ -46,6 +46,16 @@ def alias_version(stack: Settings, alias: str) -> str | None:
         return None
 
 
+def train_on_event(airflow: AirflowClient, commit: str) -> tuple[str, str]:
+    """The train run a dataset asset event naming ``commit`` starts: (run id, final state)."""
+    from datetime import UTC, datetime
+
+    since = datetime.now(UTC).isoformat()
+    airflow.emit_asset_event(f"{PROJECT}_dataset", {"commit_id": commit})
+    run_id = airflow.wait_for_asset_run(TRAIN, since=since, timeout=300)
+    return run_id, airflow.follow(TRAIN, run_id, timeout=600)
+
+
 def move_main(stack: Settings) -> str:
     """A new commit on main that leaves the dataset as it is (a note beside it)."""
     branch = f"note-{time.time_ns()}"
@@ -179,17 +189,13 @@ def test_losing_challenger_leaves_champion_and_records_why(
 def test_training_again_on_the_champions_commit_registers_nothing(
     stack: Settings, airflow: AirflowClient, auto_run: dict
 ) -> None:
-    from datetime import UTC, datetime
-
     from mlops_lib.registry import champion_commit
 
     commit = champion_commit(PROJECT, stack)
     assert commit
     before = len(versions_of(stack, PROJECT))
-    since = datetime.now(UTC).isoformat()
-    airflow.emit_asset_event(f"{PROJECT}_dataset", {"commit_id": commit})
-    run_id = airflow.wait_for_asset_run(TRAIN, since=since, timeout=300)
-    assert airflow.follow(TRAIN, run_id, timeout=600) == "success"
+    run_id, state = train_on_event(airflow, commit)
+    assert state == "success"
     states = airflow.task_states(TRAIN, run_id)
     assert states["train"] == "skipped" and states["gate"] == "skipped", states
     log = airflow.task_log_tail(TRAIN, run_id, "train", 1, lines=60)
@@ -267,17 +273,13 @@ def test_untrainable_data_fails_naming_the_cause(stack: Settings, fault: str, me
 def test_asset_event_naming_a_commit_off_main_is_refused_without_training(
     stack: Settings, airflow: AirflowClient, auto_run: dict
 ) -> None:
-    from datetime import UTC, datetime
-
     branch = f"unpublished-{time.time_ns()}"
     vc.fresh_branch(PROJECT, branch, settings=stack)
     vc.upload(PROJECT, branch, f"datasets/{PROJECT}/date=2026-01-02/x.txt", b"x", settings=stack)
     off_main = vc.commit(PROJECT, branch, "never published", {}, stack)
     before = len(versions_of(stack, PROJECT))
-    since = datetime.now(UTC).isoformat()
-    airflow.emit_asset_event(f"{PROJECT}_dataset", {"commit_id": off_main})
-    run_id = airflow.wait_for_asset_run(TRAIN, since=since, timeout=300)
-    assert airflow.follow(TRAIN, run_id, timeout=600) == "failed"
+    run_id, state = train_on_event(airflow, off_main)
+    assert state == "failed"
     states = airflow.task_states(TRAIN, run_id)
     assert states["resolve_data"] == "failed" and states["train"] in ("upstream_failed", "none")
     log = airflow.task_log_tail(TRAIN, run_id, "resolve_data", 1, lines=60)
