@@ -56,6 +56,20 @@ def train_on_event(airflow: AirflowClient, commit: str) -> tuple[str, str]:
     return run_id, airflow.follow(TRAIN, run_id, timeout=600)
 
 
+def train_again(stack: Settings, auto_run: dict, dag_id: str):
+    """Train once more on the auto run's commit (the champion's: allowed on purpose)."""
+    from mlops_lib.training import train
+
+    return train(
+        PROJECT,
+        auto_run["commit"],
+        dag_id=dag_id,
+        run_id=f"{dag_id}-{time.time_ns()}",
+        retrain_unchanged=True,
+        settings=stack,
+    )
+
+
 def move_main(stack: Settings) -> str:
     """A new commit on main that leaves the dataset as it is (a note beside it)."""
     branch = f"note-{time.time_ns()}"
@@ -211,16 +225,8 @@ def test_retraining_same_commit_reproduces_metrics_and_predictions(
 
     from mlops_lib.datasets import holdout
     from mlops_lib.spec import project_spec
-    from mlops_lib.training import train
 
-    again = train(
-        PROJECT,
-        auto_run["commit"],
-        dag_id="repro",
-        run_id=f"r{time.time_ns()}",
-        retrain_unchanged=True,
-        settings=stack,
-    )
+    again = train_again(stack, auto_run, "repro")
     assert again["holdout_metrics"] == auto_run["trained"]["holdout_metrics"]
     mlflow.set_tracking_uri(stack.mlflow_url)
     X = holdout(project_spec(PROJECT, stack), auto_run["commit"], stack).X
@@ -333,16 +339,8 @@ def test_manual_approval_promotes_and_announces_the_champion(
     import json
 
     from mlops_lib.lineage import lineage_store
-    from mlops_lib.training import train
 
-    held = train(
-        PROJECT,
-        auto_run["commit"],
-        dag_id="approval",
-        run_id=f"a{time.time_ns()}",
-        retrain_unchanged=True,
-        settings=stack,
-    )
+    held = train_again(stack, auto_run, "approval")
     version = str(held["version"])
     client = mlflow_client(stack)
     # Not held by the gate: approval is refused and nothing moves.
