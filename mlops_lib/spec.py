@@ -23,6 +23,18 @@ from mlops_lib.settings import Settings, get_settings
 ColumnType = Literal["int", "float", "string", "category", "bool", "datetime"]
 Severity = Literal["blocking", "warning"]
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+# The metrics a target's task can be trained, gated and monitored on. ``f1`` is the positive
+# class's F1 on a binary target and macro F1 on a multiclass one; ``roc_auc`` is one-vs-rest
+# macro ROC AUC on a multiclass target.
+METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("roc_auc", "accuracy", "balanced_accuracy", "f1", "f1_macro", "log_loss"),
+    "regression": ("rmse", "mae", "r2"),
+}
+DEFAULT_METRIC = {"classification": "roc_auc", "regression": "rmse"}
+# Model inputs a datetime feature can give (``parts`` of a datetime column).
+DatetimePart = Literal["year", "month", "day", "day_of_year", "weekday", "hour"]
+# Datetime formats besides strptime patterns: seconds or milliseconds since the epoch.
+EPOCH_FORMATS = ("epoch_s", "epoch_ms")
 
 
 class SpecError(ValueError):
@@ -88,6 +100,18 @@ class Column(_Strict):
     max: float | None = None
     allowed: list[str | int | bool] | None = None
     description: str = ""
+    format: str | None = Field(
+        default=None,
+        description=(
+            "datetime only: how the values are written, a strptime pattern such as "
+            "'%Y/%m/%d' or '%d.%m.%Y', or 'epoch_s' / 'epoch_ms'; default: ISO 8601 and "
+            "other unambiguous forms"
+        ),
+    )
+    parts: list[DatetimePart] = Field(
+        default_factory=list,
+        description="datetime features only: the model inputs taken from it (e.g. weekday).",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> Column:
@@ -95,6 +119,13 @@ class Column(_Strict):
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
             raise ValueError(f"min/max need a numeric type, not {self.type}")
+        if (self.format is not None or self.parts) and self.type != "datetime":
+            raise ValueError(f"format and parts need type datetime, not {self.type}")
+        if self.format is not None and self.format not in EPOCH_FORMATS and "%" not in self.format:
+            raise ValueError(
+                f"format {self.format!r} is neither a strptime pattern (e.g. '%d.%m.%Y') nor "
+                f"one of {list(EPOCH_FORMATS)}"
+            )
         return self
 
 
@@ -183,7 +214,10 @@ class Budget(_Strict):
 
 
 class Training(_Strict):
-    metric: str = "roc_auc"
+    metric: str = Field(
+        default="",
+        description="One of METRICS[target.task]; default roc_auc (classification), rmse.",
+    )
     budget: Budget = Budget()
     cv_folds: int = Field(default=3, ge=2, le=10)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
@@ -273,6 +307,7 @@ class ProjectSpec(_Strict):
         cols = self.schema_.columns
         if self.target.column not in cols:
             raise ValueError(f"target column {self.target.column!r} is not in schema.columns")
+        self._check_task(cols[self.target.column])
         for rule in self.rules:
             names = getattr(rule, "columns", None) or []
             unknown = [c for c in names if c not in cols]
@@ -283,6 +318,27 @@ class ProjectSpec(_Strict):
             if rule.rule == "event_time_not_in_future" and not self.schema_.event_time:
                 raise ValueError("rule event_time_not_in_future needs schema.event_time")
         return self
+
+    def _check_task(self, target: Column) -> None:
+        task = self.target.task
+        if not self.training.metric:  # frozen model: the task's default is filled in once
+            training = self.training.model_copy(update={"metric": DEFAULT_METRIC[task]})
+            object.__setattr__(self, "training", training)
+        if self.training.metric not in METRICS[task]:
+            raise ValueError(
+                f"training.metric {self.training.metric!r} does not fit a {task} target; "
+                f"choose one of {list(METRICS[task])}"
+            )
+        if task == "regression" and target.type not in ("int", "float"):
+            raise ValueError(
+                f"a regression target must be numeric (int or float), not {target.type}"
+            )
+        if task == "regression" and self.target.positive_class is not None:
+            raise ValueError("target.positive_class is for classification targets")
+        allowed = target.allowed
+        positive = self.target.positive_class
+        if positive is not None and allowed and positive not in allowed:
+            raise ValueError(f"target.positive_class {positive!r} is not one of {allowed}")
 
     @property
     def schema(self) -> Schema:  # type: ignore[override]
