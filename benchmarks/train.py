@@ -41,7 +41,7 @@ def main() -> None:
         spec, make_estimator("hist_gradient_boosting", {}, spec.target.task, spec.training.seed)
     ).fit(X, y)
     base_secs = time.perf_counter() - t0
-    base = holdout_metrics(baseline, Xh, yh, spec.target.task)
+    base = holdout_metrics(baseline, Xh, yh, spec)
 
     t0 = time.perf_counter()
     result = search(spec, X, y)
@@ -50,7 +50,7 @@ def main() -> None:
         spec, make_estimator(best.family, best.params, spec.target.task, spec.training.seed)
     ).fit(X, y)
     auto_secs = time.perf_counter() - t0
-    auto = holdout_metrics(model, Xh, yh, spec.target.task)
+    auto = holdout_metrics(model, Xh, yh, spec)
 
     sign = -1 if metric in LOWER_IS_BETTER else 1
     delta = sign * (auto[metric] - base[metric])

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlops_lib.datasets import TrainingError
 from mlops_lib.features import build_pipeline
-from mlops_lib.metrics import LOWER_IS_BETTER, SCORERS
+from mlops_lib.metrics import LOWER_IS_BETTER, cv_scorer
 from mlops_lib.spec import ProjectSpec
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ class Trial:
     cv_score: float
     cv_std: float
     seconds: float
+
+
+class SearchFailed(TrainingError):
+    """Every model family failed on this data: the search stops at once with the cause
+    (retrying cannot help)."""
 
 
 @dataclass
@@ -98,6 +104,34 @@ def _suggest(trial: Any, family: str, task: str) -> dict[str, Any]:
     }
 
 
+def _cv(spec: ProjectSpec) -> Any:
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    t = spec.training
+    kind = StratifiedKFold if spec.target.task == "classification" else KFold
+    return kind(n_splits=t.cv_folds, shuffle=True, random_state=t.seed)
+
+
+def _cross_validate(spec: ProjectSpec, pipe: Any, X: pd.DataFrame, y: pd.Series) -> Any:
+    """Fold scores of the spec's metric; raises what a fold raised, NaN scores included."""
+    import warnings
+
+    import numpy as np
+    from sklearn.model_selection import cross_val_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # e.g. a class smaller than the folds
+        scores = cross_val_score(
+            pipe, X, y, cv=_cv(spec), scoring=cv_scorer(spec), n_jobs=1, error_score="raise"
+        )
+    if np.isnan(scores).any():
+        raise ValueError(
+            f"{spec.training.metric} is undefined on {int(np.isnan(scores).sum())} of "
+            f"{len(scores)} folds (a fold's labels hold a single class)"
+        )
+    return scores
+
+
 def search(
     spec: ProjectSpec,
     X: pd.DataFrame,
@@ -105,20 +139,17 @@ def search(
     *,
     on_trial: Callable[[Trial], None] | None = None,
 ) -> SearchResult:
-    """Run the search within the spec's budget; returns the best trial and all trials."""
+    """Run the search within the spec's budget; returns the best trial and all trials.
+
+    A failing trial is skipped; once every family has failed with none succeeding the
+    search stops with :class:`SearchFailed` naming each family's cause."""
     import optuna
-    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t = spec.training
     task = spec.target.task
-    scoring = SCORERS[t.metric]
-    cv = (
-        StratifiedKFold(n_splits=t.cv_folds, shuffle=True, random_state=t.seed)
-        if task == "classification"
-        else KFold(n_splits=t.cv_folds, shuffle=True, random_state=t.seed)
-    )
     trials: list[Trial] = []
+    failures: dict[str, str] = {}
     started = time.monotonic()
 
     def objective(trial: Any) -> float:
@@ -126,13 +157,19 @@ def search(
         params = _suggest(trial, family, task)
         t0 = time.monotonic()
         pipe = build_pipeline(spec, make_estimator(family, params, task, t.seed))
-        scores = cross_val_score(pipe, X, y, cv=cv, scoring=scoring, n_jobs=1)
-        sign = -1.0 if scoring.startswith("neg_") else 1.0
+        try:
+            scores = _cross_validate(spec, pipe, X, y)
+        except Exception as exc:  # recorded; the search decides whether to stop
+            first = (str(exc).splitlines() or [""])[0]
+            failures.setdefault(family, f"{type(exc).__name__}: {first}")
+            if not trials and set(failures) >= set(t.families):
+                trial.study.stop()
+            raise optuna.TrialPruned() from exc
         result = Trial(
             number=trial.number,
             family=family,
             params=params,
-            cv_score=float(sign * scores.mean()),
+            cv_score=float(scores.mean()),
             cv_std=float(scores.std()),
             seconds=time.monotonic() - t0,
         )
@@ -148,6 +185,9 @@ def search(
     for family in t.families:
         study.enqueue_trial({"family": family}, skip_if_exists=True)
     study.optimize(objective, n_trials=t.budget.trials, timeout=t.budget.seconds)
+    if not trials and failures:
+        causes = "; ".join(f"{family}: {cause}" for family, cause in failures.items())
+        raise SearchFailed(f"every AutoML trial failed on {spec.training.metric}: {causes}")
     if not trials:
         raise RuntimeError("the AutoML search finished no trial within its budget")
     best = (

@@ -49,9 +49,26 @@ def check_trainable(df: pd.DataFrame, spec: ProjectSpec, commit: str) -> None:
             f"{labelled} labelled rows at {where}, fewer than training.min_rows="
             f"{spec.training.min_rows}"
         )
-    if spec.target.task == "classification" and df[target].nunique(dropna=True) < 2:
-        only = df[target].dropna().unique().tolist()
-        raise TrainingError(f"target {target!r} has a single class {only} at {where}")
+    if spec.target.task == "classification":
+        _check_classes(df[target].dropna(), spec, where)
+
+
+def _check_classes(y: pd.Series, spec: ProjectSpec, where: str) -> None:
+    """Two classes at least, each with enough rows to be cross-validated and held out."""
+    counts = y.value_counts()
+    if len(counts) < 2:
+        raise TrainingError(
+            f"target {spec.target.column!r} has a single class {counts.index.tolist()} at {where}"
+        )
+    need = spec.training.cv_folds + 1
+    few = {str(k): int(v) for k, v in counts[counts < need].items()}
+    if few:
+        raise TrainingError(
+            f"classes with too few labelled rows at {where}: {few} (rows per class); each "
+            f"class needs at least {need} (training.cv_folds={spec.training.cv_folds} for "
+            f"cross-validation and one for the holdout): add rows, merge or drop these "
+            f"classes, or lower training.cv_folds"
+        )
 
 
 def trainable(spec: ProjectSpec, commit: str, settings: Settings | None = None) -> pd.DataFrame:
@@ -87,10 +104,39 @@ def split(df: pd.DataFrame, spec: ProjectSpec) -> tuple[pd.DataFrame, pd.DataFra
         train, holdout = train_test_split(
             df, test_size=frac, random_state=spec.training.seed, stratify=stratify
         )
+    dropped = train.iloc[:0]
     cap = spec.training.max_train_rows
     if cap and len(train) > cap:
-        train = train.iloc[-cap:]
+        train, dropped = train.iloc[-cap:], train.iloc[:-cap]
+    if spec.target.task == "classification":
+        train, holdout = _keep_every_class(train, holdout, dropped, spec)
     return train.reset_index(drop=True), holdout.reset_index(drop=True)
+
+
+def _keep_every_class(
+    train: pd.DataFrame, holdout: pd.DataFrame, dropped: pd.DataFrame, spec: ProjectSpec
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Move the fewest rows so that every class has ``cv_folds`` training rows (its newest
+    rows cut by ``max_train_rows``, else the holdout's oldest) and one holdout row (the
+    newest training row) where its rows allow; rows keep their order."""
+    import pandas as pd  # heavy: kept out of CLI start-up
+
+    y, need = spec.target.column, spec.training.cv_folds
+    total = pd.concat([train, holdout, dropped])[y].value_counts()
+    for label, count in total.items():
+        short = min(need, int(count) - 1) - int((train[y] == label).sum())
+        if short > 0:
+            spare = pd.concat(
+                [dropped[dropped[y] == label].iloc[::-1], holdout[holdout[y] == label]]
+            )
+            moved = spare.iloc[:short]
+            train = pd.concat([train, moved]).sort_index()
+            holdout = holdout.drop(moved.index.intersection(holdout.index))
+        if not (holdout[y] == label).any() and int((train[y] == label).sum()) > need:
+            moved = train[train[y] == label].iloc[-1:]
+            holdout = pd.concat([holdout, moved]).sort_index()
+            train = train.drop(moved.index)
+    return train, holdout
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,11 @@ from typing import TYPE_CHECKING, Any
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from mlops_lib.expressions import evaluate
+from mlops_lib.quality import parse_datetimes
 from mlops_lib.spec import ProjectSpec
+
+# One-hot columns per categorical feature at most; rarer values share one column.
+MAX_ONEHOT_CATEGORIES = 50
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,9 +43,55 @@ class DerivedFeatures(TransformerMixin, BaseEstimator):
         return np.asarray([*base, *(self.expressions or {})], dtype=object)
 
 
+class DatetimeParts(TransformerMixin, BaseEstimator):
+    """Adds numeric columns ``<column>_<part>`` (e.g. ``signup_weekday``) taken from datetime
+    features, as their spec's ``parts`` declare (weekday: Monday is 0)."""
+
+    def __init__(self, parts: dict[str, list[str]] | None = None):
+        self.parts = parts
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> DatetimeParts:
+        self.feature_names_in_ = [str(c) for c in X.columns]
+        self.n_features_in_ = len(self.feature_names_in_)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        import pandas as pd
+
+        out = X.copy()
+        for name, parts in (self.parts or {}).items():
+            values = pd.to_datetime(out[name], utc=True)
+            for part in parts:
+                out[f"{name}_{part}"] = _part(values, part)
+        return out
+
+    def get_feature_names_out(self, input_features=None):
+        import numpy as np
+
+        base = list(input_features) if input_features is not None else self.feature_names_in_
+        return np.asarray([*base, *datetime_part_columns(self.parts or {})], dtype=object)
+
+
+def _part(values: pd.Series, part: str) -> pd.Series:
+    if part == "day_of_year":
+        return values.dt.dayofyear.astype("float64")
+    return getattr(values.dt, part).astype("float64")
+
+
+def datetime_parts(spec: ProjectSpec) -> dict[str, list[str]]:
+    """Datetime features with the parts the model takes from them."""
+    columns = spec.schema.columns
+    return {n: list(columns[n].parts) for n in spec.features if columns[n].parts}
+
+
+def datetime_part_columns(parts: dict[str, list[str]]) -> list[str]:
+    return [f"{name}_{part}" for name, names in parts.items() for part in names]
+
+
 def column_groups(spec: ProjectSpec) -> tuple[list[str], list[str]]:
-    """Numeric and categorical model inputs (derived features are numeric)."""
-    numeric, categorical = [], []
+    """Numeric and categorical model inputs (derived features and datetime parts are
+    numeric; a datetime feature without parts is not a model input)."""
+    numeric, categorical = datetime_part_columns(datetime_parts(spec)), []
     for name in spec.features:
         kind = spec.schema.columns[name].type
         if kind in ("int", "float", "bool"):
@@ -60,7 +110,11 @@ def build_pipeline(spec: ProjectSpec, estimator: Any) -> Pipeline:
 
     numeric, categorical = column_groups(spec)
     if spec.training.encoding == "onehot":
-        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+        encoder = OneHotEncoder(
+            handle_unknown="infrequent_if_exist",
+            max_categories=MAX_ONEHOT_CATEGORIES,
+            sparse_output=False,
+        )
     else:
         encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
     pre = ColumnTransformer(
@@ -85,6 +139,7 @@ def build_pipeline(spec: ProjectSpec, estimator: Any) -> Pipeline:
     )
     return Pipeline(
         [
+            ("dates", DatetimeParts(datetime_parts(spec))),
             ("derive", DerivedFeatures(dict(spec.training.derived))),
             ("pre", pre),
             ("model", estimator),
@@ -103,4 +158,6 @@ def model_input(df: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
             out[name] = pd.to_numeric(out[name]).astype("float64")
         elif kind in ("string", "category"):
             out[name] = out[name].astype(object).where(out[name].notna(), None)
+        elif kind == "datetime":
+            out[name] = parse_datetimes(out[name], spec.schema.columns[name])
     return out

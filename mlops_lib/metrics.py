@@ -6,24 +6,18 @@ predictions) all take a metric's meaning from here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
-from mlops_lib.spec import ProjectSpec
+from mlops_lib.spec import METRICS, ProjectSpec
 
 if TYPE_CHECKING:
     import pandas as pd
 
 # Metrics where lower is better; everything else is maximised.
 LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
-SCORERS = {
-    "roc_auc": "roc_auc",
-    "accuracy": "accuracy",
-    "f1": "f1",
-    "log_loss": "neg_log_loss",
-    "rmse": "neg_root_mean_squared_error",
-    "mae": "neg_mean_absolute_error",
-    "r2": "r2",
-}
+# Metrics that need every class's probability (a classifier's ``predict_proba``).
+NEEDS_PROBABILITIES = {"roc_auc", "log_loss"}
 
 
 class LiveMetric(TypedDict):
@@ -36,67 +30,150 @@ class LiveMetric(TypedDict):
     labels_files: NotRequired[list[str]]
 
 
-def holdout_metrics(model: Any, X: pd.DataFrame, y: pd.Series, task: str) -> dict[str, float]:
-    """Metrics of a fitted model on the holdout."""
-    import numpy as np  # heavy: kept out of CLI start-up
-    from sklearn import metrics as skm  # heavy: kept out of CLI start-up
+def positive_label(spec: ProjectSpec, classes: Sequence[Any]) -> Any:
+    """The positive class of a binary target: the spec's, else the model's second class."""
+    wanted = spec.target.positive_class
+    for c in classes:
+        if wanted is not None and str(c) == str(wanted):
+            return c
+    return classes[-1]
 
-    if task == "classification":
-        proba = model.predict_proba(X)
-        pred = model.predict(X)
-        out = {
-            "accuracy": skm.accuracy_score(y, pred),
-            "f1": skm.f1_score(y, pred, average="binary" if proba.shape[1] == 2 else "macro"),
-            "log_loss": skm.log_loss(y, proba, labels=model.classes_),
-        }
-        if proba.shape[1] == 2:
-            out["roc_auc"] = skm.roc_auc_score(y, proba[:, 1])
-        else:
-            out["roc_auc"] = skm.roc_auc_score(y, proba, multi_class="ovr")
-    else:
-        pred = model.predict(X)
-        out = {
-            "rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
-            "mae": skm.mean_absolute_error(y, pred),
-            "r2": skm.r2_score(y, pred),
-        }
-    return {k: round(float(v), 6) for k, v in out.items()}
+
+def metric_value(
+    metric: str,
+    y: Any,
+    *,
+    pred: Any = None,
+    proba: Any = None,
+    classes: Sequence[Any] = (),
+    positive: Any = None,
+) -> float:
+    """One metric of predictions; NaN when the labels cannot define it (one class only).
+
+    Classification metrics are computed over the classes the labels hold (a rare class a
+    holdout or a fold lacks does not make them fail): ``f1`` is the positive class's F1 on a
+    binary target and macro F1 otherwise; ``roc_auc`` is one-vs-rest macro on a multiclass
+    target, over the classes present with both outcomes.
+    """
+    import numpy as np
+    from sklearn import metrics as skm
+
+    if metric in ("rmse", "mae", "r2"):
+        y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+        if metric == "rmse":
+            return float(np.sqrt(skm.mean_squared_error(y, pred)))
+        if metric == "mae":
+            return float(skm.mean_absolute_error(y, pred))
+        return float(skm.r2_score(y, pred)) if len(y) > 1 else float("nan")
+    y = np.asarray(y, dtype=object)
+    present = [c for c in classes if (y == c).any()]
+    if metric == "accuracy":
+        return float(skm.accuracy_score(y, np.asarray(pred, dtype=object)))
+    if metric == "balanced_accuracy":
+        pred = np.asarray(pred, dtype=object)
+        return float(np.mean([(pred[y == c] == c).mean() for c in present]))
+    binary = len(classes) == 2
+    if metric == "f1" and binary:
+        pred = np.asarray(pred, dtype=object)
+        return float(skm.f1_score(y == positive, pred == positive, zero_division=0.0))
+    if metric in ("f1", "f1_macro"):
+        pred = np.asarray(pred, dtype=object)
+        scores = [skm.f1_score(y == c, pred == c, zero_division=0.0) for c in present]
+        return float(np.mean(scores))
+    if metric == "log_loss":
+        return float(skm.log_loss(y, np.asarray(proba), labels=list(classes)))
+    return _roc_auc(y, np.asarray(proba, dtype=float), list(classes), positive if binary else None)
+
+
+def _roc_auc(y: Any, proba: Any, classes: list[Any], positive: Any) -> float:
+    """Binary ROC AUC of the positive class, or the mean one-vs-rest AUC of the classes
+    present with both outcomes; NaN when no class has both."""
+    import numpy as np
+    from sklearn import metrics as skm
+
+    targets = [positive] if positive is not None else classes
+    scores = [
+        skm.roc_auc_score(y == c, proba[:, classes.index(c)])
+        for c in targets
+        if 0 < int((y == c).sum()) < len(y)
+    ]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def model_metric(spec: ProjectSpec, metric: str, model: Any, X: Any, y: Any) -> float:
+    """A metric of a fitted model on rows (NaN where the labels cannot define it)."""
+    if spec.target.task == "regression":
+        return metric_value(metric, y, pred=model.predict(X))
+    classes = [c.item() if hasattr(c, "item") else c for c in model.classes_]
+    proba = model.predict_proba(X) if metric in NEEDS_PROBABILITIES else None
+    pred = None if metric in NEEDS_PROBABILITIES else model.predict(X)
+    return metric_value(
+        metric, y, pred=pred, proba=proba, classes=classes, positive=positive_label(spec, classes)
+    )
+
+
+def cv_scorer(spec: ProjectSpec) -> Callable[[Any, Any, Any], float]:
+    """The spec's metric as a cross-validation scorer (estimator, X, y) -> score, as
+    ``sklearn.model_selection.cross_val_score`` calls it; larger or smaller is better as
+    :data:`LOWER_IS_BETTER` says (the raw value, not negated)."""
+    metric = spec.training.metric
+    return lambda model, X, y: model_metric(spec, metric, model, X, y)
+
+
+def holdout_metrics(
+    model: Any, X: pd.DataFrame, y: pd.Series, spec: ProjectSpec
+) -> dict[str, float]:
+    """Every metric of the task that the holdout's labels define, rounded to 6 decimals."""
+    import math
+
+    out = {}
+    for name in METRICS[spec.target.task]:
+        value = model_metric(spec, name, model, X, y)
+        if not math.isnan(value):
+            out[name] = round(float(value), 6)
+    return out
 
 
 def live_metric(spec: ProjectSpec, frame: pd.DataFrame) -> LiveMetric:
-    """The spec's training metric on labelled predictions, with what it could not compute."""
-    from sklearn import metrics as skm  # heavy: kept out of CLI start-up
+    """The spec's training metric on labelled predictions, with what it could not compute.
+
+    The prediction log keeps one score per row (the probability of the model's last class):
+    a metric that needs every class's probability falls back to accuracy on a multiclass
+    target, and the note says so."""
+    import math
 
     name = spec.training.metric
     out: LiveMetric = {"metric": name, "value": None, "rows": len(frame)}
     if not len(frame):
         out["note"] = "no labelled predictions"
         return out
-    y = frame[spec.target.column]
-    if spec.target.task == "classification":
-        y = y.astype("string")
-        pred = frame["prediction"].astype("string")
-        positive = str(spec.target.positive_class if spec.target.positive_class is not None else 1)
-        if name == "roc_auc":
-            if y.nunique() < 2:
-                out["note"] = "roc_auc needs both classes among the labels"
-                return out
-            value = skm.roc_auc_score(y == positive, frame["score"].astype(float))
-        elif name == "f1":
-            value = skm.f1_score(y == positive, pred == positive)
-        elif name == "log_loss":
-            value = skm.log_loss(y == positive, frame["score"].astype(float), labels=[False, True])
-        else:
-            value = skm.accuracy_score(y, pred)
-            out["metric"] = "accuracy"
+    if spec.target.task == "regression":
+        value = metric_value(name, frame[spec.target.column], pred=frame["prediction"])
     else:
-        y = y.astype(float)
-        pred = frame["prediction"].astype(float)
-        value = {
-            "rmse": lambda: skm.mean_squared_error(y, pred) ** 0.5,
-            "mae": lambda: skm.mean_absolute_error(y, pred),
-        }.get(name, lambda: skm.r2_score(y, pred))()
-        if name not in ("rmse", "mae"):
-            out["metric"] = "r2"
+        value = _live_classification(spec, frame, out)
+    if math.isnan(value):
+        out["note"] = f"{out['metric']} needs more than one class among the labels"
+        return out
     out["value"] = round(float(value), 6)
     return out
+
+
+def _live_classification(spec: ProjectSpec, frame: pd.DataFrame, out: LiveMetric) -> float:
+    """A classification metric on logged predictions (labels compared as text)."""
+    import numpy as np
+
+    y = frame[spec.target.column].astype(str).to_numpy(dtype=object)
+    pred = frame["prediction"].astype(str).to_numpy(dtype=object)
+    allowed = spec.schema.columns[spec.target.column].allowed
+    classes = [str(c) for c in sorted(allowed or set(y) | set(pred))]
+    name = out["metric"]
+    if name in NEEDS_PROBABILITIES and len(classes) != 2:
+        out["metric"] = name = "accuracy"
+        out["note"] = (
+            f"{spec.training.metric} needs every class's probability; the prediction log keeps "
+            f"one score per row, so the live metric is accuracy"
+        )
+    positive = str(positive_label(spec, classes))
+    score = frame["score"].astype(float).to_numpy()  # the last class's probability
+    proba = np.column_stack([1.0 - score, score]) if len(classes) == 2 else None
+    return metric_value(name, y, pred=pred, proba=proba, classes=classes, positive=positive)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_args
 from mlops_lib.layout import PROVENANCE_COLUMNS
 from mlops_lib.profiles import drifted_columns, profile, sample
 from mlops_lib.spec import (
+    EPOCH_FORMATS,
+    Column,
     DistributionRule,
     EventTimeNotInFutureRule,
     MaxNullFractionRule,
@@ -117,11 +119,27 @@ def examples(values: pd.Series) -> list[Any]:
     return out
 
 
-def _type_ok(series: pd.Series, declared: str) -> tuple[bool, pd.Series | None]:
+def parse_datetimes(values: pd.Series, col: Column) -> pd.Series:
+    """A datetime column's values as UTC timestamps, read as its ``format`` says (ISO 8601
+    and other unambiguous forms by default); NaT where a value does not parse."""
+    import pandas as pd
+    from pandas.api import types as pt
+
+    if pt.is_datetime64_any_dtype(values):
+        return pd.to_datetime(values, utc=True)
+    if col.format in EPOCH_FORMATS:
+        numbers = pd.to_numeric(values, errors="coerce")
+        unit = "s" if col.format == "epoch_s" else "ms"
+        return pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
+    return pd.to_datetime(values, utc=True, errors="coerce", format=col.format or "mixed")
+
+
+def _type_ok(series: pd.Series, col: Column) -> tuple[bool, pd.Series | None]:
     """Whether a column holds the declared type; returns bad values when it does not."""
     import pandas as pd
     from pandas.api import types as pt
 
+    declared = col.type
     non_null = series.dropna()
     if declared in ("int", "float"):
         if pt.is_bool_dtype(series):
@@ -148,8 +166,7 @@ def _type_ok(series: pd.Series, declared: str) -> tuple[bool, pd.Series | None]:
     if declared == "datetime":
         if pt.is_datetime64_any_dtype(series):
             return True, None
-        parsed = pd.to_datetime(non_null, errors="coerce", utc=True, format="mixed")
-        bad = non_null[parsed.isna()]
+        bad = non_null[parse_datetimes(non_null, col).isna()]
         return bad.empty, bad
     return True, None
 
@@ -164,7 +181,7 @@ def coerce(df: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
             continue
         s = out[name]
         if col.type == "datetime":
-            out[name] = pd.to_datetime(s, utc=True, format="mixed")
+            out[name] = parse_datetimes(s, col)
         elif col.type == "int":
             out[name] = pd.to_numeric(s).astype("Int64" if s.isna().any() else "int64")
         elif col.type == "float":
@@ -213,7 +230,7 @@ def _context(
         now=now,
         previous_profile=previous_profile,
         present=present,
-        type_checks={name: _type_ok(df[name], columns[name].type) for name in present},
+        type_checks={name: _type_ok(df[name], columns[name]) for name in present},
         provenance=provenance,
     )
 
@@ -421,12 +438,11 @@ def _check_unique_key(ctx: BatchContext, rule: UniqueKeyRule) -> list[Violation]
 def _check_event_time_not_in_future(
     ctx: BatchContext, rule: EventTimeNotInFutureRule
 ) -> list[Violation]:
-    import pandas as pd
 
     name = ctx.spec.schema.event_time
     if name not in ctx.df or not ctx.typed_ok(name):
         return []
-    ts = pd.to_datetime(ctx.df[name], utc=True, format="mixed")
+    ts = parse_datetimes(ctx.df[name], ctx.spec.schema.columns[name])
     limit = ctx.now + timedelta(seconds=rule.tolerance_seconds)
     future = ts > limit
     if not future.any():

@@ -104,6 +104,22 @@ def decide(
     policy = spec.promotion
     if champion is None:
         decision, reason = PROMOTE, "rule no_champion: there is no current champion"
+    elif metric not in challenger:
+        decision, reason = (
+            REJECT,
+            (
+                f"rule min_improvement: {metric} of the challenger is undefined on the holdout "
+                f"(its labels hold a single class): it cannot be compared with the champion"
+            ),
+        )
+    elif metric not in champion:
+        decision, reason = (
+            PROMOTE,
+            (
+                f"rule min_improvement: the champion has no {metric} on the holdout; the "
+                f"challenger has {challenger[metric]:.4f}"
+            ),
+        )
     else:
         judged = PRODUCTION + metric
         if judged not in challenger or judged not in champion:
@@ -226,7 +242,7 @@ def gate_metrics(model: object, held: Holdout, spec: ProjectSpec) -> dict[str, f
     rows when there are enough of them (the most recent ones when the spec has an event
     time: the holdout is the newest part of the data)."""
     task = spec.target.task
-    out = holdout_metrics(model, held.X, held.y, task)
+    out = holdout_metrics(model, held.X, held.y, spec)
     if REQUEST_ID not in held.rows.columns:
         return out
     production = held.rows[REQUEST_ID].notna().to_numpy()
@@ -238,7 +254,7 @@ def gate_metrics(model: object, held: Holdout, spec: ProjectSpec) -> dict[str, f
         log.info("production slice of %d rows has a single class: judged on the holdout", rows)
         return out
     try:
-        sliced = holdout_metrics(model, held.X[production], y, task)
+        sliced = holdout_metrics(model, held.X[production], y, spec)
     except ValueError as exc:  # a class the slice lacks: the holdout decides
         log.info("production slice of %d rows not scored (%s): judged on the holdout", rows, exc)
         return out

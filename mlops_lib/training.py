@@ -290,7 +290,7 @@ def _search_and_refit(spec: ProjectSpec, train_rows: pd.DataFrame, held: Holdout
         spec, make_estimator(best.family, best.params, spec.target.task, spec.training.seed)
     )
     model.fit(X, y)
-    metrics = holdout_metrics(model, held.X, held.y, spec.target.task)
+    metrics = holdout_metrics(model, held.X, held.y, spec)
     return _Fit(result, model, metrics, train_rows, X, held)
 
 
@@ -430,7 +430,7 @@ def _finish_registered(
     client.set_registered_model_alias(project, "challenger", str(version))
     model = mlflow.sklearn.load_model(f"models:/{project}/{version}")
     held = holdout(spec, commit, settings)
-    metrics = holdout_metrics(model, held.X, held.y, spec.target.task)
+    metrics = holdout_metrics(model, held.X, held.y, spec)
     for k, v in metrics.items():
         client.set_model_version_tag(project, str(version), f"holdout_{k}", str(v))
     if "reference_profile" not in tags:

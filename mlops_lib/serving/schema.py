@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, create_model
 
-from mlops_lib.spec import Column, ProjectSpec
+from mlops_lib.spec import EPOCH_FORMATS, Column, ProjectSpec
 
 # Values a row may carry beyond the spec's own limits: integers that fit 64 bits, finite
 # floats (no NaN or +-Infinity), strings up to MAX_TEXT characters.
@@ -32,6 +32,8 @@ def _field_type(col: Column) -> Any:
         return float
     if col.type == "bool":
         return StrictBool
+    if col.type == "datetime" and col.format in EPOCH_FORMATS:
+        return float  # seconds or milliseconds since the epoch
     return StrictStr
 
 

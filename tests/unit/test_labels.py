@@ -65,7 +65,7 @@ def test_live_metric_is_the_spec_metric_on_labelled_predictions(spec) -> None:
     assert out["metric"] == "roc_auc" and out["rows"] == 400
     assert 0.9 < out["value"] <= 1.0
     one_class = live_metric(spec, frame.assign(churned=1))
-    assert one_class["value"] is None and "both classes" in one_class["note"]
+    assert one_class["value"] is None and "more than one class" in one_class["note"]
     assert live_metric(spec, frame.iloc[:0])["note"] == "no labelled predictions"
 
 

@@ -1,0 +1,85 @@
+"""Data shapes users have: written dates, datetime features, awkward column names,
+high-cardinality categories: checked, coerced, trained on and served as declared."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_lib.automl import make_estimator
+from mlops_lib.features import build_pipeline, model_input
+from mlops_lib.quality import check_batch, coerce
+from mlops_lib.serving.schema import instance_model
+from mlops_lib.spec import SpecError, parse_spec
+
+
+def spec_of(columns: dict, target: str = "label", **schema) -> object:
+    return parse_spec(
+        {
+            "name": "shapes",
+            "source": {"path": "data/x.csv"},
+            "schema": {"columns": columns, **schema},
+            "target": {"column": target, "task": "classification"},
+            "training": {"min_rows": 10},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "written"),
+    [
+        ("%Y/%m/%d", ["2026/01/31", "2026/02/01"]),
+        ("%d.%m.%Y", ["31.01.2026", "01.02.2026"]),
+        ("epoch_s", [1769817600, 1769904000]),
+    ],
+)
+def test_written_dates_are_read_as_their_format_declares(fmt: str, written: list) -> None:
+    spec = spec_of(
+        {"day": {"type": "datetime", "format": fmt}, "label": {"type": "int"}}, event_time="day"
+    )
+    frame = pd.DataFrame({"day": written, "label": [0, 1]})
+    report = check_batch(frame, spec, now=pd.Timestamp("2026-06-01", tz="UTC"))
+    assert not [v for v in report.violations if v.severity == "blocking"]
+    days = coerce(frame, spec)["day"]
+    assert days.dt.strftime("%Y-%m-%d").tolist() == ["2026-01-31", "2026-02-01"]
+
+
+def test_a_date_that_does_not_match_its_format_is_named() -> None:
+    spec = spec_of({"day": {"type": "datetime", "format": "%d.%m.%Y"}, "label": {"type": "int"}})
+    report = check_batch(pd.DataFrame({"day": ["31.01.2026", "2026-13-45"], "label": [0, 1]}), spec)
+    bad = [v for v in report.violations if v.column == "day"]
+    assert bad and "2026-13-45" in bad[0].examples
+
+
+def test_a_format_on_a_non_datetime_column_is_refused() -> None:
+    with pytest.raises(SpecError, match="format and parts need type datetime"):
+        spec_of({"x": {"type": "int", "format": "epoch_s"}, "label": {"type": "int"}})
+
+
+def test_declared_datetime_parts_become_model_inputs_at_training_and_serving() -> None:
+    rng = np.random.default_rng(0)
+    days = pd.date_range("2026-01-05", periods=140, freq="D")
+    frame = pd.DataFrame(
+        {
+            "signup": days.strftime("%d.%m.%Y"),
+            "Monthly Spend (EUR)": rng.normal(50, 5, 140),
+            "plan.tier": rng.choice([f"tier-{i}" for i in range(300)], 140),
+            "label": (days.weekday >= 5).astype(int),  # weekends only: learnable from parts
+        }
+    )
+    columns = {
+        "signup": {"type": "datetime", "format": "%d.%m.%Y", "parts": ["weekday", "day_of_year"]},
+        "Monthly Spend (EUR)": {"type": "float"},
+        "plan.tier": {"type": "category"},
+        "label": {"type": "int", "allowed": [0, 1]},
+    }
+    spec = spec_of(columns)
+    model = build_pipeline(spec, make_estimator("random_forest", {}, "classification", 1))
+    model.fit(model_input(frame, spec), frame["label"])
+    assert model.score(model_input(frame, spec), frame["label"]) == 1.0
+    encoded = model[:-1].transform(model_input(frame, spec))
+    assert encoded.shape[1] <= 2 + 1 + 51  # parts, spend, at most 50 one-hot + infrequent
+    request = {"signup": "03.01.2027", "Monthly Spend (EUR)": 49.5, "plan.tier": "tier-1"}
+    row = instance_model(spec).model_validate(request).model_dump()
+    assert model.predict(model_input(pd.DataFrame([row]), spec))[0] == 1  # a Sunday
