@@ -216,6 +216,59 @@ def project_validate(path: Path) -> None:
     )
 
 
+@project.command("init")
+@click.argument("name")
+@click.option("--data", required=True, help="CSV or Parquet file, folder or glob to sample.")
+@click.option("--target", required=True, help="The column to predict.")
+@click.option(
+    "--task",
+    type=click.Choice(["classification", "regression"]),
+    default=None,
+    help="Default: inferred from the target column.",
+)
+def project_init(name: str, data: str, target: str, task: str | None) -> None:
+    """Draft projects/NAME.yaml from a sample of the data; never overwrites a spec."""
+    from mlops_lib.drafting import DraftError, init_project, summary
+
+    try:
+        draft = init_project(name, data, target, task=task, settings=_settings())
+    except DraftError as exc:
+        _fail(exc)
+    for line in summary(draft):
+        console.print(line, markup=False, soft_wrap=True)
+
+
+@project.command("assess")
+@click.argument("name")
+@click.option(
+    "--data", default=None, help="CSV or Parquet file, folder or glob (default: the spec's source)."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of assessment.json and assessment.html (default: <stack dir>/assessments/NAME).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the assessment as JSON.")
+def project_assess(name: str, data: str | None, out: Path | None, as_json: bool) -> None:
+    """Is NAME's use case feasible? Profile, target balance, leakage, baseline, verdict."""
+    from mlops_lib.assessment import AssessmentError, assess, run_json, summary_lines
+    from mlops_lib.sources import SourceError
+    from mlops_lib.spec import SpecError
+
+    try:
+        result = assess(name, data=data, out=out, settings=_settings())
+    except (FileNotFoundError, SpecError, SourceError, AssessmentError) as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(run_json(result))
+        if result.mlflow_note:
+            err_console.print(f"MLflow run not logged: {result.mlflow_note}", markup=False)
+        return
+    for line in summary_lines(result):
+        console.print(line, markup=False, soft_wrap=True)
+
+
 @project.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def project_list(as_json: bool) -> None:
@@ -368,7 +421,7 @@ def model_approve(project_name: str, version: int) -> None:
 @click.option("--version", type=int, default=None, help="One model version only.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def lineage(project_name: str, version: int | None, as_json: bool) -> None:
-    """The chain from data commit to model version (and gate decisions)."""
+    """The chain from data commit to model version (and gate decisions), and the last failure."""
     from mlops_lib.lineage import lineage_store
 
     settings = _settings()
@@ -384,12 +437,14 @@ def lineage(project_name: str, version: int | None, as_json: bool) -> None:
         for r in store.drift_reports(project_name, limit=200)
         if version is None or r["model_version"] == version
     ]
+    failure = store.last_failure(project_name)
     if as_json:
         doc = {
             "project": project_name,
             "chain": chain,
             "deployments": deployments,
             "drift_reports": reports,
+            "last_failure": failure,
         }
         click.echo(json.dumps(doc, indent=2, default=str))
         return
@@ -402,6 +457,18 @@ def lineage(project_name: str, version: int | None, as_json: bool) -> None:
         if r["model_version"] not in chained:
             line = f"  v{r['model_version']}  " + _drift_line(r).strip()
             console.print(line, markup=False, soft_wrap=True)
+    if failure:
+        style = "dim" if failure["resolved"] else "bold red"
+        console.print(_failure_line(failure), style=style, markup=False, soft_wrap=True)
+
+
+def _failure_line(f: dict) -> str:
+    """The last failure: stage, DAG run, task, cause, when, and whether it was resolved."""
+    resolved = "  (resolved: the stage succeeded since)" if f["resolved"] else ""
+    return (
+        f"last failure: {f['stage']} ({f['dag_id']} run {f['dag_run_id']}, task {f['task_id']}):"
+        f" {f['cause']}  {str(f['failed_at'])[:19]}{resolved}"
+    )
 
 
 def _print_link(link: dict, deployments: list[dict], reports: list[dict]) -> None:

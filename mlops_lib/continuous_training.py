@@ -25,7 +25,7 @@ from mlops_lib import versioning as vc
 from mlops_lib.ingest import land_batch, open_branch, publish
 from mlops_lib.labels import REQUEST_ID, ROW, labelled_predictions
 from mlops_lib.lineage import DriftReportRow, lineage_store, stored_time
-from mlops_lib.quality import DataQualityError
+from mlops_lib.quality import DataQualityError, parse_datetimes
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import Column, ProjectSpec, project_spec
 
@@ -129,7 +129,7 @@ def _typed(values: pd.Series, col: Column) -> pd.Series:
     import pandas as pd
 
     if col.type == "datetime":
-        return pd.to_datetime(values, utc=True, format="mixed")
+        return parse_datetimes(values, col)
     if col.type == "int":
         return pd.to_numeric(values).astype("int64")
     if col.type == "float":

@@ -67,8 +67,9 @@ def metric_value(
         return float(skm.r2_score(y, pred)) if len(y) > 1 else float("nan")
     y = np.asarray(y, dtype=object)
     present = [c for c in classes if (y == c).any()]
+    # Labels are compared as values (sklearn cannot type an object array of bools).
     if metric == "accuracy":
-        return float(skm.accuracy_score(y, np.asarray(pred, dtype=object)))
+        return float(np.mean(y == np.asarray(pred, dtype=object)))
     if metric == "balanced_accuracy":
         pred = np.asarray(pred, dtype=object)
         return float(np.mean([(pred[y == c] == c).mean() for c in present]))
@@ -81,7 +82,8 @@ def metric_value(
         scores = [skm.f1_score(y == c, pred == c, zero_division=0.0) for c in present]
         return float(np.mean(scores))
     if metric == "log_loss":
-        return float(skm.log_loss(y, np.asarray(proba), labels=list(classes)))
+        index = np.array([list(classes).index(v) for v in y])
+        return float(skm.log_loss(index, np.asarray(proba), labels=list(range(len(classes)))))
     return _roc_auc(y, np.asarray(proba, dtype=float), list(classes), positive if binary else None)
 
 

@@ -1,4 +1,5 @@
-"""What the MLOps page shows: per project, its models, data, drift and deployments.
+"""What the MLOps page shows: per project, its models, data, drift, deployments and last
+failure.
 
 One read-only function per view, from the registry (MLflow aliases), the lineage store and
 lakeFS; the Airflow UI plugin renders it and links into MLflow, lakeFS and the service.
@@ -12,7 +13,7 @@ from urllib.parse import quote
 
 from mlops_lib import versioning as vc
 from mlops_lib.layout import repo_name
-from mlops_lib.lineage import lineage_store
+from mlops_lib.lineage import LastFailure, LineageStore, lineage_store
 from mlops_lib.registry import CHALLENGER, CHAMPION, _client
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import discover
@@ -34,6 +35,27 @@ def version_link(settings: Settings, project: str, version: int | str) -> str:
 
 def commit_link(settings: Settings, project: str, commit: str) -> str:
     return f"{settings.lakefs_url}/repositories/{repo_name(project)}/commits/{commit}"
+
+
+def dag_run_link(settings: Settings, dag_id: str, run_id: str) -> str:
+    """The Airflow UI page of one DAG run."""
+    return f"{settings.airflow_base_url}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
+
+
+class FailureView(LastFailure):
+    """A project's last failure as the page shows it, with its DAG run's page in Airflow."""
+
+    dag_run_url: str
+
+
+def last_failure(store: LineageStore, project: str, settings: Settings) -> FailureView | None:
+    """The project's newest final task failure, ``resolved`` once a later success of its
+    stage was recorded (the rule is the lineage store's)."""
+    found = store.last_failure(project)
+    if found is None:
+        return None
+    url = dag_run_link(settings, found["dag_id"], found["dag_run_id"])
+    return FailureView(**found, dag_run_url=url)
 
 
 def _alias_versions(project: str, settings: Settings) -> dict[str, dict[str, Any]]:
@@ -80,6 +102,7 @@ def project_overview(project: str, settings: Settings | None = None) -> dict[str
         ],
         "drift_reports": reports,
         "deployments": store.deployments(project, limit=5),
+        "last_failure": last_failure(store, project, settings),
     }
 
 
@@ -97,6 +120,20 @@ def _a(href: str, text: str) -> str:
 
 def _short(commit: str) -> str:
     return commit[:12] if commit else "-"
+
+
+def render_failure(f: FailureView | None) -> str:
+    """The last failure in one line: red while open, grey once resolved; nothing without."""
+    if not f:
+        return ""
+    run = _a(f["dag_run_url"], f"{f['dag_id']} run {f['dag_run_id']}")
+    state = "resolved" if f["resolved"] else "open"
+    note = " (resolved: the stage succeeded since)" if f["resolved"] else ""
+    return (
+        f'<p class="failure {state}">last failure: {escape(f["stage"])} ({run}, task '
+        f"{escape(f['task_id'])}): {escape(f['cause'])} · {escape(str(f['failed_at'])[:19])}"
+        f"{note}</p>"
+    )
 
 
 def render_project(p: dict[str, Any], settings: Settings, report_href: str) -> str:
@@ -163,6 +200,7 @@ def render_project(p: dict[str, Any], settings: Settings, report_href: str) -> s
 <h2>{escape(name)}</h2>
 <p class="links">{_a(ln["mlflow_model"], "MLflow model")} · {_a(ln["lakefs_repo"], "lakeFS data")}
  · {_a(ln["airflow_dags"], "Airflow DAGs")} · {_a(ln["service"], "served endpoint")}</p>
+{render_failure(p.get("last_failure"))}
 <h3>Models</h3>{table("alias|version|data commit|gate|trained because of", models)}
 <h3>Drift reports</h3>
 {table("report|model|rows|policy|drifted features|live metric|retraining|outcome|created", reports)}
@@ -187,6 +225,7 @@ td,th{{border-bottom:1px solid #e2e8f0;padding:4px 10px;text-align:left;font-siz
 th{{background:#f7fafc}} tr.fired td:nth-child(4){{color:#c53030;font-weight:bold}}
 iframe.report{{width:100%;height:520px;border:1px solid #e2e8f0}}
 section{{margin-bottom:2.5em}} .links a{{margin-right:.3em}}
+.failure{{color:#c53030;font-weight:600}} .failure.resolved{{color:#718096;font-weight:normal}}
 </style></head><body>
 <h1>MLOps</h1><p>Projects: {nav or "none"}</p>
 {sections or "<p>No valid project specs.</p>"}

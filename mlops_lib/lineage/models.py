@@ -142,3 +142,20 @@ class DriftReport(Base):
     # What that retraining did: folded production rows in, or skipped and why.
     outcome: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TaskFailure(Base):
+    """The final failure of a task of one of a project's DAGs (``<project>__<stage>``): a
+    failure Airflow retries is not one. ``cause``: the error's class and first line."""
+
+    __tablename__ = "failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    stage: Mapped[str] = mapped_column(String(64))
+    dag_id: Mapped[str] = mapped_column(String(250))
+    dag_run_id: Mapped[str] = mapped_column(String(250), default="")
+    task_id: Mapped[str] = mapped_column(String(250), default="")
+    try_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    cause: Mapped[str] = mapped_column(Text, default="")
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -122,6 +122,27 @@ class DriftReportRow(TypedDict):
     created_at: str
 
 
+class FailureRow(TypedDict):
+    """The final failure of a task of a project's DAG (``failures``)."""
+
+    id: int
+    project: str
+    stage: str
+    dag_id: str
+    dag_run_id: str
+    task_id: str
+    try_number: int | None
+    cause: str
+    failed_at: str
+
+
+class LastFailure(FailureRow):
+    """A project's newest failure and whether a later success of its stage resolved it
+    (the rule: ``store._success_after``)."""
+
+    resolved: bool
+
+
 class UnrecordedDataset(TypedDict):
     """A data commit a model version names but the store has no dataset row for."""
 

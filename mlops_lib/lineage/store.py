@@ -1,8 +1,9 @@
 """The metadata store's room: its database URL, its Alembic migration, and every read and write.
 
 ``LineageStore`` owns the lineage tables (``models.py``): dataset versions, training runs,
-model versions, gate decisions, deployments and drift reports. Writes take the table's columns
-as keyword arguments; reads hand back the typed, JSON-ready rows of ``rows.py``.
+model versions, gate decisions, deployments, drift reports and the final failures of the
+projects' tasks. Writes take the table's columns as keyword arguments; reads hand back the
+typed, JSON-ready rows of ``rows.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mlops_lib.lineage.models import (
     DriftReport,
     GateDecision,
     ModelVersion,
+    TaskFailure,
     TrainingRun,
     utcnow,
 )
@@ -32,6 +34,8 @@ from mlops_lib.lineage.rows import (
     DecisionRow,
     DeploymentRow,
     DriftReportRow,
+    FailureRow,
+    LastFailure,
     ModelVersionRow,
     TrainingRow,
 )
@@ -78,7 +82,7 @@ def migrate(url: str) -> None:
 def _row(obj: Any) -> dict[str, Any]:
     """A table row as a JSON-ready dict (the typed rows of ``rows.py`` are casts of it)."""
     out = {c.name: getattr(obj, c.name) for c in obj.__table__.columns}
-    for key in ("created_at", "activated_at", "updated_at", "handled_at"):
+    for key in ("created_at", "activated_at", "updated_at", "handled_at", "failed_at"):
         if out.get(key) is not None:
             out[key] = out[key].isoformat()
     return out
@@ -354,6 +358,61 @@ class LineageStore:
                 query = query.limit(limit)
             return [cast(DriftReportRow, _row(r)) for r in session.scalars(query).all()]
 
+    def record_failure(
+        self,
+        *,
+        project: str,
+        dag_id: str,
+        stage: str,
+        dag_run_id: str | Unset = UNSET,
+        task_id: str | Unset = UNSET,
+        cause: str | Unset = UNSET,
+        try_number: int | Unset | None = UNSET,
+        failed_at: datetime | Unset = UNSET,
+    ) -> FailureRow:
+        """Record a task's final failure (idempotent per DAG run, task and try: a callback
+        that runs twice leaves one row)."""
+        values = _given(locals())
+        match = {
+            "dag_id": dag_id,
+            "dag_run_id": values.get("dag_run_id", ""),
+            "task_id": values.get("task_id", ""),
+            "try_number": values.get("try_number"),
+        }
+        return cast(FailureRow, self._upsert(TaskFailure, match, values))
+
+    def failures(self, project: str, limit: int | None = None) -> list[FailureRow]:
+        """A project's recorded failures, newest first."""
+        with Session(self.engine) as session:
+            query = (
+                select(TaskFailure)
+                .where(TaskFailure.project == project)
+                .order_by(TaskFailure.failed_at.desc(), TaskFailure.id.desc())
+            )
+            if limit:
+                query = query.limit(limit)
+            return [cast(FailureRow, _row(r)) for r in session.scalars(query).all()]
+
+    def last_failure(self, project: str) -> LastFailure | None:
+        """A project's newest failure with its ``resolved`` flag (the rule: ``_success_after``)."""
+        with Session(self.engine) as session:
+            found = session.scalar(
+                select(TaskFailure)
+                .where(TaskFailure.project == project)
+                .order_by(TaskFailure.failed_at.desc(), TaskFailure.id.desc())
+                .limit(1)
+            )
+            if found is None:
+                return None
+            resolved = self._resolved(session, found)
+            return cast(LastFailure, _row(found) | {"resolved": resolved})
+
+    @staticmethod
+    def _resolved(session: Session, failure: TaskFailure) -> bool:
+        """Whether a success of the failure's stage was recorded after it."""
+        query = _success_after(failure)
+        return query is not None and session.scalar(query.limit(1)) is not None
+
     def datasets(self, project: str) -> list[DatasetRow]:
         with Session(self.engine) as session:
             rows = session.scalars(
@@ -362,6 +421,34 @@ class LineageStore:
                 .order_by(DatasetVersion.id.desc())
             ).all()
             return [cast(DatasetRow, _row(r)) for r in rows]
+
+
+def _success_after(failure: TaskFailure) -> Any | None:
+    """What resolves a failure: the record a successful run of its stage leaves, newer than
+    the failure. ingest: an accepted dataset version; train and continuous_training: a
+    training run of the same DAG; deploy: a deployment that went live; monitor: a drift
+    report. Other stages (ingest_labels, an invalid spec) leave no record here: their
+    failure stays unresolved until a newer failure replaces it as the last one."""
+    project, since = failure.project, failure.failed_at
+    if failure.stage == "ingest":
+        return select(DatasetVersion.id).where(
+            DatasetVersion.project == project, DatasetVersion.created_at > since
+        )
+    if failure.stage in ("train", "continuous_training"):
+        return select(TrainingRun.id).where(
+            TrainingRun.project == project,
+            TrainingRun.dag_id == failure.dag_id,
+            TrainingRun.created_at > since,
+        )
+    if failure.stage == "deploy":
+        return select(Deployment.id).where(
+            Deployment.project == project, Deployment.activated_at > since
+        )
+    if failure.stage == "monitor":
+        return select(DriftReport.id).where(
+            DriftReport.project == project, DriftReport.created_at > since
+        )
+    return None
 
 
 # Seconds a writer waits for another one's lock (Airflow tasks, the CLI and the UI share

@@ -10,9 +10,17 @@ so that labelled production rows keep their identity when continuous training fo
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    create_model,
+)
 
 from mlops_lib.spec import EPOCH_FORMATS, Column, ProjectSpec
 
@@ -34,7 +42,22 @@ def _field_type(col: Column) -> Any:
         return StrictBool
     if col.type == "datetime" and col.format in EPOCH_FORMATS:
         return float  # seconds or milliseconds since the epoch
+    if col.type == "datetime" and col.format:
+        return Annotated[StrictStr, AfterValidator(_written_as(col.format))]
     return StrictStr
+
+
+def _written_as(fmt: str) -> Any:
+    """A check that a date is written in the column's format; the text is kept as sent."""
+
+    def check(value: str) -> str:
+        try:
+            datetime.strptime(value, fmt)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date written as {fmt!r}") from None
+        return value
+
+    return check
 
 
 def _limits(col: Column) -> dict[str, Any]:
@@ -55,7 +78,7 @@ def _limits(col: Column) -> dict[str, Any]:
 def _pass_through_field(col: Column) -> tuple[Any, Any]:
     """Optional; typed like the column (a datetime as an ISO 8601 string)."""
     description = "passed through to the prediction log (not a model input)"
-    if col.type == "datetime":
+    if col.type == "datetime" and not col.format:
         return datetime | None, Field(None, strict=False, description=description)
     return _field_type(col) | None, Field(None, description=description, **_limits(col))
 

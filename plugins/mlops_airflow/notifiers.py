@@ -4,7 +4,10 @@
 it always writes one line naming the DAG, run, task, try and error to the task's log, and,
 when the Airflow connection ``mlops_alerts`` exists (an HTTP URL, e.g.
 ``AIRFLOW_CONN_MLOPS_ALERTS='https://hooks.example.com/T000/B000'``), posts the same facts as
-JSON to it. A webhook that fails is logged and never masks the task's own failure.
+JSON to it. A final failure (one Airflow will not retry) of a project's DAG is also recorded
+in the lineage store (``mlops_lib.lineage.record_stage_failure``), where the MLOps page and
+``mlops lineage`` show it. A webhook or a record that fails is logged and never masks the
+task's own failure.
 
 ``alert`` sends the same kind of message from inside a task that goes on (e.g. a labelled
 production batch rejected by the quality gate while continuous training carries on).
@@ -20,6 +23,7 @@ from typing import Any
 from airflow.sdk import BaseNotifier
 
 DEFAULT_CONN_ID = "mlops_alerts"
+UP_FOR_RETRY = "up_for_retry"  # TaskInstanceState.UP_FOR_RETRY (a str enum)
 
 
 def webhook_url(conn: Any) -> str:
@@ -76,6 +80,7 @@ class MLOpsFailureNotifier(BaseNotifier):
             msg["error"],
         )
         self._post(msg)
+        self._record(context, msg)
 
     def alert(self, context: Any, *, event: str, error: str, **facts: Any) -> None:
         """An alert from a task that carries on: logged and posted like a failure."""
@@ -90,6 +95,29 @@ class MLOpsFailureNotifier(BaseNotifier):
             error,
         )
         self._post(msg)
+
+    def _record(self, context: Any, msg: dict[str, Any]) -> None:
+        """Record a final failure in the lineage store; one that will be retried is not."""
+        ti = context.get("ti") or context.get("task_instance")
+        if getattr(ti, "state", None) == UP_FOR_RETRY:
+            return
+        try:
+            from mlops_lib.lineage import record_stage_failure
+
+            record_stage_failure(
+                self.project,
+                dag_id=msg["dag_id"] or "",
+                dag_run_id=msg["run_id"] or "",
+                task_id=msg["task_id"] or "",
+                error=context.get("exception"),
+                try_number=msg["try_number"],
+                failed_at=getattr(ti, "end_date", None),
+            )
+        except Exception as exc:  # the task's failure matters, not its record
+            first = (str(exc).strip().splitlines() or [""])[0]
+            self.log.warning(
+                "MLOps failure not recorded in the lineage store: %s: %s", type(exc).__name__, first
+            )
 
     def _post(self, msg: dict[str, Any]) -> None:
         url = self._url()

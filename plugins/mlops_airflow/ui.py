@@ -2,8 +2,9 @@
 
 The FastAPI app is mounted by the Airflow API server under ``/mlops``:
 
-* ``/mlops/`` the page: per project its champion and challenger with the data commit behind
-  each, the drift reports with the latest one's charts, the lineage chain, recent
+* ``/mlops/`` the page: per project its last failure (stage, DAG run, task, cause; marked
+  resolved once the stage succeeded since), its champion and challenger with the data commit
+  behind each, the drift reports with the latest one's charts, the lineage chain, recent
   deployments, and links into MLflow, lakeFS, Airflow and the service;
 * ``/mlops/api/projects`` the same as JSON;
 * ``/mlops/reports/<project>/<id>`` a stored drift report page.

@@ -163,6 +163,19 @@ def register_model(
     return int(mv.version), run.info.run_id
 
 
+def airflow_token(stack: Settings) -> str:
+    """An Airflow access token of the platform's admin, as the login page issues."""
+    import httpx
+
+    resp = httpx.post(
+        f"{stack.airflow_base_url}/auth/token",
+        json={"username": stack.airflow_user, "password": stack.secret("airflow_password")},
+        timeout=60,
+    )
+    assert resp.status_code in (200, 201), resp.text[:300]
+    return resp.json()["access_token"]
+
+
 def approve_champion(settings: Settings, project: str, version: int) -> None:
     """Make a version the champion as an operator does: the gate held it for approval and
     `mlops model approve` promotes it (the verdict is recorded in the lineage store)."""

@@ -316,6 +316,7 @@ def test_sigkill_under_traffic_loses_at_most_one_flush_interval(
 
     from mlops_lib.labels import REQUEST_ID, read_predictions
     from mlops_lib.serving.deploy import process
+    from mlops_lib.serving.prediction_log import spool_dir
 
     answered: list[tuple[str, float]] = []
     stop = threading.Event()
@@ -354,8 +355,13 @@ def test_sigkill_under_traffic_loses_at_most_one_flush_interval(
     wanted = {rid for rid, _ in answered}
     deadline = time.monotonic() + 90
     while True:
+        # Read before looking at the spool: once it is empty, what was read is all there is.
         logged = set(read_predictions(PROJECT, stack, columns=[REQUEST_ID])[REQUEST_ID])
+        shipped = not any(spool_dir(stack, PROJECT).glob("*.parquet"))
         if wanted <= logged or time.monotonic() > deadline:
+            break
+        if shipped:
+            logged = set(read_predictions(PROJECT, stack, columns=[REQUEST_ID])[REQUEST_ID])
             break
         time.sleep(1)
     lost = [(rid, t) for rid, t in answered if rid not in logged]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from urllib.parse import quote
 
+import httpx
 import pytest
 
 from mlops_lib import demo_data, platform_stack
@@ -13,7 +15,7 @@ from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 
-from .conftest import FAULTS_PROJECT, mlops_cli
+from .conftest import FAULTS_PROJECT, airflow_token, mlops_cli
 
 pytestmark = pytest.mark.integration
 
@@ -291,6 +293,25 @@ def test_asset_event_naming_a_commit_off_main_is_refused_without_training(
     log = airflow.task_log_tail(TRAIN, run_id, "resolve_data", 1, lines=60)
     assert f"asset event commit '{off_main}' is not on lakeFS 'main'" in log
     assert len(versions_of(stack, PROJECT)) == before
+    # The failure is where users look: the MLOps page's data and `mlops lineage`.
+    failure = page_projects(stack)[PROJECT]["last_failure"]
+    assert failure["stage"] == "train" and failure["dag_run_id"] == run_id, failure
+    assert failure["task_id"] == "resolve_data" and not failure["resolved"], failure
+    assert failure["cause"].startswith("TrainingError: asset event commit"), failure
+    assert failure["dag_run_url"].endswith(f"/dags/{TRAIN}/runs/{quote(run_id)}"), failure
+    printed = " ".join(mlops_cli(stack, "lineage", PROJECT).stdout.split())
+    assert f"last failure: train ({TRAIN} run {run_id}, task resolve_data)" in printed, printed
+
+
+def page_projects(stack: Settings) -> dict[str, dict]:
+    """The MLOps page's JSON, signed in as the platform's admin, by project name."""
+    api = httpx.get(
+        f"{stack.airflow_base_url}/mlops/api/projects",
+        headers={"Authorization": f"Bearer {airflow_token(stack)}"},
+        timeout=60,
+    )
+    assert api.status_code == 200, api.text
+    return {p["project"]: p for p in api.json()}
 
 
 def test_mlflow_down_mid_training_retries_without_duplicate_version(

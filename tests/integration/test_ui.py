@@ -20,6 +20,8 @@ from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
 from mlops_lib.stack.debian import find_browser
 
+from .conftest import airflow_token
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output" / "ui"
@@ -103,24 +105,13 @@ def browse_signed_in(url: str, token: str, screenshot: Path) -> str:
             proc.wait(timeout=30)
 
 
-def _token(stack: Settings) -> str:
-    """An Airflow access token of the platform's admin, as the login page issues."""
-    resp = httpx.post(
-        f"{stack.airflow_base_url}/auth/token",
-        json={"username": stack.airflow_user, "password": stack.secret("airflow_password")},
-        timeout=60,
-    )
-    assert resp.status_code in (200, 201), resp.text[:300]
-    return resp.json()["access_token"]
-
-
 def test_page_and_its_json_need_an_airflow_login(stack: Settings) -> None:
     base = f"{stack.airflow_base_url}/mlops"
     for path in ("/", "/api/projects", "/reports/churn/1"):
         assert httpx.get(f"{base}{path}", timeout=60).status_code == 401, path
     forged = httpx.get(f"{base}/api/projects", cookies={"_token": "forged"}, timeout=60)
     assert forged.status_code in (401, 403)
-    signed_in = {"Authorization": f"Bearer {_token(stack)}"}
+    signed_in = {"Authorization": f"Bearer {airflow_token(stack)}"}
     assert httpx.get(f"{base}/api/projects", headers=signed_in, timeout=60).status_code == 200
 
 
@@ -139,7 +130,7 @@ def test_page_shows_every_project_with_its_models_and_drift(stack: Settings) -> 
     from mlops_lib.spec import discover
 
     base = f"{stack.airflow_base_url}/mlops"
-    signed_in = {"Authorization": f"Bearer {_token(stack)}"}
+    signed_in = {"Authorization": f"Bearer {airflow_token(stack)}"}
     api = httpx.get(f"{base}/api/projects", headers=signed_in, timeout=60)
     assert api.status_code == 200, api.text[:500]
     specs, _ = discover(stack.projects_dir)
@@ -148,7 +139,7 @@ def test_page_shows_every_project_with_its_models_and_drift(stack: Settings) -> 
     OUTPUT.mkdir(parents=True, exist_ok=True)
     shot = OUTPUT / "mlops-page.png"
     shot.unlink(missing_ok=True)
-    dom = browse_signed_in(f"{base}/", _token(stack), shot)
+    dom = browse_signed_in(f"{base}/", airflow_token(stack), shot)
     assert shot.exists() and shot.stat().st_size > 20_000
     store = lineage_store(stack)
     for name in specs:

@@ -32,8 +32,10 @@ BUILDING_BLOCKS = (
     "mlflow_lakefs",
     "tracking",
 )
-# Stages of the life cycle, each called by its DAG tasks. They never import an app.
+# Stages of the life cycle, each called by its DAG tasks (the first, the use case's
+# assessment, by the CLI). They never import an app.
 STAGES = (
+    "assessment",
     "ingest",
     "automl",
     "training",
@@ -44,9 +46,10 @@ STAGES = (
     "continuous_training",
 )
 # What people and the scheduler use: the CLI, the demo, the UI's data, the stack with
-# deployments, the Airflow REST client, traffic and demo data generators.
+# deployments, the Airflow REST client, traffic and demo data generators, spec drafting.
 APPS = (
     "cli",
+    "drafting",
     "demo",
     "demo_data",
     "overview",

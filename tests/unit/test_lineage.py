@@ -1,5 +1,6 @@
-"""Metadata store on SQLite: Alembic migration, idempotent records, the chain."""
+"""Metadata store on SQLite: Alembic migration, idempotent records, the chain, failures."""
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from mlops_lib.lineage import (
     DecisionRow,
     DeploymentRow,
     DriftReportRow,
+    FailureRow,
     ModelVersionRow,
     TrainingRow,
 )
@@ -132,6 +134,7 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "record_decision": {"project": "p", "version": 1, "decision": "promote", "reason": "r"},
     "record_deployment": {"project": "p", "bento_tag": "mlops-p:a", "model_version": 1},
     "record_drift_report": {"project": "p", "model_version": 1},
+    "record_failure": {"project": "p", "dag_id": "p__train", "stage": "train"},
 }
 ROW_TYPES: dict[str, Any] = {
     "record_dataset": DatasetRow,
@@ -140,6 +143,7 @@ ROW_TYPES: dict[str, Any] = {
     "record_decision": DecisionRow,
     "record_deployment": DeploymentRow,
     "record_drift_report": DriftReportRow,
+    "record_failure": FailureRow,
 }
 
 
@@ -221,3 +225,93 @@ def test_retried_tasks_write_no_duplicate_rows(tmp_path: Path) -> None:
     # An operator's approval after the gate's verdict is a second row.
     s.record_decision(project="p", version=1, decision="approved", reason="operator")
     assert [d["decision"] for d in s.decisions("p", 1)] == ["promote", "approved"]
+
+
+def _fail(s: LineageStore, stage: str, at: datetime, **more: Any) -> FailureRow:
+    return s.record_failure(
+        project="p",
+        dag_id=f"p__{stage}",
+        stage=stage,
+        dag_run_id=more.pop("dag_run_id", "manual__1"),
+        task_id="train",
+        cause="ValueError: boom",
+        try_number=2,
+        failed_at=at,
+        **more,
+    )
+
+
+def test_a_fresh_store_records_failures_and_hands_back_the_newest_first(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    assert "failures" in inspect(s.engine).get_table_names()
+    assert s.last_failure("p") is None and s.failures("p") == []
+    now = datetime.now(UTC)
+    older = _fail(s, "ingest", now - timedelta(hours=2), dag_run_id="r1")
+    newer = _fail(s, "train", now - timedelta(hours=1), dag_run_id="r2")
+    assert [f["id"] for f in s.failures("p")] == [newer["id"], older["id"]]
+    assert [f["id"] for f in s.failures("p", limit=1)] == [newer["id"]]
+    last = s.last_failure("p")
+    assert last is not None and last["resolved"] is False
+    assert (last["stage"], last["dag_id"], last["dag_run_id"]) == ("train", "p__train", "r2")
+    assert (last["task_id"], last["try_number"], last["cause"]) == ("train", 2, "ValueError: boom")
+    assert last["failed_at"].startswith((now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
+    assert s.last_failure("other") is None
+
+
+def test_a_failure_callback_that_runs_twice_leaves_one_row(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    now = datetime.now(UTC)
+    first = _fail(s, "train", now)
+    again = _fail(s, "train", now)
+    assert again["id"] == first["id"] and len(s.failures("p")) == 1
+
+
+def _training(s: LineageStore, run: str, dag_id: str) -> None:
+    s.record_training(**(REQUIRED["record_training"] | {"mlflow_run_id": run, "dag_id": dag_id}))
+
+
+def test_a_training_failure_is_resolved_by_a_later_training_run_of_its_dag(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    _fail(s, "train", datetime.now(UTC) - timedelta(minutes=1))
+    _training(s, "other-dag", "p__continuous_training")
+    assert s.last_failure("p")["resolved"] is False  # type: ignore[index]
+    _training(s, "after", "p__train")
+    assert s.last_failure("p")["resolved"] is True  # type: ignore[index]
+
+
+def test_a_success_older_than_the_failure_does_not_resolve_it(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    _training(s, "before", "p__train")
+    _fail(s, "train", datetime.now(UTC) + timedelta(seconds=1))
+    _fail(s, "train", datetime.now(UTC) - timedelta(minutes=1), dag_run_id="r-old")
+    last = s.last_failure("p")
+    assert last is not None and last["dag_run_id"] == "manual__1" and last["resolved"] is False
+
+
+def test_deploy_ingest_and_monitor_failures_are_resolved_by_their_stage_success(
+    tmp_path: Path,
+) -> None:
+    s = store(tmp_path)
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    _fail(s, "deploy", past)
+    s.record_deployment(project="p", bento_tag="b:1", model_version=1, state="failed")
+    assert s.last_failure("p")["resolved"] is False  # type: ignore[index]
+    s.record_deployment(
+        project="p", bento_tag="b:2", model_version=1, activated_at=datetime.now(UTC)
+    )
+    assert s.last_failure("p")["resolved"] is True  # type: ignore[index]
+    _fail(s, "ingest", past + timedelta(seconds=1))
+    assert s.last_failure("p")["resolved"] is False  # type: ignore[index]
+    s.record_dataset(**REQUIRED["record_dataset"])
+    assert s.last_failure("p")["resolved"] is True  # type: ignore[index]
+    _fail(s, "monitor", past + timedelta(seconds=2))
+    s.record_drift_report(project="p", model_version=1)
+    assert s.last_failure("p")["resolved"] is True  # type: ignore[index]
+
+
+def test_a_failure_of_a_stage_that_records_no_success_stays_unresolved(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    _fail(s, "ingest_labels", datetime.now(UTC) - timedelta(minutes=1))
+    s.record_dataset(**REQUIRED["record_dataset"])
+    _training(s, "m", "p__ingest_labels")
+    assert s.last_failure("p")["resolved"] is False  # type: ignore[index]

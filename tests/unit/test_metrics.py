@@ -119,7 +119,7 @@ def test_bool_labels_train_and_score_with_the_positive_class() -> None:
         metric="f1",
         families=["linear"],
     )
-    train, holdout = split(frame, spec)
+    train, _ = split(frame, spec)
     result = search(spec, model_input(train, spec), train.good)
     assert result.best.cv_score > 0.8
 
@@ -150,3 +150,14 @@ def test_live_metric_of_a_regression_is_its_error_on_the_labels() -> None:
     spec = make_spec({"column": "y", "task": "regression"}, columns, metric="mae")
     frame = pd.DataFrame({"y": [1.0, 2.0, 4.0], "prediction": [1.5, 2.0, 3.0], "score": 0.0})
     assert live_metric(spec, frame)["value"] == pytest.approx(0.5)
+
+
+def test_every_metric_of_bool_labels_in_an_object_array() -> None:
+    y = pd.Series([True, False, True, True], dtype="boolean").to_numpy(dtype=object)
+    pred = np.array([True, False, False, True])
+    proba = np.array([[0.2, 0.8], [0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    kw = {"pred": pred, "proba": proba, "classes": [False, True], "positive": True}
+    assert metric_value("accuracy", y, **kw) == 0.75
+    assert metric_value("roc_auc", y, **kw) == 1.0
+    assert 0 < metric_value("log_loss", y, **kw) < 1
+    assert metric_value("f1", y, **kw) == pytest.approx(0.8)

@@ -1,14 +1,21 @@
-"""The failure notifier: a log line always, a JSON post when the alerts connection exists."""
+"""The failure notifier: a log line always, a JSON post when the alerts connection exists, and
+a final failure's record in the lineage store."""
 
 from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from mlops_airflow.notifiers import MLOpsFailureNotifier, webhook_url
+
+import mlops_lib.lineage
+from mlops_lib.lineage import failures, lineage_store
+from mlops_lib.settings import Settings, load_settings
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -22,6 +29,14 @@ class _Receiver(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+@pytest.fixture(autouse=True)
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Failures go to a lineage store of the test's own."""
+    settings = load_settings(stack_dir=tmp_path, lineage_db_url=f"sqlite:///{tmp_path}/l.db")
+    monkeypatch.setattr(failures, "get_settings", lambda: settings)
+    return settings
 
 
 @pytest.fixture
@@ -40,13 +55,15 @@ def _out(capfd) -> str:
     return out + err
 
 
-def _context(error: Exception) -> dict:
+def _context(error: Exception, state: str = "failed") -> dict:
     ti = SimpleNamespace(
         dag_id="churn__ingest",
         run_id="manual__1",
         task_id="publish",
         try_number=1,
         log_url="http://airflow/log",
+        state=state,
+        end_date=datetime(2026, 11, 27, 10, 0, tzinfo=UTC),
     )
     return {"ti": ti, "exception": error}
 
@@ -99,3 +116,45 @@ def test_webhook_url_forms() -> None:
     conn = SimpleNamespace(conn_type="http", host="10.0.0.1", port=8080, schema="alerts")
     assert webhook_url(conn) == "http://10.0.0.1:8080/alerts"
     assert webhook_url(SimpleNamespace(conn_type="http", host="", port=None, schema="")) == ""
+
+
+def test_a_final_failure_is_recorded_in_the_lineage_store(settings: Settings) -> None:
+    error = ValueError("batch for project 'churn' rejected: 2 blocking violations\n  - ...")
+    MLOpsFailureNotifier(project="churn").notify(_context(error))
+    last = lineage_store(settings).last_failure("churn")
+    assert last is not None and last["resolved"] is False
+    assert (last["stage"], last["dag_id"], last["dag_run_id"]) == (
+        "ingest",
+        "churn__ingest",
+        "manual__1",
+    )
+    assert (last["task_id"], last["try_number"]) == ("publish", 1)
+    assert last["cause"] == "ValueError: batch for project 'churn' rejected: 2 blocking violations"
+    assert last["failed_at"].startswith("2026-11-27T10:00:00")
+
+
+def test_a_failure_that_will_be_retried_is_not_recorded(settings: Settings) -> None:
+    MLOpsFailureNotifier(project="churn").notify(_context(RuntimeError("x"), "up_for_retry"))
+    assert lineage_store(settings).failures("churn") == []
+
+
+def test_an_alert_from_a_task_that_goes_on_is_not_a_failure(settings: Settings) -> None:
+    MLOpsFailureNotifier(project="churn").alert(
+        _context(RuntimeError("x")), event="production_batch_rejected", error="rejected"
+    )
+    assert lineage_store(settings).failures("churn") == []
+
+
+def test_a_failure_that_cannot_be_recorded_is_logged_and_still_posted(
+    receiver, monkeypatch, capfd
+) -> None:
+    port, received = receiver
+    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_ALERTS", f"http://127.0.0.1:{port}/hooks/ops")
+
+    def broken(*_args, **_kwargs):
+        raise OSError("database is locked")
+
+    monkeypatch.setattr(mlops_lib.lineage, "record_stage_failure", broken)
+    MLOpsFailureNotifier(project="churn").notify(_context(RuntimeError("lakeFS down")))
+    assert received and received[0]["body"]["error"] == "RuntimeError: lakeFS down"
+    assert "not recorded in the lineage store: OSError: database is locked" in _out(capfd)
