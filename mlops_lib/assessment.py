@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlops_lib.automl import make_estimator
+from mlops_lib.datasets import short_classes
 from mlops_lib.features import build_pipeline, column_groups, model_input
 from mlops_lib.metrics import LOWER_IS_BETTER, cv_scorer
 from mlops_lib.quality import coerce
@@ -123,7 +124,7 @@ class TargetBalance:
     missing: int
     classes: list[ClassCount] = field(default_factory=list)
     rare: list[str] = field(default_factory=list)  # below RARE_FRACTION
-    too_few: list[str] = field(default_factory=list)  # fewer rows than cv_folds
+    too_few: list[str] = field(default_factory=list)  # fewer rows than training needs
     distribution: Distribution | None = None
 
 
@@ -390,7 +391,7 @@ def target_balance(df: pd.DataFrame, spec: ProjectSpec) -> TargetBalance:
     for label, count in labels.astype(str).value_counts().items():
         out.classes.append(ClassCount(str(label), int(count), round(count / len(labels), 6)))
     out.rare = [c.label for c in out.classes if c.fraction < RARE_FRACTION]
-    out.too_few = [c.label for c in out.classes if c.count < spec.training.cv_folds]
+    out.too_few = list(short_classes(labels.astype(str).value_counts(), spec))
     return out
 
 
@@ -670,6 +671,12 @@ def _not_feasible(balance: TargetBalance, scores: Baseline | None) -> list[str]:
         reasons.append("the target has fewer than two classes of two rows or more")
     if balance.distribution is not None and balance.distribution.std == 0:
         reasons.append("the target is constant: there is nothing to predict")
+    if balance.too_few:
+        reasons.append(
+            f"classes {balance.too_few} have fewer labelled rows than training needs (one per "
+            f"cross-validation fold and one for the holdout): the train DAG would refuse this "
+            f"data; add rows, merge or drop these classes, or lower training.cv_folds"
+        )
     if reasons or scores is None:
         return reasons or ["the labelled rows cannot be cross-validated"]
     m, d, metric = scores.model, scores.dummy, scores.metric
@@ -724,10 +731,6 @@ def _notes(balance: TargetBalance, min_rows: int) -> list[str]:
         notes.append(f"{balance.missing} rows have no label and were left out")
     if balance.rare:
         notes.append(f"rare classes (under {RARE_FRACTION:.0%} of the rows): {balance.rare}")
-    if balance.too_few:
-        notes.append(
-            f"classes with fewer rows than cv_folds (too few to evaluate): {balance.too_few}"
-        )
     if min_rows and balance.labelled_rows < min_rows:
         notes.append(
             f"{balance.labelled_rows} labelled rows, fewer than training.min_rows={min_rows}: "

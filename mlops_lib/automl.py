@@ -132,6 +132,29 @@ def _cross_validate(spec: ProjectSpec, pipe: Any, X: pd.DataFrame, y: pd.Series)
     return scores
 
 
+@dataclass
+class _Failures:
+    """The first error of each family; the search stops once every family failed."""
+
+    families: list[str]
+    causes: dict[str, str] = field(default_factory=dict)
+
+    def record(self, family: str, exc: Exception) -> None:
+        first = (str(exc).splitlines() or [""])[0]
+        self.causes.setdefault(family, f"{type(exc).__name__}: {first}")
+
+    def every_family_failed(self) -> bool:
+        return set(self.causes) >= set(self.families)
+
+    def error(self, metric: str) -> SearchFailed:
+        causes = "; ".join(f"{family}: {cause}" for family, cause in self.causes.items())
+        return SearchFailed(f"every AutoML trial failed on {metric}: {causes}")
+
+
+# What a trial's data or parameters can raise; anything else is a fault to retry, not data.
+TRIAL_ERRORS = (ValueError, TypeError, ArithmeticError)
+
+
 def search(
     spec: ProjectSpec,
     X: pd.DataFrame,
@@ -147,31 +170,29 @@ def search(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t = spec.training
-    task = spec.target.task
     trials: list[Trial] = []
-    failures: dict[str, str] = {}
+    failures = _Failures(list(t.families))
     started = time.monotonic()
 
     def objective(trial: Any) -> float:
         family = trial.suggest_categorical("family", list(t.families))
-        params = _suggest(trial, family, task)
+        params = _suggest(trial, family, spec.target.task)
         t0 = time.monotonic()
-        pipe = build_pipeline(spec, make_estimator(family, params, task, t.seed))
+        pipe = build_pipeline(spec, make_estimator(family, params, spec.target.task, t.seed))
         try:
             scores = _cross_validate(spec, pipe, X, y)
-        except Exception as exc:  # recorded; the search decides whether to stop
-            first = (str(exc).splitlines() or [""])[0]
-            failures.setdefault(family, f"{type(exc).__name__}: {first}")
-            if not trials and set(failures) >= set(t.families):
+        except TRIAL_ERRORS as exc:  # recorded; the search decides whether to stop
+            failures.record(family, exc)
+            if not trials and failures.every_family_failed():
                 trial.study.stop()
             raise optuna.TrialPruned() from exc
         result = Trial(
-            number=trial.number,
-            family=family,
-            params=params,
-            cv_score=float(scores.mean()),
-            cv_std=float(scores.std()),
-            seconds=time.monotonic() - t0,
+            trial.number,
+            family,
+            params,
+            float(scores.mean()),
+            float(scores.std()),
+            time.monotonic() - t0,
         )
         trials.append(result)
         if on_trial:
@@ -179,20 +200,23 @@ def search(
         return result.cv_score
 
     direction = "minimize" if t.metric in LOWER_IS_BETTER else "maximize"
-    sampler = optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=len(t.families))
-    study = optuna.create_study(direction=direction, sampler=sampler)
-    # Every family gets one trial with defaults first, then TPE explores.
-    for family in t.families:
-        study.enqueue_trial({"family": family}, skip_if_exists=True)
-    study.optimize(objective, n_trials=t.budget.trials, timeout=t.budget.seconds)
-    if not trials and failures:
-        causes = "; ".join(f"{family}: {cause}" for family, cause in failures.items())
-        raise SearchFailed(f"every AutoML trial failed on {spec.training.metric}: {causes}")
+    _study(spec, direction).optimize(objective, n_trials=t.budget.trials, timeout=t.budget.seconds)
+    if not trials and failures.causes:
+        raise failures.error(t.metric)
     if not trials:
         raise RuntimeError("the AutoML search finished no trial within its budget")
-    best = (
-        min(trials, key=lambda r: r.cv_score)
-        if direction == "minimize"
-        else max(trials, key=lambda r: r.cv_score)
-    )
+    pick = min if direction == "minimize" else max
+    best = pick(trials, key=lambda r: r.cv_score)
     return SearchResult(best=best, trials=trials, seconds=time.monotonic() - started)
+
+
+def _study(spec: ProjectSpec, direction: str) -> Any:
+    """A seeded TPE study where every family gets one trial with defaults first."""
+    import optuna
+
+    families = spec.training.families
+    sampler = optuna.samplers.TPESampler(seed=spec.training.seed, n_startup_trials=len(families))
+    study = optuna.create_study(direction=direction, sampler=sampler)
+    for family in families:
+        study.enqueue_trial({"family": family}, skip_if_exists=True)
+    return study

@@ -53,6 +53,17 @@ def check_trainable(df: pd.DataFrame, spec: ProjectSpec, commit: str) -> None:
         _check_classes(df[target].dropna(), spec, where)
 
 
+def min_class_rows(spec: ProjectSpec) -> int:
+    """Labelled rows a class needs to train: one per cross-validation fold, one held out."""
+    return spec.training.cv_folds + 1
+
+
+def short_classes(counts: pd.Series, spec: ProjectSpec) -> dict[str, int]:
+    """Classes (label -> rows) with fewer rows than :func:`min_class_rows`."""
+    need = min_class_rows(spec)
+    return {str(k): int(v) for k, v in counts.items() if int(v) < need}
+
+
 def _check_classes(y: pd.Series, spec: ProjectSpec, where: str) -> None:
     """Two classes at least, each with enough rows to be cross-validated and held out."""
     counts = y.value_counts()
@@ -60,8 +71,8 @@ def _check_classes(y: pd.Series, spec: ProjectSpec, where: str) -> None:
         raise TrainingError(
             f"target {spec.target.column!r} has a single class {counts.index.tolist()} at {where}"
         )
-    need = spec.training.cv_folds + 1
-    few = {str(k): int(v) for k, v in counts[counts < need].items()}
+    need = min_class_rows(spec)
+    few = short_classes(counts, spec)
     if few:
         raise TrainingError(
             f"classes with too few labelled rows at {where}: {few} (rows per class); each "
@@ -101,6 +112,8 @@ def split(df: pd.DataFrame, spec: ProjectSpec) -> tuple[pd.DataFrame, pd.DataFra
         holdout = pd.concat([part.iloc[cut:] for part, cut in zip(parts, cuts, strict=True)])
     else:
         stratify = df[spec.target.column] if spec.target.task == "classification" else None
+        if stratify is not None and _too_small_to_stratify(len(df), stratify.nunique(), frac):
+            stratify = None  # every class is kept below, by moving rows
         train, holdout = train_test_split(
             df, test_size=frac, random_state=spec.training.seed, stratify=stratify
         )
@@ -111,6 +124,11 @@ def split(df: pd.DataFrame, spec: ProjectSpec) -> tuple[pd.DataFrame, pd.DataFra
     if spec.target.task == "classification":
         train, holdout = _keep_every_class(train, holdout, dropped, spec)
     return train.reset_index(drop=True), holdout.reset_index(drop=True)
+
+
+def _too_small_to_stratify(rows: int, classes: int, frac: float) -> bool:
+    held = round(rows * frac)
+    return held < classes or rows - held < classes
 
 
 def _keep_every_class(
@@ -155,7 +173,9 @@ class Holdout:
 
     @cached_property
     def y(self) -> pd.Series:
-        return self.rows[self.spec.target.column]
+        from mlops_lib.features import model_target  # imports scikit-learn
+
+        return model_target(self.rows, self.spec)
 
 
 def holdout(spec: ProjectSpec, commit: str, settings: Settings | None = None) -> Holdout:

@@ -36,7 +36,9 @@ MAX_CATEGORIES = 20  # distinct strings (or ints of a target) that still make ca
 CATEGORY_SHARE = 0.5  # ... when they are also at most this share of the non-null rows
 MAX_CLASSES = 100
 ORDINAL_ABOVE = 50  # a categorical feature with more distinct values is ordinal-encoded
-RANGE_MARGIN = 0.1  # ranges are widened by this share of the seen span on each side
+# Ranges are sanity bounds (a unit mix-up, a broken sensor), not the sample's tails: the seen
+# span is widened by half of itself on each side, so newer batches and served rows fit.
+RANGE_MARGIN = 0.5
 MAX_NULL_FRACTION = 0.05
 IMBALANCED_SHARE = 0.1
 DATE_FORMATS = ("%Y/%m/%d", "%d.%m.%Y", "%d/%m/%Y", "%m/%d/%Y")
@@ -296,14 +298,15 @@ def _numeric_column(
         note = f"inferred: {kind}, one value ({_number(lo)}): a constant tells a model nothing"
     else:
         note = (
-            f"inferred: {kind}, {_counted(seen)}, seen {_number(lo)}..{_number(hi)}, widened by 10%"
+            f"inferred: {kind}, {_counted(seen)}, seen {_number(lo)}..{_number(hi)}, "
+            f"widened by {RANGE_MARGIN:.0%} of the span"
         )
     return ColumnDraft(name, kind, seen, note, low, high, seen_range=(lo, hi))
 
 
 def widened_range(values: pd.Series, integral: bool) -> tuple[float, float]:
-    """The seen range widened by ``RANGE_MARGIN`` of its span on each side (a constant by a
-    tenth of its size, at least 1), kept at >= 0 when every value is, rounded outward."""
+    """The seen range widened by ``RANGE_MARGIN`` of its span on each side (a constant by
+    that share of its size, at least 1), kept at >= 0 when every value is, rounded outward."""
     lo, hi = float(values.min()), float(values.max())
     span = hi - lo
     margin = RANGE_MARGIN * span if span > 0 else max(abs(hi) * RANGE_MARGIN, 1.0)
@@ -546,9 +549,15 @@ def plan_training(features: list[ColumnDraft], rows: int, task: TaskDraft) -> Tr
     min_rows = min(1000, max(MIN_SAMPLE_ROWS, rows // 2))
     min_rows_note = f"half the sample's {rows} rows, at most 1000: the first batch can train"
     folds, cv_note = 3, "3 folds (2 when a class has fewer than 4 rows)"
-    if task.smallest_class_rows is not None and task.smallest_class_rows < 4:
+    smallest = task.smallest_class_rows
+    if smallest is not None and smallest < 4:
         folds = 2
-        cv_note = f"2 folds: the smallest class has {task.smallest_class_rows} rows"
+        cv_note = f"2 folds: the smallest class has {smallest} rows"
+        if smallest < folds + 1:  # datasets.min_class_rows with 2 folds
+            cv_note += (
+                f", fewer than the {folds + 1} (one per fold, one held out) training needs: add "
+                f"rows, or merge or drop that class"
+            )
     wide = [c for c in features if c.type in ("string", "category") and c.seen.distinct > 50]
     if wide:
         names = ", ".join(f"{c.name} ({c.seen.distinct})" for c in wide[:3])

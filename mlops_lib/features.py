@@ -8,7 +8,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from mlops_lib.expressions import evaluate
 from mlops_lib.quality import parse_datetimes
-from mlops_lib.spec import ProjectSpec
+from mlops_lib.spec import ProjectSpec, part_column
 
 # One-hot columns per categorical feature at most; rarer values share one column.
 MAX_ONEHOT_CATEGORIES = 50
@@ -62,7 +62,7 @@ class DatetimeParts(TransformerMixin, BaseEstimator):
         for name, parts in (self.parts or {}).items():
             values = pd.to_datetime(out[name], utc=True)
             for part in parts:
-                out[f"{name}_{part}"] = _part(values, part)
+                out[part_column(name, part)] = _part(values, part)
         return out
 
     def get_feature_names_out(self, input_features=None):
@@ -85,7 +85,7 @@ def datetime_parts(spec: ProjectSpec) -> dict[str, list[str]]:
 
 
 def datetime_part_columns(parts: dict[str, list[str]]) -> list[str]:
-    return [f"{name}_{part}" for name, names in parts.items() for part in names]
+    return [part_column(name, part) for name, names in parts.items() for part in names]
 
 
 def column_groups(spec: ProjectSpec) -> tuple[list[str], list[str]]:
@@ -161,3 +161,15 @@ def model_input(df: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
         elif kind == "datetime":
             out[name] = parse_datetimes(out[name], spec.schema.columns[name])
     return out
+
+
+def model_target(df: pd.DataFrame, spec: ProjectSpec) -> pd.Series:
+    """The labels as the model learns them, in plain NumPy types: a nullable boolean or
+    integer column would reach scikit-learn as floats, and its classes as 0.0 and 1.0."""
+    y = df[spec.target.column]
+    if spec.target.task == "regression":
+        return y.astype("float64")
+    kind = spec.schema.columns[spec.target.column].type
+    if kind in ("bool", "int"):
+        return y.astype(bool if kind == "bool" else "int64")
+    return y.astype(object) if kind in ("string", "category") else y

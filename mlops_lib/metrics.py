@@ -7,6 +7,7 @@ predictions) all take a metric's meaning from here.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from mlops_lib.spec import METRICS, ProjectSpec
@@ -31,11 +32,17 @@ class LiveMetric(TypedDict):
 
 
 def positive_label(spec: ProjectSpec, classes: Sequence[Any]) -> Any:
-    """The positive class of a binary target: the spec's, else the model's second class."""
+    """The positive class of a binary target: the spec's (matched by value, then as text,
+    so that an int label is not taken for a bool), else the last class."""
     wanted = spec.target.positive_class
-    for c in classes:
-        if wanted is not None and str(c) == str(wanted):
-            return c
+    if wanted is not None:
+        for same in (
+            lambda c: type(c) is type(wanted) and c == wanted,
+            lambda c: str(c) == str(wanted),
+        ):
+            found = [c for c in classes if same(c)]
+            if found:
+                return found[0]
     return classes[-1]
 
 
@@ -82,7 +89,10 @@ def metric_value(
         scores = [skm.f1_score(y == c, pred == c, zero_division=0.0) for c in present]
         return float(np.mean(scores))
     if metric == "log_loss":
-        index = np.array([list(classes).index(v) for v in y])
+        position = {c: i for i, c in enumerate(classes)}
+        if any(v not in position for v in y):  # a label the model never saw
+            return float("nan")
+        index = np.array([position[v] for v in y])
         return float(skm.log_loss(index, np.asarray(proba), labels=list(range(len(classes)))))
     return _roc_auc(y, np.asarray(proba, dtype=float), list(classes), positive if binary else None)
 
@@ -102,16 +112,38 @@ def _roc_auc(y: Any, proba: Any, classes: list[Any], positive: Any) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """A fitted model's outputs on rows, computed once for every metric."""
+
+    pred: Any
+    proba: Any = None
+    classes: tuple[Any, ...] = ()
+    positive: Any = None
+
+    @classmethod
+    def of(cls, spec: ProjectSpec, model: Any, X: Any, needs_proba: bool = True) -> Predictions:
+        if spec.target.task == "regression":
+            return cls(model.predict(X))
+        classes = tuple(c.item() if hasattr(c, "item") else c for c in model.classes_)
+        proba = model.predict_proba(X) if needs_proba else None
+        pred = model.classes_[proba.argmax(axis=1)] if proba is not None else model.predict(X)
+        return cls(pred, proba, classes, positive_label(spec, classes))
+
+    def metric(self, name: str, y: Any) -> float:
+        return metric_value(
+            name,
+            y,
+            pred=self.pred,
+            proba=self.proba,
+            classes=self.classes,
+            positive=self.positive,
+        )
+
+
 def model_metric(spec: ProjectSpec, metric: str, model: Any, X: Any, y: Any) -> float:
     """A metric of a fitted model on rows (NaN where the labels cannot define it)."""
-    if spec.target.task == "regression":
-        return metric_value(metric, y, pred=model.predict(X))
-    classes = [c.item() if hasattr(c, "item") else c for c in model.classes_]
-    proba = model.predict_proba(X) if metric in NEEDS_PROBABILITIES else None
-    pred = None if metric in NEEDS_PROBABILITIES else model.predict(X)
-    return metric_value(
-        metric, y, pred=pred, proba=proba, classes=classes, positive=positive_label(spec, classes)
-    )
+    return Predictions.of(spec, model, X, metric in NEEDS_PROBABILITIES).metric(metric, y)
 
 
 def cv_scorer(spec: ProjectSpec) -> Callable[[Any, Any, Any], float]:
@@ -129,8 +161,9 @@ def holdout_metrics(
     import math
 
     out = {}
+    predictions = Predictions.of(spec, model, X)
     for name in METRICS[spec.target.task]:
-        value = model_metric(spec, name, model, X, y)
+        value = predictions.metric(name, y)
         if not math.isnan(value):
             out[name] = round(float(value), 6)
     return out
@@ -167,7 +200,14 @@ def _live_classification(spec: ProjectSpec, frame: pd.DataFrame, out: LiveMetric
     y = frame[spec.target.column].astype(str).to_numpy(dtype=object)
     pred = frame["prediction"].astype(str).to_numpy(dtype=object)
     allowed = spec.schema.columns[spec.target.column].allowed
-    classes = [str(c) for c in sorted(allowed or set(y) | set(pred))]
+    raw = frame[spec.target.column].dropna().tolist() + frame["prediction"].dropna().tolist()
+    try:  # sorted as values, as the model's classes are (10 after 9)
+        ordered = sorted(set(allowed or raw))
+    except TypeError:  # mixed types in the log: as text
+        ordered = sorted(set(allowed or raw), key=str)
+    classes = [str(c) for c in ordered]
+    if len(classes) < 2:
+        return float("nan")
     name = out["metric"]
     if name in NEEDS_PROBABILITIES and len(classes) != 2:
         out["metric"] = name = "accuracy"

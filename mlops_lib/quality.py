@@ -129,9 +129,30 @@ def parse_datetimes(values: pd.Series, col: Column) -> pd.Series:
         return pd.to_datetime(values, utc=True)
     if col.format in EPOCH_FORMATS:
         numbers = pd.to_numeric(values, errors="coerce")
-        unit = "s" if col.format == "epoch_s" else "ms"
+        unit = EPOCH_UNITS[col.format]
         return pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
     return pd.to_datetime(values, utc=True, errors="coerce", format=col.format or "mixed")
+
+
+EPOCH_UNITS = {"epoch_s": "s", "epoch_ms": "ms"}
+
+
+def as_written(values: pd.Series, col: Column) -> pd.Series:
+    """Datetime values written as the column's ``format`` says (ISO 8601 without one), as a
+    request to the model's endpoint sends them: the inverse of :func:`parse_datetimes`."""
+    import pandas as pd
+
+    stamps = parse_datetimes(values, col)
+    if col.format in EPOCH_FORMATS:
+        step = pd.Timedelta(1, unit=EPOCH_UNITS[col.format])
+        numbers = (stamps - pd.Timestamp(0, tz="UTC")) // step
+        return numbers.astype("Int64").astype(object).where(stamps.notna(), None)
+    text = stamps.dt.strftime(col.format) if col.format else stamps.map(_iso)
+    return text.astype(object).where(stamps.notna(), None)
+
+
+def _iso(stamp: Any) -> str | None:
+    return None if stamp is None or stamp is getattr(stamp, "NaT", None) else stamp.isoformat()
 
 
 def _type_ok(series: pd.Series, col: Column) -> tuple[bool, pd.Series | None]:

@@ -415,6 +415,25 @@ def derived_problems(spec: ProjectSpec) -> list[str]:
     return problems
 
 
+def part_column(column: str, part: str) -> str:
+    """The model input a datetime feature's part becomes, e.g. ``signup_weekday``."""
+    return f"{column}_{part}"
+
+
+def part_problems(spec: ProjectSpec) -> list[str]:
+    """Datetime parts whose model-input name is already a column or a derived feature."""
+    taken = set(spec.schema.columns) | set(spec.training.derived)
+    problems = []
+    for name in spec.features:
+        for part in spec.schema.columns[name].parts:
+            if part_column(name, part) in taken:
+                problems.append(
+                    f"schema.columns.{name}.parts: {part!r} would add the model input "
+                    f"{part_column(name, part)!r}, which is already a column or derived feature"
+                )
+    return problems
+
+
 def parse_spec(data: Any, path: Path | str = "<spec>") -> ProjectSpec:
     """Validate a loaded YAML document into a ProjectSpec, or raise SpecError."""
     if not isinstance(data, dict):
@@ -423,7 +442,7 @@ def parse_spec(data: Any, path: Path | str = "<spec>") -> ProjectSpec:
         spec = ProjectSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(path, _problems(exc)) from None
-    derived = derived_problems(spec)
+    derived = derived_problems(spec) + part_problems(spec)
     if derived:
         raise SpecError(path, derived)
     stem = Path(str(path)).stem

@@ -19,7 +19,7 @@ from mlops_lib import __version__, layout
 from mlops_lib import versioning as vc
 from mlops_lib.automl import SearchResult, Trial, make_estimator, search
 from mlops_lib.datasets import Holdout, TrainingError, holdout, split, trainable
-from mlops_lib.features import build_pipeline, model_input
+from mlops_lib.features import build_pipeline, model_input, model_target
 from mlops_lib.lineage import lineage_store
 from mlops_lib.metrics import holdout_metrics
 from mlops_lib.monitoring.reference import reference_frame, save_reference
@@ -283,7 +283,7 @@ def _log_trial(spec: ProjectSpec, trial: Trial) -> None:
 
 def _search_and_refit(spec: ProjectSpec, train_rows: pd.DataFrame, held: Holdout) -> _Fit:
     """The search on the training rows, the winner refit on all of them, its holdout metrics."""
-    X, y = model_input(train_rows, spec), train_rows[spec.target.column]
+    X, y = model_input(train_rows, spec), model_target(train_rows, spec)
     result = search(spec, X, y, on_trial=lambda trial: _log_trial(spec, trial))
     best = result.best
     model = build_pipeline(

@@ -35,6 +35,8 @@ _SECRET_PATTERNS = (
     ),
     (re.compile(r"\b(bearer|basic)\s+[\w.~+/=-]+", re.IGNORECASE), rf"\g<1> {MASK}"),
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{12,}\b"), MASK),
+    # presigned URLs: X-Amz-Signature=..., X-Amz-Credential=..., sig=...
+    (re.compile(r"((?:signature|credential|sig)=)[^\s&\"']+", re.IGNORECASE), rf"\g<1>{MASK}"),
 )
 
 

@@ -28,6 +28,7 @@ from typing import Any, TypedDict
 
 from mlops_lib.datasets import holdout
 from mlops_lib.lineage import DeploymentRow, lineage_store
+from mlops_lib.quality import as_written
 from mlops_lib.registry import champion_version, model_version_tags, unapproved_reason
 from mlops_lib.serving.package import (
     PROBE_HEADER,
@@ -224,7 +225,11 @@ def smoke_rows(spec: ProjectSpec, version: int, n: int, settings: Settings) -> l
     commit = model_version_tags(spec.name, version, settings).get("lakefs_commit")
     if not commit:
         raise DeploymentError(f"{spec.name} v{version} has no lakefs_commit tag (no holdout)")
-    rows = holdout(spec, commit, settings).rows[spec.features].head(n)
+    rows = holdout(spec, commit, settings).rows[spec.features].head(n).copy()
+    for name in rows.columns:
+        col = spec.schema.columns[name]
+        if col.type == "datetime":  # sent as a client writes it
+            rows[name] = as_written(rows[name], col)
     return json.loads(rows.to_json(orient="records", date_format="iso"))
 
 

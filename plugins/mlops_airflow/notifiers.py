@@ -56,8 +56,9 @@ class MLOpsFailureNotifier(BaseNotifier):
         """What is reported: where it failed, the error and where to look."""
         ti = context.get("ti") or context.get("task_instance")
         dag_run = context.get("dag_run")
+        from mlops_lib.lineage.failures import one_line_cause
+
         error = context.get("exception")
-        first_line = str(error).strip().splitlines()[0] if error else "unknown error"
         return {
             "event": "task_failed",
             "project": self.project,
@@ -65,7 +66,8 @@ class MLOpsFailureNotifier(BaseNotifier):
             "run_id": getattr(ti, "run_id", None) or context.get("run_id"),
             "task_id": getattr(ti, "task_id", None),
             "try_number": getattr(ti, "try_number", None),
-            "error": f"{type(error).__name__}: {first_line}" if error else first_line,
+            # The same redacted line the lineage store keeps: no secret leaves in an alert.
+            "error": one_line_cause(error),
             "log_url": getattr(ti, "log_url", None),
         }
 

@@ -83,3 +83,13 @@ def test_declared_datetime_parts_become_model_inputs_at_training_and_serving() -
     request = {"signup": "03.01.2027", "Monthly Spend (EUR)": 49.5, "plan.tier": "tier-1"}
     row = instance_model(spec).model_validate(request).model_dump()
     assert model.predict(model_input(pd.DataFrame([row]), spec))[0] == 1  # a Sunday
+
+
+def test_a_datetime_part_named_like_a_column_is_refused() -> None:
+    columns = {
+        "signup": {"type": "datetime", "parts": ["weekday"]},
+        "signup_weekday": {"type": "int"},
+        "label": {"type": "int"},
+    }
+    with pytest.raises(SpecError, match="'signup_weekday', which is already a column"):
+        spec_of(columns)

@@ -271,9 +271,9 @@ def test_ranges_are_widened_and_stay_non_negative(tmp_path: Path) -> None:
     frame = pd.DataFrame({"count": [0, 50, 100] * 10, "temp": [-5.0, 5.25, 15.0] * 10})
     frame["y"] = [0, 1] * 15
     _, spec = draft(tmp_path, frame, "y")
-    assert (spec.schema.columns["count"].min, spec.schema.columns["count"].max) == (0, 110)
+    assert (spec.schema.columns["count"].min, spec.schema.columns["count"].max) == (0, 150)
     temp = spec.schema.columns["temp"]
-    assert temp.min == pytest.approx(-7.0) and temp.max == pytest.approx(17.0)
+    assert temp.min == pytest.approx(-15.0) and temp.max == pytest.approx(25.0)
 
 
 def test_ints_with_empty_cells_stay_ints_and_are_nullable(tmp_path: Path) -> None:

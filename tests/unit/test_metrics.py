@@ -161,3 +161,31 @@ def test_every_metric_of_bool_labels_in_an_object_array() -> None:
     assert metric_value("roc_auc", y, **kw) == 1.0
     assert 0 < metric_value("log_loss", y, **kw) < 1
     assert metric_value("f1", y, **kw) == pytest.approx(0.8)
+
+
+def test_a_nullable_bool_target_is_learned_with_bool_classes() -> None:
+    from mlops_lib.automl import make_estimator
+    from mlops_lib.features import build_pipeline, model_input, model_target
+
+    frame = wine_like().assign(good=lambda d: (d.cultivar == "barolo").astype("boolean"))
+    columns = {k: v for k, v in WINE_COLUMNS.items() if k != "cultivar"} | {
+        "good": {"type": "bool", "allowed": [True, False]}
+    }
+    spec = make_spec({"column": "good", "task": "classification"}, columns)
+    model = build_pipeline(spec, make_estimator("linear", {}, "classification", 1))
+    model.fit(model_input(frame, spec), model_target(frame, spec))
+    assert [type(c.item()) for c in model.classes_] == [bool, bool]
+
+
+def test_live_roc_auc_pairs_the_logged_score_with_the_last_class_by_value() -> None:
+    columns = {"day": {"type": "datetime"}, "x": {"type": "float"}, "y": {"type": "int"}}
+    spec = make_spec({"column": "y", "task": "classification"}, columns)
+    frame = pd.DataFrame({"y": [2, 10, 2, 10], "score": [0.1, 0.9, 0.2, 0.8]})
+    frame["prediction"] = np.where(frame.score > 0.5, 10, 2)
+    assert live_metric(spec, frame)["value"] == 1.0
+
+
+def test_log_loss_of_a_label_the_model_never_saw_is_left_out() -> None:
+    y = np.array(["a", "new"], dtype=object)
+    proba = np.array([[0.9, 0.1], [0.5, 0.5]])
+    assert np.isnan(metric_value("log_loss", y, proba=proba, classes=["a", "b"]))
