@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+# Heavy, at module level: only `mlops project init` imports this room (the CLI lazily).
 import numpy as np
 import pandas as pd
 import yaml
@@ -467,7 +468,8 @@ def positive_class(counts: pd.Series) -> tuple[Any, str]:
     """The positive of two classes: 1, true or yes when present, else the minority class."""
     labels = [_py(v) for v in counts.index]
     for label in labels:
-        if label is True or (type(label) is int and label == 1):
+        # 1.0: a 0/1 column with empty cells is read as floats
+        if label is True or (type(label) in (int, float) and label == 1):
             return label, f"positive class {_number(label)}: the usual positive label"
         if isinstance(label, str) and label.strip().lower() in ("1", "true", "yes", "y"):
             return label, f"positive class {label}: the usual positive label"

@@ -19,6 +19,7 @@ from mlops_lib.lineage import lineage_store
 from mlops_lib.metrics import LOWER_IS_BETTER, holdout_metrics
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, project_spec
+from mlops_lib.spec import Promotion as PromotionPolicy
 from mlops_lib.tracking import connect as connect_mlflow
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,6 @@ def decide(
     (``production_<metric>``), else on the holdout; guards hold on the holdout.
     """
     metric = spec.training.metric
-    policy = spec.promotion
     if champion is None:
         decision, reason = PROMOTE, "rule no_champion: there is no current champion"
     elif metric not in challenger:
@@ -121,44 +121,55 @@ def decide(
             ),
         )
     else:
-        judged = PRODUCTION + metric
-        if judged not in challenger or judged not in champion:
-            judged = metric
-        where = "on the production slice" if judged != metric else "on the holdout"
-        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-        gain = sign * (challenger[judged] - champion[judged])
-        problems = []
-        # Metrics carry 6 decimals: a gain within float noise of the minimum is not above it.
-        if round(gain, 9) <= policy.min_improvement:
-            problems.append(
-                f"rule min_improvement {where}: {metric} {challenger[judged]:.4f} vs champion "
-                f"{champion[judged]:.4f}: improvement {gain:+.4f} is not above the required "
-                f"{policy.min_improvement:+.4f}"
-            )
-        for guard, limit in policy.guards.items():
-            if guard not in challenger or guard not in champion:
-                continue
-            gsign = -1.0 if guard in LOWER_IS_BETTER else 1.0
-            regression = gsign * (champion[guard] - challenger[guard])
-            if round(regression, 9) > limit:
-                problems.append(
-                    f"rule guard {guard}: regressed by {regression:.4f} (limit {limit:.4f}): "
-                    f"{challenger[guard]:.4f} vs {champion[guard]:.4f}"
-                )
-        if problems:
-            decision, reason = REJECT, "; ".join(problems)
-        else:
-            decision, reason = (
-                PROMOTE,
-                (
-                    f"rule min_improvement {where}: {metric} {challenger[judged]:.4f} vs "
-                    f"champion {champion[judged]:.4f} (improvement {gain:+.4f} > "
-                    f"{policy.min_improvement:+.4f}); guards hold"
-                ),
-            )
-    if decision == PROMOTE and policy.manual_approval:
+        decision, reason = _compare(spec, challenger, champion)
+    if decision == PROMOTE and spec.promotion.manual_approval:
         return AWAIT, reason + "; waiting for `mlops model approve`"
     return decision, reason
+
+
+def _compare(
+    spec: ProjectSpec, challenger: dict[str, float], champion: dict[str, float]
+) -> tuple[str, str]:
+    """The minimum improvement of the training metric, then every guard."""
+    metric, policy = spec.training.metric, spec.promotion
+    judged = PRODUCTION + metric
+    if judged not in challenger or judged not in champion:
+        judged = metric
+    where = "on the production slice" if judged != metric else "on the holdout"
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    gain = sign * (challenger[judged] - champion[judged])
+    versus = f"{metric} {challenger[judged]:.4f} vs champion {champion[judged]:.4f}"
+    problems = []
+    # Metrics carry 6 decimals: a gain within float noise of the minimum is not above it.
+    if round(gain, 9) <= policy.min_improvement:
+        problems.append(
+            f"rule min_improvement {where}: {versus}: improvement {gain:+.4f} is not above "
+            f"the required {policy.min_improvement:+.4f}"
+        )
+    problems += _guard_problems(policy, challenger, champion)
+    if problems:
+        return REJECT, "; ".join(problems)
+    return PROMOTE, (
+        f"rule min_improvement {where}: {versus} (improvement {gain:+.4f} > "
+        f"{policy.min_improvement:+.4f}); guards hold"
+    )
+
+
+def _guard_problems(
+    policy: PromotionPolicy, challenger: dict[str, float], champion: dict[str, float]
+) -> list[str]:
+    problems = []
+    for guard, limit in policy.guards.items():
+        if guard not in challenger or guard not in champion:
+            continue
+        gsign = -1.0 if guard in LOWER_IS_BETTER else 1.0
+        regression = gsign * (champion[guard] - challenger[guard])
+        if round(regression, 9) > limit:
+            problems.append(
+                f"rule guard {guard}: regressed by {regression:.4f} (limit {limit:.4f}): "
+                f"{challenger[guard]:.4f} vs {champion[guard]:.4f}"
+            )
+    return problems
 
 
 def model_card(
@@ -177,13 +188,15 @@ def model_card(
         f"## {spec.name} v{version}\n\n"
         f"**Intended use**: {spec.description.strip() or spec.name} "
         f"({spec.target.task} of `{spec.target.column}`).\n\n"
-        f"**Data**: lakeFS `{repo_name(spec.name)}` commit `{commit}`; time-ordered "
-        f"holdout of {spec.training.holdout_fraction:.0%}.\n\n"
+        f"**Data**: lakeFS `{repo_name(spec.name)}` commit `{commit}`; "
+        f"{'time-ordered' if spec.schema.event_time else 'seeded'} holdout of "
+        f"{spec.training.holdout_fraction:.0%}.\n\n"
         f"**Features**: {feats}.\n\n"
         f"**Holdout metrics**: {json.dumps(metrics)}; champion at gate time: {champ}.\n\n"
         f"**Gate**: {decision}: {reason}.\n\n"
         f"**Limits**: trained on the data described above only; watch the monitoring DAG for "
-        f"drift; unseen categories are encoded as all-zero."
+        f"drift; a category value unseen in training counts as the rare values do (one-hot) "
+        f"or as unknown (ordinal)."
     )
 
 

@@ -333,6 +333,11 @@ class ProjectSpec(_Strict):
             raise ValueError(
                 f"a regression target must be numeric (int or float), not {target.type}"
             )
+        if task == "classification" and target.type in ("float", "datetime"):
+            raise ValueError(
+                f"a classification target holds labels (int, bool, string or category), "
+                f"not {target.type}"
+            )
         if task == "regression" and self.target.positive_class is not None:
             raise ValueError("target.positive_class is for classification targets")
         allowed = target.allowed

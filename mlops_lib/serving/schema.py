@@ -68,7 +68,7 @@ def _limits(col: Column) -> dict[str, Any]:
     if col.type == "int":
         limits.setdefault("ge", INT64[0])
         limits.setdefault("le", INT64[1])
-    elif col.type == "float":
+    elif col.type == "float" or col.format in EPOCH_FORMATS:
         limits["allow_inf_nan"] = False
     elif col.type in ("string", "category"):
         limits["max_length"] = MAX_TEXT

@@ -28,8 +28,9 @@ DEPLOY_PROJECT = "churn_deploy"
 MONITOR_PROJECT = "churn_monitor"
 # Its main gets batches published directly (no DAG); nothing else reads it.
 PUBLISH_PROJECT = "churn_publish"
-# Continuous training with keys of each type (the demo spec's key is a string), no cooldown.
-CT_PROJECTS = {"string": "ct_key_string", "int": "ct_key_int", "datetime": "ct_key_datetime"}
+# Continuous training with keys of each type (the demo spec's key is a string; an int key
+# goes through continuous training in the public-datasets matrix), no cooldown.
+CT_PROJECTS = {"string": "ct_key_string", "datetime": "ct_key_datetime"}
 
 
 def test_projects(folder: Path) -> Path:
