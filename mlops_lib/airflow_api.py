@@ -38,6 +38,11 @@ _LOG_FIELDS = {
 }
 
 
+# Pauses before trying an idempotent call again when the metadata database is busy.
+RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0)
+IDEMPOTENT = frozenset({"GET", "PATCH"})
+
+
 class AirflowApiError(RuntimeError):
     """The Airflow API refused a request; the message names the resource."""
 
@@ -76,14 +81,21 @@ class AirflowClient:
         return {"Authorization": f"Bearer {self._token}"}
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One API call; raises AirflowApiError naming the path on non-2xx."""
-        resp = httpx.request(
-            method,
-            f"{self.base_url}/api/v2{path}",
-            headers=self._auth(),
-            timeout=self.timeout,
-            **kwargs,
-        )
+        """One API call; raises AirflowApiError naming the path on non-2xx. An idempotent
+        call (GET, PATCH) that meets a busy metadata database (HTTP 500 "Database error",
+        e.g. SQLite locked by the scheduler) is tried again a few times first."""
+        for pause in (*RETRY_PAUSES, None):
+            resp = httpx.request(
+                method,
+                f"{self.base_url}/api/v2{path}",
+                headers=self._auth(),
+                timeout=self.timeout,
+                **kwargs,
+            )
+            busy = resp.status_code == 500 and "Database error" in resp.text
+            if not (busy and method in IDEMPOTENT and pause is not None):
+                break
+            time.sleep(pause)
         if not resp.is_success:
             raise AirflowApiError(
                 f"{method} /api/v2{path}: HTTP {resp.status_code} {resp.text[:300]}"
