@@ -271,7 +271,16 @@ def _cast(df: pd.DataFrame, spec: ProjectSpec, origin: str) -> pd.DataFrame:
                 f"{origin}: column {name!r} does not hold its declared type {column.type} "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
-    return coerce(df, spec)
+    out = coerce(df, spec)
+    for name, column in spec.schema.columns.items():
+        if column.type == "datetime" and name in df.columns:
+            unread = df[name][df[name].notna() & out[name].isna()]
+            if len(unread):
+                raise AssessmentError(
+                    f"{origin}: column {name!r}: {len(unread)} values are not dates written "
+                    f"as {column.format or 'ISO 8601'}, e.g. {unread.head(3).tolist()}"
+                )
+    return out
 
 
 def _read_files(pattern: str) -> tuple[pd.DataFrame, str]:

@@ -328,3 +328,26 @@ def test_assess_of_an_unknown_project_or_unreadable_data_exits_1(cli_env, cancer
     garbage.write_text("not parquet")
     unreadable = CliRunner().invoke(main, ["project", "assess", "cancer", "--data", str(garbage)])
     assert unreadable.exit_code == 1 and "cannot read" in unreadable.output
+
+
+def test_dates_not_written_in_their_declared_format_are_named() -> None:
+    from mlops_lib.assessment import AssessmentError, _cast
+    from mlops_lib.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "name": "dated",
+            "source": {"path": "data/x.csv"},
+            "schema": {
+                "columns": {
+                    "day": {"type": "datetime", "format": "%d.%m.%Y"},
+                    "x": {"type": "float"},
+                    "y": {"type": "int"},
+                }
+            },
+            "target": {"column": "y", "task": "classification"},
+        }
+    )
+    frame = pd.DataFrame({"day": ["31.01.2026", "2026-02-01"], "x": [1.0, 2.0], "y": [0, 1]})
+    with pytest.raises(AssessmentError, match=r"'day': 1 values are not dates written as"):
+        _cast(frame, spec, "data.csv")
