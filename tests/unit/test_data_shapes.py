@@ -93,3 +93,61 @@ def test_a_datetime_part_named_like_a_column_is_refused() -> None:
     }
     with pytest.raises(SpecError, match="'signup_weekday', which is already a column"):
         spec_of(columns)
+
+
+def test_a_one_percent_minority_class_is_trained_and_held_out() -> None:
+    from mlops_lib.automl import search
+    from mlops_lib.datasets import split
+    from mlops_lib.features import model_target
+    from mlops_lib.metrics import holdout_metrics
+
+    rng = np.random.default_rng(3)
+    label = np.where(np.arange(1000) % 100 == 7, "fraud", "ok")  # 10 rows in 1,000
+    frame = pd.DataFrame(
+        {
+            "day": pd.date_range("2026-01-01", periods=1000, freq="h", tz="UTC"),
+            "amount": np.where(label == "fraud", 900.0, 40.0) + rng.normal(0, 20, 1000),
+            "label": label,
+        }
+    )
+    columns = {
+        "day": {"type": "datetime"},
+        "amount": {"type": "float"},
+        "label": {"type": "category", "allowed": ["fraud", "ok"]},
+    }
+    spec = parse_spec(
+        {
+            "name": "minority",
+            "source": {"path": "data/x.csv"},
+            "schema": {"columns": columns, "event_time": "day"},
+            "target": {"column": "label", "task": "classification", "positive_class": "fraud"},
+            "training": {"min_rows": 100, "metric": "f1", "families": ["linear"]},
+        }
+    )
+    train, holdout = split(frame, spec)
+    assert (holdout.label == "fraud").sum() >= 1 and (train.label == "fraud").sum() >= 3
+    result = search(spec, model_input(train, spec), model_target(train, spec))
+    model = build_pipeline(spec, make_estimator("linear", {}, "classification", 1))
+    model.fit(model_input(train, spec), model_target(train, spec))
+    metrics = holdout_metrics(model, model_input(holdout, spec), model_target(holdout, spec), spec)
+    assert result.best.cv_score > 0.8 and metrics["f1"] > 0.8, (result.best, metrics)
+
+
+def test_two_hundred_and_more_columns_train_on_two_hundred_rows() -> None:
+    from mlops_lib.automl import search
+
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(rng.normal(size=(200, 220)), columns=[f"Gene.{i}" for i in range(220)])
+    frame["label"] = (frame["Gene.0"] + frame["Gene.1"] > 0).astype(int)
+    columns = {c: {"type": "float"} for c in frame.columns[:-1]} | {"label": {"type": "int"}}
+    spec = parse_spec(
+        {
+            "name": "wide",
+            "source": {"path": "data/x.csv"},
+            "schema": {"columns": columns},
+            "target": {"column": "label", "task": "classification"},
+            "training": {"min_rows": 100, "families": ["linear"], "budget": {"trials": 2}},
+        }
+    )
+    result = search(spec, model_input(frame, spec), frame["label"])
+    assert result.best.cv_score > 0.75
