@@ -1,14 +1,14 @@
 """A matrix of real public datasets through the whole loop on the real stack.
 
 scikit-learn ships each dataset (no download): wine (multiclass, string labels), breast
-cancer (binary, bool labels), diabetes (regression) and digits (ten int classes, 64 pixel
-columns). Each is written to CSV as a user would bring it, with its own key and a date in a
-format of its own; the older three quarters are the first batch, the newest quarter is
-served later. Every project goes ``mlops project init -> assess -> ingest -> train -> deploy
--> traffic -> labels -> monitor``, all four at once through their DAGs (the dataset and
-champion assets chain ingest, training and deployment); breast cancer then goes through
-continuous training on its labelled production rows. The figures of each stage go to
-``test-output/datasets/`` beside the assess verdicts.
+cancer (binary, bool labels), diabetes (regression) and iris (multiclass, int labels, no key
+nor time: a stratified split). Each is written to CSV as a user would bring it, the first
+three with their own key and a date in a format of their own; the older three quarters are
+the first batch, the newest quarter is served later. Every project goes ``mlops project init
+-> assess -> ingest -> train -> deploy -> traffic -> labels -> monitor``, all four at once
+through their DAGs (the dataset and champion assets chain ingest, training and deployment);
+breast cancer then goes through continuous training on its labelled production rows. The
+figures of each stage go to ``test-output/datasets/`` beside the assess verdicts.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def cases() -> list[Case]:
     cancer_frame = cancer.frame.drop(columns="target").assign(malignant=cancer.target == 0)
     diabetes = datasets.load_diabetes(as_frame=True, scaled=False)
     diabetes_frame = diabetes.frame.rename(columns={"target": "progression"})
-    digits = datasets.load_digits(as_frame=True)
-    digits_frame = digits.frame.rename(columns={"target": "digit"})
+    iris = datasets.load_iris(as_frame=True)
+    iris_frame = iris.frame.rename(columns={"target": "species"})
     return [
         Case(
             "ds_wine",
@@ -115,7 +115,7 @@ def cases() -> list[Case]:
             event_time="visit.date",
             date_format="%Y/%m/%d",
         ),
-        Case("ds_digits", digits_frame, "digit", "classification"),
+        Case("ds_iris", iris_frame.sample(frac=1.0, random_state=4), "species", "classification"),
     ]
 
 
@@ -128,7 +128,7 @@ def _split(case: Case) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _small_budget(path: Path) -> None:
     """The draft as init wrote it, with a test-sized search and monitoring that acts now."""
     spec = yaml.safe_load(path.read_text())
-    spec["training"]["budget"] = {"trials": 2, "seconds": 60}
+    spec["training"]["budget"] = {"trials": 1, "seconds": 60}
     spec["monitoring"] = dict(spec.get("monitoring") or {}, cooldown_minutes=0)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
 
