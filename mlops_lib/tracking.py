@@ -7,6 +7,7 @@ connects through ``connect`` so that it authenticates as the platform account.
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING
 
 from mlops_lib.settings import Settings
@@ -34,3 +35,13 @@ def connect(settings: Settings) -> MlflowClient:
     os.environ.update(client_env(settings))
     mlflow.set_tracking_uri(settings.mlflow_url)
     return MlflowClient(settings.mlflow_url)
+
+
+# What MLflow accepts in a metric or parameter name; anything else becomes "_".
+_NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def metric_name(text: str) -> str:
+    """A name MLflow accepts, from text such as a column name (``sepal length (cm)`` ->
+    ``sepal length _cm_``)."""
+    return _NOT_IN_A_NAME.sub("_", text)

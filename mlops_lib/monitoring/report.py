@@ -27,6 +27,7 @@ from mlops_lib.registry import champion_version
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, project_spec
 from mlops_lib.tracking import connect as connect_mlflow
+from mlops_lib.tracking import metric_name
 
 
 class NothingToMonitor(RuntimeError):
@@ -290,7 +291,7 @@ def _mlflow_metrics(report: DriftReport) -> dict[str, float]:
         metrics["labelled_rows"] = live["rows"]
     for column, entry in report["columns"].items():
         if entry.get("p_value") is not None:
-            metrics[f"p_value.{column}"] = entry["p_value"]
+            metrics[metric_name(f"p_value.{column}")] = entry["p_value"]
         if "statistic" in entry:
-            metrics[f"statistic.{column}"] = entry["statistic"]
+            metrics[metric_name(f"statistic.{column}")] = entry["statistic"]
     return metrics

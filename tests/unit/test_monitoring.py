@@ -188,3 +188,18 @@ def test_one_drift_episode_causes_one_retraining() -> None:
     much_later = base + timedelta(minutes=90)
     report, _ = pending_drift([_report(3, 75), _report(2, 20), claimed], hour, much_later)
     assert report["id"] == 3
+
+
+def test_drift_metrics_of_any_column_name_are_names_mlflow_accepts() -> None:
+    import re
+
+    from mlops_lib.monitoring.report import _mlflow_metrics
+
+    report = {
+        "rows": 10,
+        "drifted_features": [],
+        "columns": {"sepal length (cm)": {"p_value": 0.5, "statistic": 0.1}},
+    }
+    names = list(_mlflow_metrics(report))
+    assert "p_value.sepal length _cm_" in names
+    assert all(re.fullmatch(r"[A-Za-z0-9_\-. :/]+", n) for n in names), names
