@@ -1,14 +1,13 @@
 """A matrix of real public datasets through the whole loop on the real stack.
 
 scikit-learn ships each dataset (no download): wine (multiclass, string labels), breast
-cancer (binary, bool labels), diabetes (regression) and iris (multiclass, int labels, no key
-nor time: a stratified split). Each is written to CSV as a user would bring it, the first
-three with their own key and a date in a format of their own; the older three quarters are
-the first batch, the newest quarter is served later. Every project goes ``mlops project init
--> assess -> ingest -> train -> deploy -> traffic -> labels -> monitor``, all four at once
-through their DAGs (the dataset and champion assets chain ingest, training and deployment);
-breast cancer then goes through continuous training on its labelled production rows. The
-figures of each stage go to ``test-output/datasets/`` beside the assess verdicts.
+cancer (binary, bool labels) and diabetes (regression). Each is written to CSV as a user
+would bring it, each with its own key and a date in a format of their own; the older three
+quarters are the first batch, the newest quarter is served later. Every project goes ``mlops
+project init -> assess -> ingest -> train -> deploy -> traffic -> labels -> monitor``, all
+three at once through their DAGs (the dataset and champion assets chain ingest, training and
+deployment); breast cancer then goes through continuous training on its labelled production
+rows. The figures of each stage go to ``test-output/datasets/`` beside the assess verdicts.
 """
 
 from __future__ import annotations
@@ -77,8 +76,6 @@ def cases() -> list[Case]:
     cancer_frame = cancer.frame.drop(columns="target").assign(malignant=cancer.target == 0)
     diabetes = datasets.load_diabetes(as_frame=True, scaled=False)
     diabetes_frame = diabetes.frame.rename(columns={"target": "progression"})
-    iris = datasets.load_iris(as_frame=True)
-    iris_frame = iris.frame.rename(columns={"target": "species"})
     return [
         Case(
             "ds_wine",
@@ -115,7 +112,6 @@ def cases() -> list[Case]:
             event_time="visit.date",
             date_format="%Y/%m/%d",
         ),
-        Case("ds_iris", iris_frame.sample(frac=1.0, random_state=4), "species", "classification"),
     ]
 
 
