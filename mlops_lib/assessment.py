@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mlops_lib.automl import make_estimator
 from mlops_lib.datasets import short_classes
 from mlops_lib.features import build_pipeline, column_groups, model_input
-from mlops_lib.metrics import LOWER_IS_BETTER, cv_scorer
+from mlops_lib.metrics import LOWER_IS_BETTER, cv_scorer, metric_value
 from mlops_lib.quality import coerce
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.sources import read_file, read_source, resolve_paths
@@ -503,7 +503,7 @@ def _single_feature_accuracy(values: pd.Series, numeric: bool, ev: Evaluation, s
             pred[test] = _tree_predict(x, ev.y, train, test, seed)
         else:
             pred[test] = _lookup_predict(x, y, train, test)
-    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(ev.y)]))
+    return metric_value("balanced_accuracy", y, pred=pred, classes=list(np.unique(ev.y)))
 
 
 def _tree_predict(x: Any, y: Any, train: Any, test: Any, seed: int) -> Any:

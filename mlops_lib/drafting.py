@@ -24,10 +24,12 @@ import pandas as pd
 import yaml
 from pandas.api import types as pt
 
+from mlops_lib.features import MAX_ONEHOT_CATEGORIES
 from mlops_lib.layout import LOGGED_COLUMNS
+from mlops_lib.quality import EPOCH_UNITS
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.sources import SourceError, confine, resolve_paths
-from mlops_lib.spec import NAME_RE, ColumnType, SpecError, parse_spec
+from mlops_lib.spec import DEFAULT_METRIC, NAME_RE, ColumnType, SpecError, parse_spec
 
 Task = Literal["classification", "regression"]
 
@@ -36,7 +38,8 @@ MIN_SAMPLE_ROWS = 10  # training.min_rows can be no lower
 MAX_CATEGORIES = 20  # distinct strings (or ints of a target) that still make categories
 CATEGORY_SHARE = 0.5  # ... when they are also at most this share of the non-null rows
 MAX_CLASSES = 100
-ORDINAL_ABOVE = 50  # a categorical feature with more distinct values is ordinal-encoded
+# A categorical feature with more distinct values than one-hot keeps is ordinal-encoded.
+ORDINAL_ABOVE = MAX_ONEHOT_CATEGORIES
 # Ranges are sanity bounds (a unit mix-up, a broken sensor), not the sample's tails: the seen
 # span is widened by half of itself on each side, so newer batches and served rows fit.
 RANGE_MARGIN = 0.5
@@ -285,8 +288,7 @@ def _numeric_column(
         seen.nulls > 0 and not finite.empty and bool((finite % 1 == 0).all())
     )
     if integral and not is_target and (epoch := _epoch_format(name, finite)):
-        unit = "s" if epoch == "epoch_s" else "ms"
-        parsed = pd.to_datetime(finite.astype("int64"), unit=unit, utc=True)
+        parsed = pd.to_datetime(finite.astype("int64"), unit=EPOCH_UNITS[epoch], utc=True)
         return _datetime_column(name, seen, parsed, epoch)
     if integral and not is_target and _FLAG_NAME.search(name) and set(finite) <= {0, 1}:
         return ColumnDraft(name, "bool", seen, "inferred: 0/1 values and a yes/no name")
@@ -427,7 +429,8 @@ def infer_task(column: ColumnDraft, values: pd.Series, task: str | None = None) 
                 f"target {column.name!r} holds {column.type} values: regression "
                 "needs numbers; use --task classification"
             )
-        return TaskDraft("regression", "rmse", note, "metric rmse: in the target's units")
+        metric = DEFAULT_METRIC["regression"]
+        return TaskDraft("regression", metric, note, f"metric {metric}: in the target's units")
     return _classification(column, values, note)
 
 
@@ -454,7 +457,8 @@ def _classification(column: ColumnDraft, values: pd.Series, note: str) -> TaskDr
     if len(counts) == 2:
         positive, why = positive_class(counts)
         metric_note = "metric roc_auc: ranks by score, whatever the threshold and class balance"
-        return TaskDraft("classification", "roc_auc", note, metric_note, positive, why, smallest)
+        metric = DEFAULT_METRIC["classification"]
+        return TaskDraft("classification", metric, note, metric_note, positive, why, smallest)
     if share < IMBALANCED_SHARE:
         metric, why = "f1_macro", f"the smallest class has {share:.0%} of rows"
         metric_note = f"metric f1_macro because {why}: every class counts alike"
@@ -560,7 +564,9 @@ def plan_training(features: list[ColumnDraft], rows: int, task: TaskDraft) -> Tr
                 f", fewer than the {folds + 1} (one per fold, one held out) training needs: add "
                 f"rows, or merge or drop that class"
             )
-    wide = [c for c in features if c.type in ("string", "category") and c.seen.distinct > 50]
+    wide = [
+        c for c in features if c.type in ("string", "category") and c.seen.distinct > ORDINAL_ABOVE
+    ]
     if wide:
         names = ", ".join(f"{c.name} ({c.seen.distinct})" for c in wide[:3])
         encoding, note = "ordinal", f"ordinal: more than {ORDINAL_ABOVE} distinct values in {names}"
