@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import pytest
 
@@ -34,3 +35,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for module in order:
         rng.shuffle(modules[module])
     items[:] = [item for module in order for item in modules[module]]
+
+
+_MODULE_SECONDS: dict[str, float] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Time each module (setup, calls and teardown of its tests) for the run's summary."""
+    start = time.monotonic()
+    yield
+    module = item.nodeid.split("::")[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + time.monotonic() - start
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Where the suite's time goes: seconds per module, slowest first."""
+    if not _MODULE_SECONDS:
+        return
+    terminalreporter.section("seconds per module")
+    for module, seconds in sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{seconds:8.1f}s  {module}")

@@ -7,7 +7,10 @@ page to ``test-output/ui/mlops-page.png``; without signing in the page and its J
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -35,6 +38,15 @@ def _devtools_port(profile: Path, proc: subprocess.Popen, deadline: float) -> in
         assert proc.poll() is None, "Chromium exited during start-up"
         time.sleep(0.2)
     raise AssertionError("Chromium's DevTools port did not appear within the deadline")
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop Chromium and every helper process it started (its own process group)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
 
 
 class _Page:
@@ -66,7 +78,9 @@ def browse_signed_in(url: str, token: str, screenshot: Path) -> str:
 
     browser = find_browser()
     assert browser, "Chromium is not installed: `mlops stack install --browser`"
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write to the profile while they exit: the whole
+    # process group is stopped, and what they leave behind does not fail the test.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [
                 browser,
@@ -82,6 +96,7 @@ def browse_signed_in(url: str, token: str, screenshot: Path) -> str:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             port = _devtools_port(Path(profile), proc, time.monotonic() + 60)
@@ -101,8 +116,7 @@ def browse_signed_in(url: str, token: str, screenshot: Path) -> str:
                 )
                 return dom["result"]["value"]
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            _stop_group(proc)
 
 
 def test_page_and_its_json_need_an_airflow_login(stack: Settings) -> None:
