@@ -7,29 +7,34 @@
 arguments also carry the project spec, so a Bento serves exactly what it was built with.)
 
 ``ModelService`` validates requests against the schema generated from the project spec
-(a malformed request gets HTTP 400 naming each bad field) and hands one object array per
-request to ``Inference``, whose batchable API lets BentoML's adaptive batching merge
-concurrent requests into one vectorised call of the fitted scikit-learn pipeline. Every
-served row goes to the prediction log (buffered, flushed in the background to lakeFS).
+(a malformed request gets HTTP 400 naming each bad field), in rows (``instances``) or
+columns (``columns`` + ``data``), and scores them in the same process: with the compiled
+ONNX graph the Bento carries (``compiled/model.onnx``, parity-checked when it was packaged)
+or, as the fallback, with the fitted scikit-learn pipeline, whose calls are batched across
+concurrent requests. Every served row goes to the prediction log (buffered, flushed in the
+background to lakeFS). The ``X-MLOps-Runtime`` response header says which runtime answered.
 """
 
-import asyncio
 import json
 import uuid
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
-import aiohttp
 import bentoml
-import numpy as np
-from bentoml.exceptions import ServiceUnavailable
 from pydantic import Field
 
-from mlops_lib.serving.package import PROBE_HEADER, is_probe
+from mlops_lib.serving.package import PROBE_HEADER, RUNTIME_HEADER, is_probe
 from mlops_lib.serving.predictor import Predictor
-from mlops_lib.serving.schema import instance_model
+from mlops_lib.serving.schema import (
+    ColumnarError,
+    column_adapters,
+    instance_model,
+    validate_columns,
+)
 from mlops_lib.spec import ProjectSpec
 
 ARGS = bentoml.use_arguments()
+HERE = Path(__file__).resolve().parent
 
 
 def _spec() -> ProjectSpec:
@@ -43,12 +48,9 @@ def _spec() -> ProjectSpec:
 
 SPEC = _spec()
 Instance = instance_model(SPEC)
+ADAPTERS = column_adapters(SPEC)
 MAX_ROWS = SPEC.serving.max_batch_size
 NAME = SPEC.name.replace("_", "-")
-# One scoring call to the inference service (a 1,000-row batch takes ~0.1 s); three
-# attempts fit in the API's 30 s request timeout.
-ATTEMPT_TIMEOUT_S = 8.0
-SHED_AFTER_MS = max(10_000, SPEC.serving.max_latency_ms * 10)
 SPOOL_BYTES = bentoml.metrics.Gauge(
     name="mlops_prediction_log_spool_bytes",
     documentation="Bytes of served predictions spooled locally, not yet in lakeFS.",
@@ -61,37 +63,13 @@ DROPPED_ROWS = bentoml.metrics.Counter(
     name="mlops_prediction_log_dropped_rows",
     documentation="Served rows dropped from a spool over its cap.",
 )
-
-
-@bentoml.service(
-    name=f"mlops-{NAME}-inference",
-    workers=1,
-    # Internal calls only; the API service logs each request.
-    logging={"access": {"enabled": False}},
-)
-class Inference:
-    """The fitted pipeline behind a batchable, vectorised API."""
-
-    bento_model = bentoml.models.BentoModel(ARGS.model_tag)
-
-    def __init__(self) -> None:
-        import mlflow.sklearn
-
-        model = mlflow.sklearn.load_model(self.bento_model.path_of("mlflow_model"))
-        self.predictor = Predictor(SPEC, model, version=str(ARGS.model_version))
-
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=SPEC.serving.max_batch_size,
-        # BentoML sheds (503) requests it expects to exceed this; queue instead under bursts.
-        max_latency_ms=SHED_AFTER_MS,
-    )
-    def scores(self, rows: np.ndarray) -> np.ndarray:
-        """Class probabilities (classification) or predictions (regression), row by row.
-
-        ``rows`` is an object array in the spec's feature order (batched along axis 0).
-        """
-        return self.predictor.scores(self.predictor.from_array(rows))
+ONE_FORM = [
+    {
+        "loc": ["instances"],
+        "msg": "send either instances (rows) or columns and data (the columnar form)",
+        "type": "missing",
+    }
+]
 
 
 @bentoml.service(
@@ -103,16 +81,28 @@ class Inference:
 class ModelService:
     """Predictions of the project's deployed model version."""
 
-    inference = bentoml.depends(Inference)
+    bento_model = bentoml.models.BentoModel(ARGS.model_tag)
 
     def __init__(self) -> None:
-        from mlops_lib.serving.prediction_log import PredictionLog, lakefs_shipper, spool_dir
+        import mlflow.sklearn
+
+        from mlops_lib.serving.runtime import scorer_for
         from mlops_lib.settings import get_settings
 
         settings = get_settings()
         self.settings = settings
-        self.predictor = Predictor(SPEC, None, version=str(ARGS.model_version))
-        self.prediction_log = PredictionLog(
+        model = mlflow.sklearn.load_model(self.bento_model.path_of("mlflow_model"))
+        chosen = scorer_for(SPEC, model, HERE, settings.serving_runtime)
+        self.runtime, self.scorer = chosen.runtime, chosen.scorer
+        self.predictor = Predictor(SPEC, model, str(ARGS.model_version), scorer=chosen.scorer)
+        self.prediction_log = self._prediction_log(settings)
+        self._dropped_exported = 0
+
+    @staticmethod
+    def _prediction_log(settings):
+        from mlops_lib.serving.prediction_log import PredictionLog, lakefs_shipper, spool_dir
+
+        return PredictionLog(
             SPEC.name,
             str(ARGS.model_version),
             spool_dir(settings, SPEC.name),
@@ -121,29 +111,48 @@ class ModelService:
             max_rows=settings.prediction_log_max_rows,
             spool_max_bytes=int(settings.prediction_log_spool_max_mb * 1e6),
         ).start()
-        self._dropped_exported = 0
 
     @bentoml.api(route="/predict")
     async def predict(
         self,
-        instances: Annotated[list[Instance], Field(min_length=1, max_length=MAX_ROWS)],
         ctx: bentoml.Context,
+        instances: Annotated[list[Instance], Field(min_length=1, max_length=MAX_ROWS)]
+        | None = None,
+        columns: Annotated[list[str], Field(min_length=1, max_length=len(ADAPTERS))] | None = None,
+        data: Annotated[list[list[Any]], Field(min_length=1, max_length=MAX_ROWS)] | None = None,
     ) -> dict:
-        """Predictions (same order as ``instances``), class probabilities, model version and
-        the request id under which the rows are kept in the prediction log.
+        """Predictions (same order as the rows), class probabilities, model version and the
+        request id under which the rows are kept in the prediction log.
 
+        Rows come as ``instances`` (``[{column: value}, ...]``, answered with a
+        ``{class: p}`` per row) or in the columnar form, ``columns`` and ``data``
+        (answered with ``probabilities: {"columns": [...], "data": [[...], ...]}``).
         Requests with this deployment's token in ``X-MLOps-Probe`` (the deploy DAG's smoke
         test) are answered but not logged: they are not production traffic. Without the
         token the header changes nothing."""
-        rows = [row.model_dump() for row in instances]
-        batch = self.predictor.array(rows)
-        scores = await self._scores(batch)
-        scores = np.asarray(scores)
-        out = self.predictor.response(scores)
+        ctx.response.headers[RUNTIME_HEADER] = self.runtime
+        if (instances is None) == (columns is None or data is None):
+            ctx.response.status_code = 400
+            return {"detail": ONE_FORM}
+        if instances is not None:
+            sent: Any = [row.model_dump() for row in instances]
+            frame = self.predictor.frame_from_rows(sent)
+        else:
+            try:
+                sent = validate_columns(SPEC, ADAPTERS, columns, data)
+            except ColumnarError as exc:
+                ctx.response.status_code = 400
+                return {"detail": exc.errors}
+            frame = self.predictor.frame_from_columns(sent)
+        scores = await self.scorer.scores_async(frame)
+        answer = (
+            self.predictor.response if instances is not None else self.predictor.columnar_response
+        )
+        out = answer(scores)
         out["request_id"] = uuid.uuid4().hex
         if not is_probe(self.settings, ctx.request.headers.get(PROBE_HEADER)):
             self.prediction_log.record(
-                out["request_id"], rows, out["predictions"], self.predictor.log_scores(scores)
+                out["request_id"], sent, out["predictions"], self.predictor.log_scores(scores)
             )
         self._export_spool_metrics()
         return out
@@ -156,27 +165,6 @@ class ModelService:
         if plog.dropped_rows > self._dropped_exported:
             DROPPED_ROWS.inc(plog.dropped_rows - self._dropped_exported)
             self._dropped_exported = plog.dropped_rows
-
-    async def _scores(self, batch: np.ndarray, attempts: int = 3):
-        """Scores from ``Inference``, retried on transport errors.
-
-        BentoML's internal client may reuse a keep-alive connection the dependency just
-        closed (bentoml/BentoML#4971: "Can not write request body", "Connection closed.",
-        or a call that never returns) and its batcher sheds bursts with 503; scoring is
-        idempotent, so it is retried, each attempt bounded by ``ATTEMPT_TIMEOUT_S``.
-        """
-        retryable = (aiohttp.ClientError, ServiceUnavailable, RuntimeError, TimeoutError)
-        for attempt in range(1, attempts):
-            try:
-                return await self._score_once(batch)
-            except retryable:
-                await asyncio.sleep(0.05 * attempt)
-        return await self._score_once(batch)
-
-    async def _score_once(self, batch: np.ndarray):
-        return await asyncio.wait_for(
-            self.inference.to_async.scores(batch), timeout=ATTEMPT_TIMEOUT_S
-        )
 
     @bentoml.on_shutdown
     def close_prediction_log(self) -> None:

@@ -151,11 +151,18 @@ def _print_status(rows: list[dict]) -> None:
             row["service"],
             f"[{color}]{row['state']}[/]",
             row["url"] or "",
-            f"v{row['model_version']}" if row.get("model_version") else "",
+            _model_cell(row),
             str(row["pid"] or ""),
             row["log"],
         )
     console.print(table)
+
+
+def _model_cell(row: dict) -> str:
+    """``v3 onnx``: the served model version and the runtime that scores it."""
+    if not row.get("model_version"):
+        return ""
+    return f"v{row['model_version']} {row.get('runtime', '')}".strip()
 
 
 def _print_credentials_hint(settings, show: bool = False) -> None:

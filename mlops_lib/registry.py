@@ -200,6 +200,30 @@ def model_card(
     )
 
 
+SERVING_HEADING = "**Serving runtime**"
+
+
+def with_serving_runtime(card: str, runtime: str, reason: str) -> str:
+    """The model card with its serving line (replaced on each deployment)."""
+    line = f"{SERVING_HEADING}: {runtime}" + (f" ({reason})" if reason else "") + "."
+    parts = [p.strip() for p in card.strip().split("\n\n")]
+    kept = [p for p in parts if p and not p.startswith(SERVING_HEADING)]
+    return "\n\n".join([*kept, line])
+
+
+def note_serving_runtime(
+    project: str, version: int, runtime: str, reason: str, settings: Settings | None = None
+) -> None:
+    """Record on the model version which runtime serves it (tags and model card)."""
+    client = _client(settings or get_settings())
+    current = client.get_model_version(project, str(version)).description or ""
+    client.set_model_version_tag(project, str(version), "serving_runtime", runtime)
+    client.set_model_version_tag(project, str(version), "serving_runtime_reason", reason[:4000])
+    client.update_model_version(
+        project, str(version), description=with_serving_runtime(current, runtime, reason)
+    )
+
+
 def evaluate_gate(
     project: str, version: int, commit: str, settings: Settings | None = None
 ) -> GateDecision:

@@ -140,6 +140,11 @@ class Settings(BaseSettings):
         default=120.0, description="Seconds a new deployment has to become ready."
     )
     smoke_rows: int = Field(default=200, ge=1, description="Holdout rows a deployment must match.")
+    serving_runtime: Literal["auto", "onnx", "sklearn"] = Field(
+        default="auto",
+        description="What scores in a deployment: its compiled ONNX graph when the Bento has "
+        "one (auto), or the scikit-learn pipeline (sklearn, the fallback).",
+    )
     serving_probe_key: SecretStr | None = Field(
         default=None, description="Derives each deployment's smoke-test probe token."
     )

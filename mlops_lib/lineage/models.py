@@ -109,6 +109,9 @@ class Deployment(Base):
     state: Mapped[str] = mapped_column(String(32), default="starting")
     reason: Mapped[str] = mapped_column(Text, default="")
     dag_run_id: Mapped[str] = mapped_column(String(250), default="")
+    # What scores: "onnx" (the compiled graph) or "sklearn" (the pipeline), and why not onnx.
+    runtime: Mapped[str] = mapped_column(String(16), default="")
+    runtime_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

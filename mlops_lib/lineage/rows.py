@@ -92,6 +92,8 @@ class DeploymentRow(TypedDict):
     state: str
     reason: str
     dag_run_id: str
+    runtime: str
+    runtime_reason: str
     created_at: str
     activated_at: str | None
     updated_at: str

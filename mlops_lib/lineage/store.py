@@ -256,6 +256,8 @@ class LineageStore:
         state: str | Unset = UNSET,
         reason: str | Unset = UNSET,
         dag_run_id: str | Unset = UNSET,
+        runtime: str | Unset = UNSET,
+        runtime_reason: str | Unset = UNSET,
         activated_at: datetime | Unset | None = UNSET,
     ) -> DeploymentRow:
         """A new deployment (state ``starting`` unless given)."""
@@ -274,6 +276,8 @@ class LineageStore:
         bento_tag: str | Unset = UNSET,
         model_tag: str | Unset = UNSET,
         model_uri: str | Unset = UNSET,
+        runtime: str | Unset = UNSET,
+        runtime_reason: str | Unset = UNSET,
     ) -> DeploymentRow:
         """Change the given fields of a deployment (``updated_at`` is set)."""
         values = _given(locals(), "deployment_id")

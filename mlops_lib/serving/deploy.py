@@ -3,10 +3,15 @@
 Each step is one function the ``<project>__deploy`` DAG calls with a deployment id:
 
 * ``package``: import ``models:/<project>/<champion version>`` into the BentoML store,
-  ``bentoml build`` it, record a deployment (state ``built``) with the Bento tag;
+  compile it to ONNX where it converts and matches the pipeline on holdout rows
+  (:mod:`mlops_lib.serving.compiled`), ``bentoml build`` it, record a deployment (state
+  ``built``) with the Bento tag and the runtime that will score (``onnx`` or ``sklearn``,
+  with the reason when not onnx);
 * ``start``: serve the Bento on a free port until ``/readyz`` (state ``starting``);
-* ``smoke_test``: holdout rows of the model's training commit must get exactly the MLflow
-  model's predictions through HTTP;
+* ``smoke_test``: holdout rows of the model's training commit must get the MLflow model's
+  predictions through HTTP (probabilities within 1e-5 from the ONNX graph, 1e-9 from the
+  pipeline); a graph that misses is replaced by the pipeline (the deployment restarts with
+  ``serving_runtime: sklearn`` and records why), and the runtime goes into the model card;
 * ``switch``: point the project's stable endpoint (the gateway) at it (state ``active``),
   stop and retire the previous deployment.
 
@@ -23,15 +28,28 @@ import logging
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from mlops_lib.datasets import holdout
 from mlops_lib.lineage import DeploymentRow, lineage_store
 from mlops_lib.quality import as_written
-from mlops_lib.registry import champion_version, model_version_tags, unapproved_reason
+from mlops_lib.registry import (
+    champion_version,
+    model_version_tags,
+    note_serving_runtime,
+    unapproved_reason,
+)
+from mlops_lib.serving.compiled import (
+    PARITY_TOLERANCE,
+    Compiled,
+    compile_pipeline,
+    parity_problem,
+)
 from mlops_lib.serving.package import (
     PROBE_HEADER,
+    RUNTIME_HEADER,
     build_bento,
     import_model,
     probe_token,
@@ -66,6 +84,10 @@ BUILT, STARTING, ACTIVE, RETIRED, FAILED, ROLLED_BACK = (
 )
 
 
+# How far served probabilities (or regression values) may be from the pipeline's, by runtime.
+TOLERANCE = {"onnx": PARITY_TOLERANCE, "sklearn": 1e-9}
+
+
 class DeploymentError(RuntimeError):
     """A deployment could not go live; the message names project, deployment and cause."""
 
@@ -94,6 +116,7 @@ class SmokeResult(TypedDict):
     id: int
     rows: int
     max_abs_diff: float
+    runtime: str
 
 
 def process(settings: Settings, deployment: DeploymentRow) -> ManagedProcess:
@@ -152,8 +175,10 @@ def package(
             _fail(stale, "superseded by a newer deployment before it went live", settings)
     model_uri = f"models:/{project}/{version}"
     model_tag = import_model(project, model_uri, version, settings)
-    bento_tag = build_bento(spec, model_tag, version, settings)
+    compiled = compile_model(spec, model_uri, int(version), settings)
+    bento_tag = build_bento(spec, model_tag, version, settings, graph=compiled.onnx)
     row = {"bento_tag": bento_tag, "model_tag": model_tag, "model_uri": model_uri, "url": ""}
+    row |= {"runtime": compiled.runtime, "runtime_reason": compiled.reason}
     retried = _earlier_try(store.deployments(project), dag_run_id, int(version))
     if retried is not None:  # a retry of this task: its row again, not a second one
         dep = store.update_deployment(retried["id"], state=BUILT, reason="", **row)
@@ -166,8 +191,33 @@ def package(
             dag_run_id=dag_run_id,
             **row,
         )
-    log.info("%s: built bento %s from %s (model %s)", project, bento_tag, model_uri, model_tag)
+    log.info(
+        "%s: built bento %s from %s (model %s), runtime %s%s",
+        project,
+        bento_tag,
+        model_uri,
+        model_tag,
+        compiled.runtime,
+        f" ({compiled.reason})" if compiled.reason else "",
+    )
     return _ref(dep)
+
+
+def compile_model(spec: ProjectSpec, model_uri: str, version: int, settings: Settings) -> Compiled:
+    """The model as an ONNX graph checked on the smoke test's holdout rows, or the reason
+    the pipeline itself will score."""
+    import mlflow.sklearn  # heavy: kept out of DAG parsing
+    import pandas as pd
+
+    from mlops_lib.features import model_input  # imports scikit-learn
+
+    try:
+        rows = smoke_rows(spec, version, settings.smoke_rows, settings)
+    except Exception as exc:
+        return Compiled("sklearn", f"no holdout rows to check a graph on: {exc}", None, None, 0)
+    connect_mlflow(settings)
+    model = mlflow.sklearn.load_model(model_uri)
+    return compile_pipeline(model, model_input(pd.DataFrame(rows), spec))
 
 
 def _earlier_try(deps: list[DeploymentRow], dag_run_id: str, version: int) -> DeploymentRow | None:
@@ -193,12 +243,14 @@ def _ref(dep: DeploymentRow) -> DeploymentRef:
 
 
 def _serve(dep: DeploymentRow, port: int, settings: Settings) -> None:
-    """Start the Bento on a port and wait for /readyz (raises StackError)."""
+    """Start the Bento on a port and wait for /readyz (raises StackError); it scores with
+    the runtime the deployment records."""
     use_store(settings)
     proc = process(settings, dep)
+    token = probe_token(settings, dep["project"], dep["id"])
     proc.start(
         serve_bento_command(dep["bento_tag"], port, settings.host),
-        env=serve_env(settings, dep["project"], probe_token(settings, dep["project"], dep["id"])),
+        env=serve_env(settings, dep["project"], token, runtime=dep["runtime"]),
         cwd=settings.stack_dir,
     )
     url = f"http://{settings.host}:{port}"
@@ -234,7 +286,9 @@ def smoke_rows(spec: ProjectSpec, version: int, n: int, settings: Settings) -> l
 
 
 def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeResult:
-    """The candidate must answer holdout rows exactly as the MLflow model does."""
+    """The candidate must answer holdout rows as the MLflow model does: the same classes
+    (or values) and probabilities within the runtime's tolerance. A compiled graph that
+    misses gives way to the pipeline (restart, reason recorded) before the candidate fails."""
     settings = settings or get_settings()
     dep = _get(deployment_id, settings)
     spec = project_spec(dep["project"], settings)
@@ -247,18 +301,45 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeRes
         expected = _expected_answers(spec, dep, rows, settings)
     except Exception as exc:
         raise _fail(dep, f"smoke test: the MLflow model itself fails: {exc}", settings) from exc
-    max_diff = _compare(dep, served, expected, len(rows), settings)
-    log.info("%s: smoke test passed on %d holdout rows", _describe(dep), len(rows))
-    return {"id": dep["id"], "rows": len(rows), "max_abs_diff": max_diff}
+    miss, max_diff = _parity(served, expected)
+    if miss and served.runtime == "onnx":
+        dep = _fall_back(dep, f"parity on {len(rows)} served holdout rows: {miss}", settings)
+        served = _served_answers(spec, dep, rows, settings)
+        miss, max_diff = _parity(served, expected)
+    if miss:
+        raise _fail(dep, f"smoke test on {len(rows)} holdout rows: {miss}", settings)
+    if dep["runtime"] and served.runtime != dep["runtime"]:
+        raise _fail(
+            dep, f"smoke test: served by {served.runtime}, recorded {dep['runtime']}", settings
+        )
+    reason = dep["runtime_reason"]
+    note_serving_runtime(spec.name, dep["model_version"], served.runtime, reason, settings)
+    log.info(
+        "%s: smoke test passed on %d holdout rows (runtime %s, max |diff| %.3g)",
+        _describe(dep),
+        len(rows),
+        served.runtime,
+        max_diff,
+    )
+    return {"id": dep["id"], "rows": len(rows), "max_abs_diff": max_diff, "runtime": served.runtime}
+
+
+@dataclass
+class _Served:
+    """A candidate's answers to the smoke rows and the runtime that gave them."""
+
+    runtime: str = ""
+    predictions: list = field(default_factory=list)
+    probabilities: list = field(default_factory=list)
 
 
 def _served_answers(
     spec: ProjectSpec, dep: DeploymentRow, rows: list[dict[str, Any]], settings: Settings
-) -> dict[str, list]:
+) -> _Served:
     """The candidate's predictions and probabilities for the rows, over HTTP in batches."""
     import httpx  # kept out of DAG parsing
 
-    served: dict[str, list] = {"predictions": [], "probabilities": []}
+    served = _Served()
     step = spec.serving.max_batch_size
     with httpx.Client(base_url=dep["url"], timeout=60, trust_env=False) as http:
         for i in range(0, len(rows), step):
@@ -286,8 +367,9 @@ def _served_answers(
                     f"expected {dep['model_version']}",
                     settings,
                 )
-            for key in served:
-                served[key].extend(body.get(key) or [])
+            served.runtime = resp.headers.get(RUNTIME_HEADER, "")
+            served.predictions.extend(body.get("predictions") or [])
+            served.probabilities.extend(body.get("probabilities") or [])
     return served
 
 
@@ -308,35 +390,38 @@ def _expected_answers(
     return predictor.response(predictor.scores(model_input(pd.DataFrame(rows), spec)))
 
 
-def _compare(
-    dep: DeploymentRow, served: dict[str, list], expected: dict[str, Any], n: int, settings
-) -> float:
-    """Fail the candidate unless predictions match and probabilities agree to 1e-9."""
+def _parity(served: _Served, expected: dict[str, Any]) -> tuple[str, float]:
+    """What differs between served and expected answers (empty when nothing), and the
+    largest difference; the tolerance is the serving runtime's."""
     import numpy as np  # heavy: kept out of DAG parsing
 
-    if served["predictions"] != expected["predictions"]:
-        diff = sum(
-            a != b for a, b in zip(served["predictions"], expected["predictions"], strict=False)
-        )
-        raise _fail(
-            dep,
-            f"smoke test: {diff} of {n} holdout predictions differ from the MLflow "
-            f"model's ({dep['model_uri']})",
-            settings,
-        )
-    if not expected.get("probabilities"):
-        return 0.0
-    names = list(expected["probabilities"][0])
-    got = np.array([[p[c] for c in names] for p in served["probabilities"]])
-    want = np.array([[p[c] for c in names] for p in expected["probabilities"]])
-    max_diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
-    if max_diff > 1e-9:
-        raise _fail(
-            dep,
-            f"smoke test: probabilities differ from the MLflow model's by up to {max_diff:.3g}",
-            settings,
-        )
-    return max_diff
+    classify = bool(expected.get("probabilities"))
+    if classify:  # the classes follow from the probabilities (their argmax)
+        names = list(expected["probabilities"][0])
+        got = np.array([[p.get(c, np.nan) for c in names] for p in served.probabilities])
+        want = np.array([[p[c] for c in names] for p in expected["probabilities"]])
+    else:
+        got = np.asarray(served.predictions, dtype="float64")
+        want = np.asarray(expected["predictions"], dtype="float64")
+    if got.shape != want.shape:
+        return f"{len(got)} answers for {len(want)} rows", float("inf")
+    tolerance = TOLERANCE.get(served.runtime, TOLERANCE["sklearn"])
+    problem = parity_problem(got, want, classify, tolerance)
+    return problem, float(np.abs(got - want).max(initial=0.0))
+
+
+def _fall_back(dep: DeploymentRow, reason: str, settings: Settings) -> DeploymentRow:
+    """Restart the candidate on the same port with the scikit-learn pipeline."""
+    log.warning("%s: %s; falling back to the scikit-learn pipeline", _describe(dep), reason)
+    process(settings, dep).stop()
+    dep = lineage_store(settings).update_deployment(
+        dep["id"], runtime="sklearn", runtime_reason=reason
+    )
+    try:
+        _serve(dep, int(dep["port"] or 0), settings)
+    except (StackError, RuntimeError) as exc:
+        raise _fail(dep, f"did not become ready on the fallback runtime: {exc}", settings) from exc
+    return dep
 
 
 def _route_to(dep: DeploymentRow, settings: Settings) -> None:
@@ -476,6 +561,7 @@ def status(settings: Settings) -> list[ServiceStatus]:
                 "model_version": dep["model_version"],
                 "bento_tag": dep["bento_tag"],
                 "deployment": dep["id"],
+                "runtime": dep["runtime"] or "sklearn",
             }
         )
     return rows
@@ -513,7 +599,8 @@ def serve_active(
                 current = live[0]
                 log_line(f"{project}: serving {_describe(current)} on {host}:{port}")
                 cmd = serve_bento_command(current["bento_tag"], port, host)
-                proc = subprocess.Popen(cmd, env=serve_env(settings, project))
+                env = serve_env(settings, project, runtime=current["runtime"])
+                proc = subprocess.Popen(cmd, env=env)
             elif not live and current is None:
                 log_line(f"{project}: no active deployment yet; waiting for the deploy DAG")
             if proc is not None and proc.poll() is not None:

@@ -14,6 +14,7 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
+from mlops_lib.serving.runtime import compiled_graph
 from mlops_lib.settings import ENV_PREFIX, Settings, get_settings, process_env, settings_env
 from mlops_lib.spec import ProjectSpec
 from mlops_lib.tracking import connect as connect_mlflow
@@ -37,6 +38,9 @@ BENTO_REQUIREMENTS = (
     "PyYAML",
     "lakefs",
     "lakefs-sdk",
+    "onnxruntime",
+    "onnx",
+    "skl2onnx",
 )
 
 
@@ -80,12 +84,17 @@ def bento_name(project: str) -> str:
 
 
 def build_bento(
-    spec: ProjectSpec, model_tag: str, version: int | str, settings: Settings | None = None
+    spec: ProjectSpec,
+    model_tag: str,
+    version: int | str,
+    settings: Settings | None = None,
+    graph: bytes | None = None,
 ) -> str:
     """``bentoml build`` of the project's service around an imported model; returns the tag.
 
-    The Bento carries the service code, the platform package, pinned requirements and, as
-    Bento arguments, the project, model tag, model version and the spec it was built with.
+    The Bento carries the service code, the platform package, pinned requirements, the
+    model's compiled ONNX graph when it has one (``compiled/model.onnx``) and, as Bento
+    arguments, the project, model tag, model version and the spec it was built with.
     """
     settings = settings or get_settings()
     store = use_store(settings)
@@ -98,6 +107,10 @@ def build_bento(
             PACKAGE_DIR, ctx / "mlops_lib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
         )
         (ctx / "requirements.txt").write_text("\n".join(requirements()) + "\n")
+        if graph is not None:
+            target = compiled_graph(ctx)
+            target.parent.mkdir()
+            target.write_bytes(graph)
         args = {
             "project": spec.name,
             "model_tag": model_tag,
@@ -172,7 +185,9 @@ def serve_command(project: str, model_tag: str, version: int | str, port: int) -
     ]
 
 
-def serve_env(settings: Settings, project: str, probe_token: str | None = None) -> dict[str, Any]:
+def serve_env(
+    settings: Settings, project: str, probe_token: str | None = None, runtime: str = ""
+) -> dict[str, Any]:
     """Environment of a serving process: the platform settings and the BentoML store.
 
     Of the secrets, only a lakeFS key (the prediction log writes to lakeFS) and the
@@ -202,10 +217,14 @@ def serve_env(settings: Settings, project: str, probe_token: str | None = None) 
     }
     if probe_token:
         env[f"{ENV_PREFIX}PROBE_TOKEN"] = probe_token
+    if runtime:  # the deployment's recorded runtime, else the settings' choice
+        env[f"{ENV_PREFIX}SERVING_RUNTIME"] = runtime
     return env
 
 
 PROBE_HEADER = "X-MLOps-Probe"
+# Which runtime answered a request: "onnx" (the compiled graph) or "sklearn".
+RUNTIME_HEADER = "X-MLOps-Runtime"
 
 
 def probe_token(settings: Settings, project: str, deployment_id: int) -> str:

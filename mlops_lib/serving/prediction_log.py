@@ -34,15 +34,20 @@ from mlops_lib.layout import MONITORING_BRANCH, prediction_log_path
 log = logging.getLogger(__name__)
 
 Ship = Callable[[str, bytes], None]
+# A request's rows as sent: a list of rows, or the columnar form's values by column.
+Rows = list[dict[str, Any]] | dict[str, list[Any]]
 
 
 @dataclass
 class _Entry:
     request_id: str
     ts: float
-    rows: list[dict[str, Any]]
+    rows: Rows
     predictions: list[Any]
     scores: list[float]
+
+    def __len__(self) -> int:
+        return len(self.predictions)
 
 
 class PredictionLog:
@@ -87,15 +92,15 @@ class PredictionLog:
     def record(
         self,
         request_id: str,
-        rows: list[dict[str, Any]],
+        rows: Rows,
         predictions: list[Any],
         scores: list[float],
     ) -> None:
-        """Append one request's rows and outputs (O(1); no I/O)."""
+        """Append one request's rows (or columns) and outputs (O(1); no I/O)."""
         entry = _Entry(request_id, time.time(), rows, predictions, scores)
         with self._lock:
             self._buffer.append(entry)
-            self._rows += len(rows)
+            self._rows += len(entry)
             full = self._rows >= self.max_rows
         if full:
             self._wake.set()
@@ -207,7 +212,7 @@ class PredictionLog:
             except Exception:
                 with self._lock:
                     self._buffer[:0] = entries
-                    self._rows += sum(len(e.rows) for e in entries)
+                    self._rows += sum(len(e) for e in entries)
                 raise
 
     def _write(self, frame: Any) -> list[Path]:
@@ -234,8 +239,8 @@ class PredictionLog:
         import numpy as np
         import pandas as pd
 
-        counts = [len(e.rows) for e in entries]
-        frame = pd.DataFrame.from_records([row for e in entries for row in e.rows])
+        counts = [len(e) for e in entries]
+        frame = _features(entries)
         frame.insert(0, "request_id", np.repeat([e.request_id for e in entries], counts))
         frame.insert(1, "row", np.concatenate([np.arange(n) for n in counts]))
         ts = np.repeat([e.ts for e in entries], counts)
@@ -269,6 +274,25 @@ class PredictionLog:
             shipped += 1
         self.shipped_files += shipped
         return shipped
+
+
+def _features(entries: list[_Entry]):
+    """The sent values of the entries, in order: consecutive row-form entries as one frame,
+    each columnar entry as its own."""
+    import pandas as pd
+
+    parts, rows = [], []
+    for entry in entries:
+        if isinstance(entry.rows, dict):
+            if rows:
+                parts.append(pd.DataFrame.from_records(rows))
+                rows = []
+            parts.append(pd.DataFrame(entry.rows))
+        else:
+            rows.extend(entry.rows)
+    if rows:
+        parts.append(pd.DataFrame.from_records(rows))
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def _to_parquet(part: Any, path: Path) -> None:

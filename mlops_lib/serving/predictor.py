@@ -1,8 +1,13 @@
-"""Vectorised predictions of a fitted pipeline for validated request rows."""
+"""Vectorised predictions of a fitted pipeline for validated request rows or columns.
+
+Requests come as rows (``instances``) or as columns (``columns`` + ``data``); both become
+one model-input frame, are scored by the deployment's runtime (the compiled ONNX graph or
+the scikit-learn pipeline itself) and answered in the form they came in.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlops_lib.spec import ProjectSpec
 
@@ -11,57 +16,87 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-class Predictor:
-    """Rows -> one model-input frame -> scores -> response; the model is optional (API side)."""
+class Scorer(Protocol):
+    def scores(self, frame: pd.DataFrame) -> np.ndarray: ...
 
-    def __init__(self, spec: ProjectSpec, model: Any | None, version: str):
+
+class PipelineScorer:
+    """The scikit-learn pipeline itself: class probabilities or predictions."""
+
+    def __init__(self, model: Any, classify: bool) -> None:
+        self.model = model
+        self.proba = classify and hasattr(model, "predict_proba")
+
+    def scores(self, frame: pd.DataFrame) -> np.ndarray:
+        import numpy as np
+
+        if self.proba:
+            return np.asarray(self.model.predict_proba(frame), dtype="float64")
+        return np.asarray(self.model.predict(frame), dtype="float64")
+
+
+class Predictor:
+    """Rows or columns -> one model-input frame -> scores -> response."""
+
+    def __init__(
+        self, spec: ProjectSpec, model: Any, version: str, scorer: Scorer | None = None
+    ) -> None:
         self.spec = spec
         self.model = model
         self.version = str(version)
         self.classify = spec.target.task == "classification"
+        self.scorer = scorer or PipelineScorer(model, self.classify)
         allowed = spec.schema.columns[spec.target.column].allowed
         classes = getattr(model, "classes_", None) if model is not None else None
         if classes is None:
             classes = sorted(allowed) if allowed else []
         self.classes = [c.item() if hasattr(c, "item") else c for c in classes]
+        self.class_names = [str(c) for c in self.classes]
 
-    def array(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        """Validated rows as an object array in the spec's feature order (no pandas: the
-        API side only transports; features are derived once per batch by ``from_array``)."""
-        import numpy as np
-
-        features = self.spec.features
-        out = np.empty((len(rows), len(features)), dtype=object)
-        for i, row in enumerate(rows):
-            out[i] = [row[f] for f in features]
-        return out
-
-    def from_array(self, rows: np.ndarray) -> pd.DataFrame:
-        """A frame from an object array in feature order (the batching transport)."""
+    def frame_from_rows(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Validated rows as the model-input frame (features in spec order)."""
         import pandas as pd
 
         from mlops_lib.features import model_input  # imports scikit-learn
 
-        return model_input(pd.DataFrame(rows, columns=self.spec.features), self.spec)
+        return model_input(pd.DataFrame.from_records(rows, columns=self.spec.features), self.spec)
+
+    def frame_from_columns(self, values: dict[str, list[Any]]) -> pd.DataFrame:
+        """Validated columns as the model-input frame (features in spec order)."""
+        import pandas as pd
+
+        from mlops_lib.features import model_input  # imports scikit-learn
+
+        frame = pd.DataFrame({name: values[name] for name in self.spec.features})
+        return model_input(frame, self.spec)
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
         """Class probabilities (classification) or predictions (regression)."""
-        import numpy as np
+        return self.scorer.scores(frame)
 
-        if self.classify and hasattr(self.model, "predict_proba"):
-            return np.asarray(self.model.predict_proba(frame), dtype="float64")
-        return np.asarray(self.model.predict(frame), dtype="float64")
+    def predictions(self, scores: np.ndarray) -> list[Any]:
+        if self.classify and scores.ndim == 2:
+            classes = self.classes
+            return [classes[i] for i in scores.argmax(axis=1).tolist()]
+        return scores.astype(float).tolist()
 
     def response(self, scores: np.ndarray) -> dict[str, Any]:
-        """JSON body: predictions in request order, probabilities, model version."""
+        """JSON body of the row form: predictions in request order, probabilities per row
+        as ``{class: p}``, model version."""
         out: dict[str, Any] = {"model_version": self.version}
+        out["predictions"] = self.predictions(scores)
         if self.classify and scores.ndim == 2:
-            best = scores.argmax(axis=1)
-            out["predictions"] = [self.classes[i] for i in best]
-            names = [str(c) for c in self.classes]
-            out["probabilities"] = [dict(zip(names, map(float, p), strict=True)) for p in scores]
-        else:
-            out["predictions"] = [float(v) for v in scores]
+            names = self.class_names
+            out["probabilities"] = [dict(zip(names, p, strict=True)) for p in scores.tolist()]
+        return out
+
+    def columnar_response(self, scores: np.ndarray) -> dict[str, Any]:
+        """JSON body of the columnar form: predictions, and probabilities as
+        ``{"columns": [class, ...], "data": [[p, ...], ...]}``."""
+        out: dict[str, Any] = {"model_version": self.version}
+        out["predictions"] = self.predictions(scores)
+        if self.classify and scores.ndim == 2:
+            out["probabilities"] = {"columns": self.class_names, "data": scores.tolist()}
         return out
 
     def log_scores(self, scores: np.ndarray) -> list[float]:

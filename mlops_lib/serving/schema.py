@@ -19,6 +19,8 @@ from pydantic import (
     Field,
     StrictBool,
     StrictStr,
+    TypeAdapter,
+    ValidationError,
     create_model,
 )
 
@@ -113,3 +115,96 @@ def request_model(spec: ProjectSpec) -> type[BaseModel]:
             Field(..., min_length=1, max_length=spec.serving.max_batch_size),
         ),
     )
+
+
+# The columnar form ------------------------------------------------------------------------
+# ``{"columns": [name, ...], "data": [[value, ...], ...]}``: the same rules, checked a column
+# at a time (one validation call per column rather than one model per row).
+
+
+class ColumnarError(ValueError):
+    """Bad columnar request; ``errors`` are pydantic-style ``{"loc", "msg", "type"}``."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        super().__init__(f"{len(errors)} problem(s) in the request")
+        self.errors = errors
+
+
+_STRICT = ConfigDict(strict=True)
+
+
+def _column_adapter(col: Column, required: bool) -> TypeAdapter:
+    if required:
+        base = _field_type(col)
+        limits = _limits(col)
+        annotation = base | None if col.nullable else base
+        return TypeAdapter(list[Annotated[annotation, Field(**limits)]], config=_STRICT)
+    annotation, info = _pass_through_field(col)
+    item = Annotated[annotation, info]
+    return TypeAdapter(list[item], config=ConfigDict(strict=col.type != "datetime"))
+
+
+def column_adapters(spec: ProjectSpec) -> dict[str, TypeAdapter]:
+    """A validator per column a columnar request may send: every feature (required), the
+    instance's key and event time (optional)."""
+    adapters = {n: _column_adapter(spec.schema.columns[n], True) for n in spec.features}
+    for name in spec.identity:
+        adapters[name] = _column_adapter(spec.schema.columns[name], False)
+    return adapters
+
+
+def validate_columns(
+    spec: ProjectSpec,
+    adapters: dict[str, TypeAdapter],
+    columns: list[str],
+    data: list[list[Any]],
+) -> dict[str, list[Any]]:
+    """The request's values by column, validated; raises ``ColumnarError`` naming every
+    bad column, row and field (``["data", row, column]``)."""
+    if not data:
+        raise ColumnarError([_error(["data"], "no rows", "too_short")])
+    errors = _header_errors(spec, adapters, columns)
+    errors += [
+        _error(["data", i], f"has {len(row)} values for {len(columns)} columns", "row_length")
+        for i, row in enumerate(data)
+        if len(row) != len(columns)
+    ]
+    if errors:
+        raise ColumnarError(errors)
+    values = dict(zip(columns, map(list, zip(*data, strict=True)), strict=True))
+    out: dict[str, list[Any]] = {}
+    for name, column in values.items():
+        try:
+            out[name] = adapters[name].validate_python(column)
+        except ValidationError as exc:
+            errors += [
+                _error(["data", e["loc"][0], name, *e["loc"][1:]], e["msg"], e["type"])
+                for e in exc.errors(include_url=False)
+            ]
+    if errors:
+        raise ColumnarError(errors)
+    return out
+
+
+def _header_errors(
+    spec: ProjectSpec, adapters: dict[str, TypeAdapter], columns: list[str]
+) -> list[dict[str, Any]]:
+    errors = [
+        _error(["columns", i], f"unknown column {name!r}", "extra_forbidden")
+        for i, name in enumerate(columns)
+        if name not in adapters
+    ]
+    errors += [
+        _error(["columns", name], "column sent more than once", "duplicate")
+        for name in sorted({n for n in columns if columns.count(n) > 1})
+    ]
+    errors += [
+        _error(["columns", name], "feature missing", "missing")
+        for name in spec.features
+        if name not in columns
+    ]
+    return errors
+
+
+def _error(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": kind}

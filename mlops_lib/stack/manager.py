@@ -463,6 +463,7 @@ class ServiceStatus(TypedDict):
     log: str
     model_version: NotRequired[int]
     bento_tag: NotRequired[str]
+    runtime: NotRequired[str]
     deployment: NotRequired[int]
 
 

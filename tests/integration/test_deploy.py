@@ -54,8 +54,11 @@ def world(stack: Settings, tmp_path_factory) -> dict:
     }
 
 
-def register(stack: Settings, world: dict, *, seed: int, broken: bool = False) -> int:
+def register(
+    stack: Settings, world: dict, *, seed: int, broken: bool = False, estimator=None
+) -> int:
     """Log and register a model trained on the batch (tagged with its commit, as training does).
+    ``estimator``: the pipeline's model (a logistic regression by default).
 
     ``broken``: the pipeline also expects a column the project does not have, so it cannot
     score the project's requests (a package that must never go live).
@@ -67,7 +70,7 @@ def register(stack: Settings, world: dict, *, seed: int, broken: bool = False) -
     spec = world["spec"]
     df = demo_data.generate("clean", rows=3000, seed=seed)
     x = model_input(df, spec)
-    model = build_pipeline(spec, LogisticRegression(max_iter=500 + seed % 7))
+    model = build_pipeline(spec, estimator or LogisticRegression(max_iter=500 + seed % 7))
     if broken:
         from sklearn.compose import ColumnTransformer
         from sklearn.pipeline import Pipeline
@@ -127,6 +130,24 @@ def predict(stack: Settings, world: dict, n: int = 3, seed: int = 502) -> dict:
     return resp.json()
 
 
+def served_runtime(stack: Settings, world: dict) -> str:
+    """The runtime that answered a request on the stable endpoint (its response header)."""
+    from mlops_lib.serving.package import RUNTIME_HEADER
+
+    resp = httpx.post(
+        f"{endpoint(stack)}/predict", json={"instances": rows(world, 2, 503)}, timeout=30
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.headers[RUNTIME_HEADER]
+
+
+def serving_card(stack: Settings, version: int) -> tuple[str, str]:
+    """The version's ``serving_runtime`` tag and its model card's serving line."""
+    mv = connect_mlflow(stack).get_model_version(PROJECT, str(version))
+    line = next(p for p in mv.description.split("\n\n") if p.startswith("**Serving runtime**"))
+    return mv.tags["serving_runtime"], line
+
+
 def deployments(stack: Settings) -> list[dict]:
     from mlops_lib.lineage import lineage_store
 
@@ -173,6 +194,11 @@ def test_champion_goes_live_behind_the_stable_endpoint(stack: Settings, world: d
     assert row["model_version"] == v1
     lineage = json.loads(mlops_cli(stack, "lineage", PROJECT, "--json").stdout)
     assert lineage["deployments"][0]["bento_tag"] == live[0]["bento_tag"]
+    # It scores with the compiled graph, which matched the pipeline on the holdout rows.
+    assert live[0]["runtime"] == "onnx" and live[0]["runtime_reason"] == ""
+    assert row["runtime"] == "onnx"
+    assert served_runtime(stack, world) == "onnx"
+    assert serving_card(stack, v1) == ("onnx", "**Serving runtime**: onnx.")
 
 
 def test_a_deployment_holds_its_own_lakefs_user_and_no_other_secret(
@@ -232,11 +258,23 @@ def test_failed_smoke_test_keeps_the_old_deployment_serving(
 
 
 def test_new_champion_replaces_the_old_deployment(stack: Settings, world: dict, live: dict) -> None:
-    v3, _ = go_live(stack, world, seed=13)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    # A model the ONNX converter cannot take: it serves with the scikit-learn pipeline.
+    hgb = HistGradientBoostingClassifier(max_iter=20, random_state=0)
+    v3 = register(stack, world, seed=13, estimator=hgb)
+    run_id, state = promote_and_deploy(stack, world, v3)
+    assert state == "success", world["airflow"].task_states(DEPLOY, run_id)
     assert predict(stack, world)["model_version"] == str(v3)
     after = {d["id"]: d for d in deployments(stack)}
     assert after[live["id"]]["state"] == "retired"
     assert not http_ok(live["url"] + "/readyz")
+    new = active(stack)
+    assert new["runtime"] == "sklearn", new
+    assert "HistGradientBoostingClassifier" in new["runtime_reason"], new["runtime_reason"]
+    assert served_runtime(stack, world) == "sklearn"
+    runtime, line = serving_card(stack, v3)
+    assert runtime == "sklearn" and "HistGradientBoostingClassifier" in line, line
 
 
 def test_rollback_serves_the_previous_deployment_again(

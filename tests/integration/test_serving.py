@@ -138,6 +138,55 @@ def test_malformed_rows_get_400_naming_the_field(service: str, mutate, field: st
     assert ["instances", 1, field] in locs
 
 
+def columnar(batch: list[dict]) -> dict:
+    names = list(batch[0])
+    return {"columns": names, "data": [[r[n] for n in names] for r in batch]}
+
+
+def test_the_columnar_form_answers_like_the_row_form(service: str) -> None:
+    from mlops_lib.serving.package import RUNTIME_HEADER
+
+    batch = rows(50, seed=405)
+    by_rows = httpx.post(f"{service}/predict", json={"instances": batch}, timeout=30)
+    by_columns = httpx.post(f"{service}/predict", json=columnar(batch), timeout=30)
+    assert by_rows.status_code == by_columns.status_code == 200, by_columns.text
+    a, b = by_rows.json(), by_columns.json()
+    assert b["predictions"] == a["predictions"]
+    names = b["probabilities"]["columns"]
+    assert b["probabilities"]["data"] == [[p[n] for n in names] for p in a["probabilities"]]
+    # Served from the working folder, without a compiled graph: the pipeline scores.
+    assert by_columns.headers[RUNTIME_HEADER] == "sklearn"
+
+
+def test_a_bad_columnar_request_gets_400_naming_row_and_column(service: str) -> None:
+    body = columnar(rows(3))
+    age = body["columns"].index("age")
+    body["columns"].append("planet")
+    body["data"] = [[*r, "mars"] for r in body["data"]]
+    resp = httpx.post(f"{service}/predict", json=body, timeout=30)
+    assert resp.status_code == 400, resp.text
+    locs = [d["loc"] for d in resp.json()["detail"]]
+    assert ["columns", len(body["columns"]) - 1] in locs
+    short = columnar(rows(2))
+    short["data"][1] = short["data"][1][:-1]
+    resp = httpx.post(f"{service}/predict", json=short, timeout=30)
+    assert resp.status_code == 400 and ["data", 1] in [d["loc"] for d in resp.json()["detail"]]
+    bad_cell = columnar(rows(3))
+    bad_cell["data"][2][age] = "old"
+    resp = httpx.post(f"{service}/predict", json=bad_cell, timeout=30)
+    assert resp.status_code == 400
+    assert ["data", 2, "age"] in [d["loc"] for d in resp.json()["detail"]]
+
+
+def test_a_request_with_both_forms_or_neither_gets_400(service: str) -> None:
+    batch = rows(2)
+    both = {"instances": batch} | columnar(batch)
+    for body in (both, {"columns": ["age"]}, {}):
+        resp = httpx.post(f"{service}/predict", json=body, timeout=30)
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.json()["detail"][0]["loc"] == ["instances"]
+
+
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_numbers_get_400_naming_the_field(service: str, value: str) -> None:
     """JSON text with NaN, +-Infinity or a number too large for a float (the parser reads

@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlops_lib import __version__
-from mlops_lib.cli import main
+from mlops_lib.cli import _model_cell, main
 
 
 def test_help_lists_the_stack_commands() -> None:
@@ -70,3 +70,18 @@ def test_lineage_prints_the_last_failure_and_its_json_has_it(
     assert doc["last_failure"]["resolved"] is False and doc["last_failure"]["try_number"] == 2
     other = json.loads(CliRunner().invoke(main, ["lineage", "fraud", "--json"]).output)
     assert other["last_failure"] is None
+
+
+@pytest.mark.parametrize(
+    ("row", "cell"),
+    [
+        ({"model_version": 3, "runtime": "onnx"}, "v3 onnx"),
+        ({"model_version": "12", "runtime": "sklearn"}, "v12 sklearn"),
+        ({"model_version": 3}, "v3"),  # runtime not known (yet)
+        ({"model_version": 3, "runtime": ""}, "v3"),
+        ({"model_version": None, "runtime": "onnx"}, ""),  # nothing served
+        ({}, ""),
+    ],
+)
+def test_the_status_model_cell_shows_the_served_version_and_its_runtime(row, cell) -> None:
+    assert _model_cell(row) == cell

@@ -248,3 +248,63 @@ def test_every_lakefs_call_has_a_deadline(tmp_path: Path) -> None:
     finally:
         hanging.close()
     assert time.monotonic() - started < 5
+
+
+# the columnar form -------------------------------------------------------------------------
+
+
+def test_row_form_and_columnar_entries_flush_to_one_frame_in_entry_order(tmp_path: Path) -> None:
+    log = make(tmp_path, None)
+    log.record(
+        "r1",
+        [{"age": 30, "contract": "one_year"}, {"age": 31, "contract": "two_year"}],
+        [0, 1],
+        [0.1, 0.6],
+    )
+    log.record(
+        "c1",
+        {"age": [40, 41, 42], "contract": ["one_year", None, "two_year"]},
+        [1, 0, 1],
+        [0.9, 0.2, 0.8],
+    )
+    log.record("r2", [{"age": 50, "contract": "one_year"}], [0], [0.3])
+    log.record(
+        "r3",
+        [{"age": 60, "contract": "two_year"}, {"age": 61, "contract": None}],
+        [1, 1],
+        [0.7, 0.75],
+    )
+    log.record("c2", {"age": [70], "contract": ["one_year"], "customer_id": ["C-70"]}, [0], [0.05])
+    for entry in log._buffer:  # one hour window, so one file
+        entry.ts = pd.Timestamp("2026-11-27T09:30Z").timestamp()
+    assert log._rows == 9
+    (path,) = log.flush()
+    df = pd.read_parquet(path)
+    assert list(df["request_id"]) == ["r1", "r1", "c1", "c1", "c1", "r2", "r3", "r3", "c2"]
+    assert list(df["row"]) == [0, 1, 0, 1, 2, 0, 0, 1, 0]
+    assert list(df["age"]) == [30, 31, 40, 41, 42, 50, 60, 61, 70]
+    assert list(df["prediction"]) == [0, 1, 1, 0, 1, 0, 1, 1, 0]
+    assert list(df["score"]) == [0.1, 0.6, 0.9, 0.2, 0.8, 0.3, 0.7, 0.75, 0.05]
+    assert df["contract"].isna().tolist() == [False] * 3 + [True] + [False] * 3 + [True, False]
+    # A column only one entry sent is kept for its rows, empty for the others.
+    assert df["customer_id"].tolist()[-1] == "C-70" and df["customer_id"][:-1].isna().all()
+    assert set(df["model_version"]) == {"3"}
+
+
+def test_a_columnar_entry_alone_is_logged_like_its_rows(tmp_path: Path) -> None:
+    sink = Sink()
+    log = make(tmp_path, sink)
+    log.record("c", {"age": [30, 31], "contract": ["one_year", "two_year"]}, [0, 1], [0.1, 0.6])
+    assert log.flush() and log.ship_pending() == 1
+    df = sink.frame()
+    assert list(df["request_id"]) == ["c", "c"] and list(df["row"]) == [0, 1]
+    assert list(df["contract"]) == ["one_year", "two_year"]
+    assert list(df["prediction"]) == [0, 1] and list(df["score"]) == [0.1, 0.6]
+
+
+def test_a_columnar_entry_counts_its_rows_towards_the_buffer_limit(tmp_path: Path) -> None:
+    log = make(tmp_path, Sink(), max_rows=4)
+    log.record("c", {"age": [1, 2, 3]}, [0, 0, 0], [0.0, 0.0, 0.0])
+    assert log._rows == 3 and not log._wake.is_set()
+    log.record("d", {"age": [4]}, [0], [0.0])
+    assert log._rows == 4 and log._wake.is_set()

@@ -6,7 +6,7 @@ import yaml
 from mlops_lib import demo_data
 from mlops_lib.datasets import TrainingError, check_trainable, split
 from mlops_lib.features import build_pipeline, model_input
-from mlops_lib.registry import AWAIT, PROMOTE, REJECT, decide
+from mlops_lib.registry import AWAIT, PROMOTE, REJECT, decide, model_card, with_serving_runtime
 from mlops_lib.spec import load_spec, parse_spec
 
 from .test_spec import CHURN
@@ -131,3 +131,22 @@ def test_untrainable_data(spec, mutate, message: str) -> None:
     with pytest.raises(TrainingError) as err:
         check_trainable(df, spec, "abc123def4567890")
     assert message in str(err.value) and "abc123def456" in str(err.value)
+
+
+def test_the_model_card_says_which_runtime_serves_and_a_new_deploy_replaces_the_line(
+    spec,
+) -> None:
+    card = model_card(spec, 3, "c0ffee", {"roc_auc": 0.8}, PROMOTE, "no champion", None)
+    onnx = with_serving_runtime(card, "onnx", "")
+    assert onnx == card + "\n\n**Serving runtime**: onnx."
+    reason = "parity: probabilities differ by up to 3.0e-04 (tolerance 1e-05) on 200 rows"
+    sklearn = with_serving_runtime(onnx, "sklearn", reason)
+    assert sklearn == card + f"\n\n**Serving runtime**: sklearn ({reason})."
+    assert sklearn.count("**Serving runtime**") == 1
+    assert with_serving_runtime(sklearn, "onnx", "") == onnx
+    assert with_serving_runtime("", "onnx", "") == "**Serving runtime**: onnx."
+
+
+def test_a_card_ending_in_a_newline_still_gets_one_serving_line() -> None:
+    card = with_serving_runtime("## churn v3\n\nEdited in the MLflow UI.\n", "onnx", "")
+    assert with_serving_runtime(card, "sklearn", "x").count("**Serving runtime**") == 1

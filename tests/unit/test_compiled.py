@@ -1,0 +1,251 @@
+"""The compiled scoring path: fitted pipelines converted to ONNX score as scikit-learn does
+(or keep serving through scikit-learn, with the reason)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_lib.automl import make_estimator
+from mlops_lib.demo_data import generate
+from mlops_lib.features import build_pipeline, model_input, model_target
+from mlops_lib.serving.compiled import (
+    MISSING,
+    NONE,
+    PARITY_TOLERANCE,
+    Compiled,
+    OnnxScorer,
+    compile_pipeline,
+)
+from mlops_lib.spec import load_spec, parse_spec
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = {"n_estimators": 10}  # trees enough to score, few enough to stay fast
+
+
+def make_spec(columns: dict, target: str, task: str = "classification", **training) -> object:
+    return parse_spec(
+        {
+            "name": "compiled",
+            "source": {"path": "data/x.csv"},
+            "schema": {"columns": columns},
+            "target": {"column": target, "task": task},
+            "training": {"min_rows": 10, **training},
+        }
+    )
+
+
+def shop(rows: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Numbers, an int, a bool, two categories and a date; labels of every kind."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "spend": rng.normal(0, 1, rows),
+            "visits": rng.integers(0, 10, rows),
+            "member": rng.random(rows) < 0.3,
+            "plan": rng.choice(["basic", "plus", "pro"], rows),
+            "city": rng.choice([f"city-{i}" for i in range(8)], rows),
+            "day": pd.date_range("2026-01-01", periods=rows, freq="7h", tz="UTC"),
+        }
+    )
+    signal = frame.spend + (frame.plan == "pro") + frame.member + (frame.day.dt.weekday >= 5)
+    frame["bought"] = (signal > 0.5).astype(int)
+    frame["tier"] = np.where(signal > 1, "gold", np.where(signal > 0, "silver", "bronze"))
+    frame["level"] = np.where(signal > 1, 7, np.where(signal > 0, 3, 1))
+    frame["loyal"] = signal > 0.5
+    frame["basket"] = 100 * signal + rng.normal(0, 1, rows)
+    return frame
+
+
+SHOP_COLUMNS = {
+    "spend": {"type": "float"},
+    "visits": {"type": "int"},
+    "member": {"type": "bool"},
+    "plan": {"type": "category"},
+    "city": {"type": "category"},
+    "day": {"type": "datetime"},
+}
+TARGETS = {
+    "bought": ({"type": "int"}, "classification"),
+    "tier": ({"type": "category"}, "classification"),
+    "level": ({"type": "int"}, "classification"),
+    "loyal": ({"type": "bool"}, "classification"),
+    "basket": ({"type": "float"}, "regression"),
+}
+
+
+def fitted(frame: pd.DataFrame, target: str, family: str, columns: dict | None = None, **training):
+    """A pipeline fitted on the first 300 rows, the spec and the model input of the rest."""
+    kind, task = TARGETS[target]
+    spec = make_spec({**(columns or SHOP_COLUMNS), target: kind}, target, task, **training)
+    X, y = model_input(frame, spec), model_target(frame, spec)
+    estimator = make_estimator(family, SMALL, task, seed=1)
+    return build_pipeline(spec, estimator).fit(X[:300], y[:300]), X[300:]
+
+
+def sklearn_scores(pipeline, frame: pd.DataFrame) -> np.ndarray:
+    if hasattr(pipeline, "predict_proba"):
+        return pipeline.predict_proba(frame)
+    return pipeline.predict(frame)
+
+
+def assert_serves_onnx(compiled: Compiled, pipeline, frame: pd.DataFrame) -> None:
+    """Serves ONNX, scoring as scikit-learn within the tolerance (relative to the value
+    past 1 for a regressor)."""
+    assert compiled.runtime == "onnx", compiled.reason
+    assert compiled.reason == "" and compiled.rows == len(frame)
+    got = OnnxScorer(compiled.onnx, pipeline).scores(frame)
+    want = sklearn_scores(pipeline, frame)
+    assert got.dtype == np.float64 and got.shape == want.shape
+    assert compiled.max_abs_diff == np.max(np.abs(got - want))
+    assert np.all(np.abs(got - want) <= PARITY_TOLERANCE * np.maximum(1, np.abs(want)))
+
+
+@pytest.fixture(scope="module")
+def churn():
+    spec = load_spec(REPO / "projects" / "churn.yaml")
+    frame = generate("clean", rows=500, seed=3)
+    return spec, model_input(frame, spec), model_target(frame, spec)
+
+
+@pytest.mark.parametrize("family", ["linear", "random_forest", "extra_trees"])
+def test_each_family_converts_a_binary_churn_model_within_tolerance(churn, family) -> None:
+    spec, X, y = churn
+    estimator = make_estimator(family, SMALL, "classification", seed=1)
+    pipeline = build_pipeline(spec, estimator).fit(X[:400], y[:400])
+    compiled = compile_pipeline(pipeline, X[400:])
+    assert_serves_onnx(compiled, pipeline, X[400:])
+    assert OnnxScorer(compiled.onnx, pipeline).scores(X[400:401]).shape == (1, 2)
+
+
+@pytest.mark.parametrize("target", ["tier", "level"])
+@pytest.mark.parametrize("family", ["linear", "random_forest"])
+def test_multiclass_string_and_int_labels_convert(target, family) -> None:
+    pipeline, holdout = fitted(shop(), target, family)
+    assert list(pipeline.classes_) in (["bronze", "gold", "silver"], [1, 3, 7])
+    assert_serves_onnx(compile_pipeline(pipeline, holdout), pipeline, holdout)
+
+
+@pytest.mark.parametrize("family", ["linear", "random_forest"])
+def test_regression_converts_ridge_and_a_forest(family) -> None:
+    pipeline, holdout = fitted(shop(), "basket", family)
+    compiled = compile_pipeline(pipeline, holdout)
+    assert_serves_onnx(compiled, pipeline, holdout)
+    assert OnnxScorer(compiled.onnx, pipeline).scores(holdout).shape == (len(holdout),)
+
+
+def test_bool_labels_convert() -> None:
+    pipeline, holdout = fitted(shop(), "loyal", "random_forest")
+    assert pipeline.classes_.dtype == bool
+    assert_serves_onnx(compile_pipeline(pipeline, holdout), pipeline, holdout)
+
+
+def with_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Gaps of every kind a scoring frame may hold: NaN numbers, None and NaN categories,
+    a None bool."""
+    out = frame.copy()
+    out["member"] = out["member"].astype(object)
+    out.iloc[0:10, out.columns.get_loc("spend")] = np.nan
+    out.iloc[10:20, out.columns.get_loc("visits")] = np.nan
+    out.iloc[20:30, out.columns.get_loc("plan")] = None
+    out.iloc[30:40, out.columns.get_loc("city")] = np.nan
+    out.iloc[40:50, out.columns.get_loc("member")] = None
+    return out
+
+
+@pytest.mark.parametrize("family", ["linear", "random_forest"])
+def test_missing_numbers_and_categories_at_scoring_score_as_sklearn(family) -> None:
+    pipeline, holdout = fitted(shop(), "bought", family)
+    gappy = with_gaps(holdout)
+    assert_serves_onnx(compile_pipeline(pipeline, gappy), pipeline, gappy)
+
+
+def test_gaps_seen_in_training_score_as_sklearn() -> None:
+    """model_input writes a missing category as None, which the encoder learns as a
+    category of its own (the imputer fills NaN only): the graph keeps that."""
+    frame = shop()
+    frame.loc[frame.index[::7], "plan"] = None
+    frame.loc[frame.index[::5], "spend"] = np.nan
+    pipeline, holdout = fitted(frame, "bought", "linear")
+    gappy = with_gaps(holdout)
+    assert_serves_onnx(compile_pipeline(pipeline, gappy), pipeline, gappy)
+
+
+def test_the_feed_holds_float64_numbers_and_strings_with_gap_markers() -> None:
+    pipeline, holdout = fitted(shop(), "bought", "linear")
+    scorer = OnnxScorer(compile_pipeline(pipeline, holdout).onnx, pipeline)
+    feed = scorer.feed(with_gaps(holdout).iloc[[0, 20, 30, 40, 60]])
+    assert feed["spend"].dtype == np.float64 and feed["spend"].shape == (5, 1)
+    assert np.isnan(feed["spend"][0, 0]) and np.isnan(feed["member"][3, 0])
+    assert set(np.unique(feed["member"][[0, 1, 2, 4]])) <= {0.0, 1.0}
+    assert feed["plan"][1, 0] == NONE and feed["city"][2, 0] == MISSING
+    assert all(isinstance(v, str) for v in feed["city"].ravel())
+
+
+@pytest.mark.parametrize("encoding", ["onehot", "ordinal"])
+def test_an_unseen_category_at_scoring_scores_as_sklearn(encoding) -> None:
+    pipeline, holdout = fitted(shop(), "bought", "random_forest", encoding=encoding)
+    unseen = holdout.assign(city=["city-new"] * 5 + list(holdout.city[5:]))
+    assert_serves_onnx(compile_pipeline(pipeline, unseen), pipeline, unseen)
+
+
+def many_cities(rows: int = 400) -> pd.DataFrame:
+    frame = shop(rows)
+    frame["city"] = np.random.default_rng(1).choice([f"city-{i}" for i in range(80)], rows)
+    return frame
+
+
+def test_more_than_50_one_hot_categories_fall_back_naming_the_column() -> None:
+    """skl2onnx cannot convert a OneHotEncoder grouping infrequent categories behind an
+    imputer: scikit-learn keeps serving."""
+    pipeline, holdout = fitted(many_cities(), "bought", "linear")
+    compiled = compile_pipeline(pipeline, holdout)
+    assert compiled.runtime == "sklearn" and compiled.onnx is None
+    assert compiled.reason.startswith("skl2onnx cannot convert LogisticRegression")
+    assert "infrequent categories of 'city'" in compiled.reason
+
+
+def test_more_than_50_ordinal_categories_and_an_unseen_one_convert() -> None:
+    pipeline, holdout = fitted(many_cities(), "bought", "random_forest", encoding="ordinal")
+    unseen = holdout.assign(city=["city-999"] * 5 + list(holdout.city[5:]))
+    assert_serves_onnx(compile_pipeline(pipeline, unseen), pipeline, unseen)
+
+
+def test_datetime_parts_and_derived_features_are_computed_before_the_graph() -> None:
+    columns = {**SHOP_COLUMNS, "day": {"type": "datetime", "parts": ["weekday", "hour"]}}
+    derived = {"spend_per_visit": "spend / (visits + 1)", "member_spend": "spend * member"}
+    pipeline, holdout = fitted(shop(), "bought", "linear", columns=columns, derived=derived)
+    compiled = compile_pipeline(pipeline, holdout)
+    assert_serves_onnx(compiled, pipeline, holdout)
+    inputs = {i.name for i in OnnxScorer(compiled.onnx, pipeline).session.get_inputs()}
+    assert {"day_weekday", "day_hour", "spend_per_visit", "member_spend"} <= inputs
+    assert "day" not in inputs
+
+
+def test_hist_gradient_boosting_falls_back_naming_the_estimator() -> None:
+    pipeline, holdout = fitted(shop(), "bought", "hist_gradient_boosting")
+    compiled = compile_pipeline(pipeline, holdout)
+    assert compiled.runtime == "sklearn" and compiled.onnx is None
+    assert compiled.reason.startswith("skl2onnx cannot convert HistGradientBoostingClassifier")
+    assert "\n" not in compiled.reason and compiled.max_abs_diff is None
+
+
+def test_a_parity_miss_falls_back_with_the_difference() -> None:
+    """A forest scores in float32 in both runtimes, summed in different orders: a tolerance
+    of zero cannot hold."""
+    pipeline, holdout = fitted(shop(), "bought", "random_forest")
+    compiled = compile_pipeline(pipeline, holdout, tolerance=0.0)
+    assert compiled.runtime == "sklearn" and compiled.onnx is None
+    assert compiled.reason.startswith("parity: probabilities differ by up to")
+    assert f"on {len(holdout)} rows" in compiled.reason
+    assert 0 < compiled.max_abs_diff < PARITY_TOLERANCE
+
+
+def test_an_empty_sample_falls_back_with_a_reason() -> None:
+    pipeline, holdout = fitted(shop(), "bought", "linear")
+    compiled = compile_pipeline(pipeline, holdout.iloc[:0])
+    assert compiled == Compiled("sklearn", compiled.reason, None, None, 0)
+    assert "no rows" in compiled.reason
