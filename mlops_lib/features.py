@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from mlops_lib.expressions import evaluate
 from mlops_lib.quality import parse_datetimes
-from mlops_lib.spec import ProjectSpec, part_column
+from mlops_lib.spec import Column, ProjectSpec, part_column
 
 # One-hot columns per categorical feature at most; rarer values share one column.
 MAX_ONEHOT_CATEGORIES = 50
@@ -149,18 +150,36 @@ def build_pipeline(spec: ProjectSpec, estimator: Any) -> Pipeline:
 
 def model_input(df: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
     """The raw feature columns the pipeline takes (as served), in spec order."""
+    return input_frame({name: df[name] for name in spec.features}, spec, index=df.index)
+
+
+def input_frame(columns: Mapping[str, Any], spec: ProjectSpec, index: Any = None) -> pd.DataFrame:
+    """Feature columns as the pipeline takes them: numbers as float64, categories as objects
+    with None for a gap, dates parsed as their column's format says. A column is a Series
+    (a batch) or a list of validated values (a request: no pandas round trip per row)."""
     import pandas as pd
 
-    out = df[spec.features].copy()
-    for name in spec.features:
-        kind = spec.schema.columns[name].type
-        if kind in ("int", "float"):
-            out[name] = pd.to_numeric(out[name]).astype("float64")
-        elif kind in ("string", "category"):
-            out[name] = out[name].astype(object).where(out[name].notna(), None)
-        elif kind == "datetime":
-            out[name] = parse_datetimes(out[name], spec.schema.columns[name])
-    return out
+    data = {n: _input_column(columns[n], spec.schema.columns[n]) for n in spec.features}
+    return pd.DataFrame(data, index=index)
+
+
+def _input_column(values: Any, col: Column) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    listed = isinstance(values, list)
+    if col.type in ("int", "float"):
+        if listed:
+            return np.array([np.nan if v is None else v for v in values], dtype="float64")
+        return pd.to_numeric(values).astype("float64")
+    if col.type in ("string", "category"):
+        if listed:
+            return np.array(values, dtype=object)
+        values = values.astype(object)
+        return values.where(values.notna(), None)
+    if col.type == "datetime":
+        return parse_datetimes(pd.Series(values) if listed else values, col)
+    return pd.Series(values) if listed else values
 
 
 def model_target(df: pd.DataFrame, spec: ProjectSpec) -> pd.Series:

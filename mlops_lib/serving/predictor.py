@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mlops_lib.features import input_frame
 from mlops_lib.spec import ProjectSpec
 
 if TYPE_CHECKING:
@@ -55,20 +56,11 @@ class Predictor:
 
     def frame_from_rows(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
         """Validated rows as the model-input frame (features in spec order)."""
-        import pandas as pd
-
-        from mlops_lib.features import model_input  # imports scikit-learn
-
-        return model_input(pd.DataFrame.from_records(rows, columns=self.spec.features), self.spec)
+        return input_frame({f: [row[f] for row in rows] for f in self.spec.features}, self.spec)
 
     def frame_from_columns(self, values: dict[str, list[Any]]) -> pd.DataFrame:
         """Validated columns as the model-input frame (features in spec order)."""
-        import pandas as pd
-
-        from mlops_lib.features import model_input  # imports scikit-learn
-
-        frame = pd.DataFrame({name: values[name] for name in self.spec.features})
-        return model_input(frame, self.spec)
+        return input_frame(values, self.spec)
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
         """Class probabilities (classification) or predictions (regression)."""
