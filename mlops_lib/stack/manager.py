@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -382,6 +383,11 @@ def _airflow_services(settings: Settings) -> list[Service]:
     def af_env() -> dict[str, str]:
         return airflow_env(settings)
 
+    def scheduler_env() -> dict[str, str]:
+        # Its LocalExecutor forks the tasks: they start with the task modules imported
+        # (plugins/airflow_local_settings.py).
+        return airflow_env(settings) | {"MLOPS_AIRFLOW_PRELOAD": "1"}
+
     api = Service(
         name="airflow-api-server",
         port=settings.airflow_port,
@@ -398,7 +404,7 @@ def _airflow_services(settings: Settings) -> list[Service]:
             url=None,
             command=lambda comp=comp: [_bin("airflow"), comp],
             health=_airflow_component_health(settings, comp.replace("-", "_")),
-            env=af_env,
+            env=scheduler_env if comp == "scheduler" else af_env,
         )
         for comp in AIRFLOW_COMPONENTS
     ]
@@ -406,7 +412,8 @@ def _airflow_services(settings: Settings) -> list[Service]:
 
 
 def _proc(settings: Settings, name: str) -> ManagedProcess:
-    return ManagedProcess(name, settings.stack_dir / "run", settings.stack_dir / "logs")
+    stop = signal.SIGINT if name == "postgres" else signal.SIGTERM  # its fast shutdown
+    return ManagedProcess(name, settings.stack_dir / "run", settings.stack_dir / "logs", stop)
 
 
 def _prepare(settings: Settings, svc: Service, log: Log) -> None:
@@ -581,9 +588,10 @@ def down(
     hooks.before_down(settings, log)
     result = {}
     for name in reversed(SERVICE_NAMES):
+        started = time.monotonic()
         outcome = _proc(settings, name).stop()
         result[name] = outcome
-        log(f"{name}: {outcome}")
+        log(f"{name}: {outcome} ({time.monotonic() - started:.1f} s)")
     return result
 
 

@@ -101,6 +101,9 @@ class ManagedProcess:
     name: str
     run_dir: Path
     log_dir: Path
+    # What asks the process to stop (PostgreSQL takes SIGINT: its fast shutdown, which does
+    # not wait for clients to disconnect as SIGTERM's smart shutdown does).
+    stop_signal: int = signal.SIGTERM
 
     @property
     def pid_file(self) -> Path:
@@ -197,7 +200,7 @@ class ManagedProcess:
         # the whole tree, so none of it outlives the stop.
         descendants = _descendants(pid)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, self.stop_signal)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.read_pid() is not None:
             proc = getattr(self, "_proc", None)

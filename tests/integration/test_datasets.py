@@ -372,7 +372,7 @@ def test_breast_cancer_retrains_on_its_labelled_production_rows(
     stack: Settings, matrix: dict[str, Case], monitored: dict[str, dict]
 ) -> None:
     from mlops_lib.lineage import lineage_store
-    from mlops_lib.registry import model_version_tags
+    from mlops_lib.registry import champion_version, model_version_tags
 
     case = matrix["ds_breast_cancer"]
     airflow = AirflowClient.from_settings(stack)
@@ -380,7 +380,7 @@ def test_breast_cancer_retrains_on_its_labelled_production_rows(
     airflow.prepare(dag_id, timeout=180)
     report = lineage_store(stack).record_drift_report(
         project=case.name,
-        model_version=case.figures["version"],
+        model_version=champion_version(case.name, stack),
         rows=len(_served_rows(case)),
         drifted_features=["mean radius", "worst area"],
         fired=True,

@@ -249,3 +249,29 @@ def test_an_empty_sample_falls_back_with_a_reason() -> None:
     compiled = compile_pipeline(pipeline, holdout.iloc[:0])
     assert compiled == Compiled("sklearn", compiled.reason, None, None, 0)
     assert "no rows" in compiled.reason
+
+
+def test_the_smoke_test_holds_each_runtime_to_its_tolerance() -> None:
+    from mlops_lib.serving.deploy import _parity, _Served
+
+    expected = {
+        "predictions": [0, 1],
+        "probabilities": [{"0": 0.9, "1": 0.1}, {"0": 0.2, "1": 0.8}],
+    }
+    near = [{"0": 0.9 + 1e-7, "1": 0.1 - 1e-7}, {"0": 0.2, "1": 0.8}]
+    assert _parity(_Served("onnx", [0, 1], near), expected)[0] == ""
+    miss, diff = _parity(_Served("sklearn", [0, 1], near), expected)
+    assert miss.startswith("probabilities differ") and diff == pytest.approx(1e-7)
+    flipped = [{"0": 0.4, "1": 0.6}, {"0": 0.2, "1": 0.8}]
+    assert _parity(_Served("onnx", [1, 1], flipped), expected)[0].startswith("probabilities")
+    lost_class = [{"0": 0.9}, {"0": 0.2}]
+    assert "no score" in _parity(_Served("onnx", [0, 0], lost_class), expected)[0]
+
+
+def test_served_regression_values_are_held_to_a_relative_tolerance() -> None:
+    from mlops_lib.serving.deploy import _parity, _Served
+
+    expected = {"predictions": [1000.0, 0.5]}
+    assert _parity(_Served("onnx", [1000.0 + 5e-3, 0.5 + 5e-6]), expected)[0] == ""
+    assert _parity(_Served("onnx", [1000.0 + 5e-2, 0.5]), expected)[0].startswith("predictions")
+    assert _parity(_Served("onnx", [1000.0]), expected)[0] == "1 answers for 2 rows"
