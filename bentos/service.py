@@ -131,7 +131,8 @@ class ModelService:
         test) are answered but not logged: they are not production traffic. Without the
         token the header changes nothing."""
         ctx.response.headers[RUNTIME_HEADER] = self.runtime
-        if (instances is None) == (columns is None or data is None):
+        columnar = (columns is not None, data is not None)
+        if (instances is not None) == any(columnar) or any(columnar) != all(columnar):
             ctx.response.status_code = 400
             return {"detail": ONE_FORM}
         if instances is not None:

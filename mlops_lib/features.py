@@ -173,8 +173,8 @@ def _input_column(values: Any, col: Column) -> Any:
             return np.array([np.nan if v is None else v for v in values], dtype="float64")
         return pd.to_numeric(values).astype("float64")
     if col.type in ("string", "category"):
-        if listed:
-            return np.array(values, dtype=object)
+        if listed:  # an object Series: pandas would read an array of str as str, None as NaN
+            return pd.Series(values, dtype=object)
         values = values.astype(object)
         return values.where(values.notna(), None)
     if col.type == "datetime":

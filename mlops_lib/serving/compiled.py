@@ -26,7 +26,8 @@ NONE = "\x00none"
 PARITY_TOLERANCE = 1e-5
 ONNX_FILE = "model.onnx"
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
-# Estimators that score in float32 in scikit-learn: the graph casts before them too.
+# Estimators that score in float32 in scikit-learn, and HistGradientBoosting, whose ONNX
+# tree ensemble takes float32: the graph casts before them (parity is checked all the same).
 FLOAT32_ESTIMATORS = (
     "RandomForestClassifier",
     "RandomForestRegressor",
@@ -38,6 +39,8 @@ FLOAT32_ESTIMATORS = (
     "ExtraTreeRegressor",
     "GradientBoostingClassifier",
     "GradientBoostingRegressor",
+    "HistGradientBoostingClassifier",
+    "HistGradientBoostingRegressor",
 )
 
 
@@ -145,6 +148,7 @@ def _to_onnx(pipeline: Any) -> bytes:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
 
+    _tree_nodes_as_ints()
     numeric, categorical = _input_columns(pipeline)
     inputs = [(c, DoubleTensorType([None, 1])) for c in numeric]
     inputs += [(c, StringTensorType([None, 1])) for c in categorical]
@@ -152,6 +156,24 @@ def _to_onnx(pipeline: Any) -> bytes:
     options = {id(model[-1]): {"zipmap": False}} if _is_classifier(pipeline) else None
     graph = convert_sklearn(model, initial_types=inputs, target_opset=TARGET_OPSET, options=options)
     return graph.SerializeToString()
+
+
+def _tree_nodes_as_ints() -> None:
+    """skl2onnx 1.20 gives HistGradientBoosting's leaves ``missing = False``, a Python bool
+    where ONNX's ``nodes_missing_value_tracks_true`` wants an int, which protobuf 5+ refuses
+    ("Expected an int, got a boolean"): its node builder is wrapped once to pass an int."""
+    from skl2onnx.common import tree_ensemble
+
+    build = tree_ensemble.add_node
+    if getattr(build, "mlops_ints", False):
+        return
+
+    def add_node(*args: Any, nodes_missing_value_tracks_true: Any = 0, **kwargs: Any) -> Any:
+        tracks = int(nodes_missing_value_tracks_true)
+        return build(*args, nodes_missing_value_tracks_true=tracks, **kwargs)
+
+    add_node.mlops_ints = True  # type: ignore[attr-defined]
+    tree_ensemble.add_node = add_node
 
 
 def _input_columns(pipeline: Any) -> tuple[list[str], list[str]]:

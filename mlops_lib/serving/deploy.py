@@ -84,6 +84,8 @@ BUILT, STARTING, ACTIVE, RETIRED, FAILED, ROLLED_BACK = (
 )
 
 
+# Holdout rows the compiled graph must match before it may serve.
+COMPILE_ROWS = 5000
 # How far served probabilities (or regression values) may be from the pipeline's, by runtime.
 TOLERANCE = {"onnx": PARITY_TOLERANCE, "sklearn": 1e-9}
 
@@ -175,7 +177,10 @@ def package(
             _fail(stale, "superseded by a newer deployment before it went live", settings)
     model_uri = f"models:/{project}/{version}"
     model_tag = import_model(project, model_uri, version, settings)
-    compiled = compile_model(spec, model_uri, int(version), settings)
+    if settings.serving_runtime == "sklearn":
+        compiled = Compiled("sklearn", "serving_runtime is sklearn", None, None, 0)
+    else:
+        compiled = compile_model(spec, model_uri, int(version), settings)
     bento_tag = build_bento(spec, model_tag, version, settings, graph=compiled.onnx)
     row = {"bento_tag": bento_tag, "model_tag": model_tag, "model_uri": model_uri, "url": ""}
     row |= {"runtime": compiled.runtime, "runtime_reason": compiled.reason}
@@ -204,20 +209,22 @@ def package(
 
 
 def compile_model(spec: ProjectSpec, model_uri: str, version: int, settings: Settings) -> Compiled:
-    """The model as an ONNX graph checked on the smoke test's holdout rows, or the reason
-    the pipeline itself will score."""
+    """The model as an ONNX graph checked on holdout rows taken as requests are (JSON rows
+    through the serving input path, plus a copy of a row with each nullable feature null),
+    or the reason the pipeline itself will score."""
     import mlflow.sklearn  # heavy: kept out of DAG parsing
-    import pandas as pd
 
-    from mlops_lib.features import model_input  # imports scikit-learn
+    from mlops_lib.features import input_frame  # imports scikit-learn
 
     try:
-        rows = smoke_rows(spec, version, settings.smoke_rows, settings)
+        rows = smoke_rows(spec, version, COMPILE_ROWS, settings)
     except Exception as exc:
         return Compiled("sklearn", f"no holdout rows to check a graph on: {exc}", None, None, 0)
+    rows += [rows[0] | {name: None} for name in spec.features if spec.schema.columns[name].nullable]
     connect_mlflow(settings)
     model = mlflow.sklearn.load_model(model_uri)
-    return compile_pipeline(model, model_input(pd.DataFrame(rows), spec))
+    frame = input_frame({f: [row[f] for row in rows] for f in spec.features}, spec)
+    return compile_pipeline(model, frame)
 
 
 def _earlier_try(deps: list[DeploymentRow], dag_run_id: str, version: int) -> DeploymentRow | None:
@@ -312,8 +319,7 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeRes
         raise _fail(
             dep, f"smoke test: served by {served.runtime}, recorded {dep['runtime']}", settings
         )
-    reason = dep["runtime_reason"]
-    note_serving_runtime(spec.name, dep["model_version"], served.runtime, reason, settings)
+    _note_runtime(dep, served.runtime, settings)
     log.info(
         "%s: smoke test passed on %d holdout rows (runtime %s, max |diff| %.3g)",
         _describe(dep),
@@ -410,15 +416,30 @@ def _parity(served: _Served, expected: dict[str, Any]) -> tuple[str, float]:
     return problem, float(np.abs(got - want).max(initial=0.0))
 
 
+def _note_runtime(dep: DeploymentRow, runtime: str, settings: Settings) -> None:
+    """The serving runtime on the model card; informational, so a failure only warns."""
+    try:
+        note_serving_runtime(
+            dep["project"], dep["model_version"], runtime, dep["runtime_reason"], settings
+        )
+    except Exception as exc:
+        log.warning("%s: the model card keeps no serving line: %s", _describe(dep), exc)
+
+
 def _fall_back(dep: DeploymentRow, reason: str, settings: Settings) -> DeploymentRow:
-    """Restart the candidate on the same port with the scikit-learn pipeline."""
+    """Restart the candidate, on a fresh port, with the scikit-learn pipeline."""
     log.warning("%s: %s; falling back to the scikit-learn pipeline", _describe(dep), reason)
     process(settings, dep).stop()
+    port = free_port(settings.host)
     dep = lineage_store(settings).update_deployment(
-        dep["id"], runtime="sklearn", runtime_reason=reason
+        dep["id"],
+        runtime="sklearn",
+        runtime_reason=reason,
+        port=port,
+        url=f"http://{settings.host}:{port}",
     )
     try:
-        _serve(dep, int(dep["port"] or 0), settings)
+        _serve(dep, port, settings)
     except (StackError, RuntimeError) as exc:
         raise _fail(dep, f"did not become ready on the fallback runtime: {exc}", settings) from exc
     return dep

@@ -14,7 +14,6 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
-from mlops_lib.serving.runtime import compiled_graph
 from mlops_lib.settings import ENV_PREFIX, Settings, get_settings, process_env, settings_env
 from mlops_lib.spec import ProjectSpec
 from mlops_lib.tracking import connect as connect_mlflow
@@ -108,6 +107,8 @@ def build_bento(
         )
         (ctx / "requirements.txt").write_text("\n".join(requirements()) + "\n")
         if graph is not None:
+            from mlops_lib.serving.runtime import compiled_graph  # imports scikit-learn
+
             target = compiled_graph(ctx)
             target.parent.mkdir()
             target.write_bytes(graph)

@@ -183,6 +183,8 @@ def validate_columns(
             ]
     if errors:
         raise ColumnarError(errors)
+    for name in spec.identity:  # as the row form gives them: absent is None
+        out.setdefault(name, [None] * len(data))
     return out
 
 

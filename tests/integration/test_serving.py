@@ -181,7 +181,8 @@ def test_a_bad_columnar_request_gets_400_naming_row_and_column(service: str) -> 
 def test_a_request_with_both_forms_or_neither_gets_400(service: str) -> None:
     batch = rows(2)
     both = {"instances": batch} | columnar(batch)
-    for body in (both, {"columns": ["age"]}, {}):
+    half = {"instances": batch, "data": [[1]]}
+    for body in (both, half, {"columns": ["age"]}, {}):
         resp = httpx.post(f"{service}/predict", json=body, timeout=30)
         assert resp.status_code == 400, (body, resp.text)
         assert resp.json()["detail"][0]["loc"] == ["instances"]

@@ -225,11 +225,24 @@ def test_datetime_parts_and_derived_features_are_computed_before_the_graph() -> 
     assert "day" not in inputs
 
 
-def test_hist_gradient_boosting_falls_back_naming_the_estimator() -> None:
-    pipeline, holdout = fitted(shop(), "bought", "hist_gradient_boosting")
+@pytest.mark.parametrize(
+    ("target", "family"),
+    [("bought", "hist_gradient_boosting"), ("basket", "hist_gradient_boosting")],
+)
+def test_hist_gradient_boosting_converts(target: str, family: str) -> None:
+    pipeline, holdout = fitted(shop(), target, family)
+    assert_serves_onnx(compile_pipeline(pipeline, holdout), pipeline, holdout)
+
+
+def test_an_estimator_without_a_converter_falls_back_naming_it() -> None:
+    from sklearn.semi_supervised import LabelSpreading
+
+    pipeline, holdout = fitted(shop(), "bought", "linear")
+    pipeline.steps[-1] = ("model", LabelSpreading(kernel="knn"))
+    pipeline.fit(holdout, holdout.index % 2)  # any labels: only the conversion is at stake
     compiled = compile_pipeline(pipeline, holdout)
     assert compiled.runtime == "sklearn" and compiled.onnx is None
-    assert compiled.reason.startswith("skl2onnx cannot convert HistGradientBoostingClassifier")
+    assert compiled.reason.startswith("skl2onnx cannot convert LabelSpreading")
     assert "\n" not in compiled.reason and compiled.max_abs_diff is None
 
 

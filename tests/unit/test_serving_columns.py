@@ -75,7 +75,7 @@ def test_a_valid_request_returns_the_values_by_column(spec, adapters) -> None:
     sent = rows(spec, 4)
     columns, data = columnar(spec, sent)
     values = validate_columns(spec, adapters, columns, data)
-    assert list(values) == list(spec.features)
+    assert list(values) == [*spec.features, *spec.identity]
     for name in spec.features:
         assert values[name] == [r[name] for r in sent]
 
@@ -94,6 +94,9 @@ def test_columns_and_rows_give_the_same_model_input_frame(spec, adapters, gaps) 
     by_columns = predictor.frame_from_columns(values)
     assert list(by_columns.columns) == list(spec.features)
     pd.testing.assert_frame_equal(by_columns, by_rows)
+    # ... and the frame training builds from the same rows (a null category stays None).
+    trained_on = model_input(pd.DataFrame(validated_rows), spec)
+    pd.testing.assert_frame_equal(by_rows, trained_on)
 
 
 @pytest.mark.parametrize(
@@ -188,8 +191,9 @@ def test_key_and_event_time_are_optional_and_typed_like_the_spec(spec, adapters)
     assert values["customer_id"] == ["C-9", None]
     assert values["event_time"][0].isoformat() == "2026-11-01T08:00:00+00:00"
     assert values["event_time"][1] is None
-    # Without them the request is valid too.
-    assert "customer_id" not in validate_columns(spec, adapters, *columnar(spec, sent))
+    # Without them the request is valid too, and they are empty as in the row form.
+    absent = validate_columns(spec, adapters, *columnar(spec, sent))
+    assert absent["customer_id"] == absent["event_time"] == [None, None]
     sent[0] |= {"customer_id": 9, "event_time": "yesterday"}
     found = locs(problems(spec, adapters, *columnar(spec, sent, columns)))
     assert set(found) == {("data", 0, "customer_id"), ("data", 0, "event_time")}
