@@ -215,6 +215,10 @@ def serve_env(
         f"{ENV_PREFIX}READ_CREDENTIALS_FILE": "false",
         "BENTOML_HOME": str(settings.bento_store),
         "BENTOML_DO_NOT_TRACK": "True",
+        # One scoring thread: a deployment shares the machine with its event loop, the
+        # gateway and the stack; OpenMP fanning out per call (HistGradientBoosting) only
+        # adds tail latency under concurrent requests.
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
     if probe_token:
         env[f"{ENV_PREFIX}PROBE_TOKEN"] = probe_token
