@@ -140,7 +140,11 @@ def cores_split() -> tuple[set[int], set[int]] | None:
 def start(name: str, cmd: list[str], env: dict, folder: Path, ready: str) -> ManagedProcess:
     proc = ManagedProcess(name, folder / "run", folder / "logs")
     proc.start(cmd, env=env, cwd=folder)
-    proc.wait_healthy(lambda: http_ok(ready), timeout=180)
+    try:
+        proc.wait_healthy(lambda: http_ok(ready), timeout=180)
+    except BaseException:
+        proc.stop()
+        raise
     return proc
 
 
