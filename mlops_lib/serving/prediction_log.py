@@ -277,22 +277,26 @@ class PredictionLog:
 
 
 def _features(entries: list[_Entry]):
-    """The sent values of the entries, in order: consecutive row-form entries as one frame,
-    each columnar entry as its own."""
+    """The sent values of the entries, in order, as one frame built from columns: joining
+    lists is cheap, while a frame per entry or a record per row would hold the serving
+    process's interpreter for long at each flush. A column an entry lacks is None there."""
     import pandas as pd
 
-    parts, rows = [], []
-    for entry in entries:
-        if isinstance(entry.rows, dict):
-            if rows:
-                parts.append(pd.DataFrame.from_records(rows))
-                rows = []
-            parts.append(pd.DataFrame(entry.rows))
-        else:
-            rows.extend(entry.rows)
-    if rows:
-        parts.append(pd.DataFrame.from_records(rows))
-    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    by_entry = [_columns(e) for e in entries]
+    names = list(dict.fromkeys(name for cols in by_entry for name in cols))
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    for entry, cols in zip(entries, by_entry, strict=True):
+        for name in names:
+            values = cols.get(name)
+            columns[name].extend(values if values is not None else [None] * len(entry))
+    return pd.DataFrame(columns)
+
+
+def _columns(entry: _Entry) -> dict[str, list[Any]]:
+    if isinstance(entry.rows, dict):
+        return entry.rows
+    names = dict.fromkeys(name for row in entry.rows for name in row)
+    return {name: [row.get(name) for row in entry.rows] for name in names}
 
 
 def _to_parquet(part: Any, path: Path) -> None:
