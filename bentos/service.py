@@ -29,7 +29,7 @@ from mlops_lib.serving.predictor import Predictor
 from mlops_lib.serving.schema import (
     ColumnarError,
     column_adapters,
-    instance_model,
+    instance_row,
     validate_columns,
 )
 from mlops_lib.spec import ProjectSpec
@@ -48,7 +48,7 @@ def _spec() -> ProjectSpec:
 
 
 SPEC = _spec()
-Instance = instance_model(SPEC)
+Instance = instance_row(SPEC)
 ADAPTERS = column_adapters(SPEC)
 MAX_ROWS = SPEC.serving.max_batch_size
 NAME = SPEC.name.replace("_", "-")
@@ -140,8 +140,7 @@ class ModelService:
             ctx.response.status_code = 400
             return {"detail": ONE_FORM}
         if instances is not None:
-            rows = [row.model_dump() for row in instances]
-            sent: Any = {name: [row[name] for row in rows] for name in ADAPTERS}
+            sent: Any = {name: [row.get(name) for row in instances] for name in ADAPTERS}
         else:
             try:
                 sent = validate_columns(SPEC, ADAPTERS, columns, data)

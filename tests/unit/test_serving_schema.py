@@ -126,3 +126,37 @@ def test_an_instance_may_carry_its_key_and_event_time_typed_like_the_spec(model)
     wrong = {"instances": [row() | {"customer_id": 9, "event_time": "yesterday"}]}
     locs = {loc for loc, _ in errors(model, wrong)}
     assert {("instances", 0, "customer_id"), ("instances", 0, "event_time")} <= locs
+
+
+def test_the_row_type_the_service_validates_with_refuses_what_the_model_refuses() -> None:
+    """The service validates rows as plain dicts (no model per row): same rules, same
+    errors, same values."""
+    from pydantic import TypeAdapter
+
+    from mlops_lib.serving.schema import instance_model, instance_row
+
+    spec = load_spec(CHURN)
+    as_model, as_dict = (
+        TypeAdapter(list[instance_model(spec)]),
+        TypeAdapter(list[instance_row(spec)]),
+    )
+    good = row()
+    bad = [
+        good | {"age": "old", "planet": "mars", "monthly_charges": float("nan")},
+        {k: v for k, v in good.items() if k != "region"},
+        good | {"contract": "three_year", "support_calls": -1, "tenure_months": 5.5},
+        good | {"contract": None, "customer_id": 9, "event_time": "yesterday"},
+    ]
+    for body in bad:
+        found = []
+        for adapter in (as_model, as_dict):
+            with pytest.raises(ValidationError) as err:
+                adapter.validate_python([good, body])
+            found.append(sorted((e["loc"], e["type"]) for e in err.value.errors()))
+        assert found[0] == found[1] and found[0], body
+    sent = good | {"customer_id": "C-9", "event_time": "2026-11-01T08:00:00Z"}
+    (dumped,) = [r.model_dump() for r in as_model.validate_python([sent])]
+    (plain,) = as_dict.validate_python([sent])
+    assert plain == dumped
+    (without,) = as_dict.validate_python([good])
+    assert without["customer_id"] is None and without["age"] == good["age"]
