@@ -95,7 +95,7 @@ class ModelService:
         model = mlflow.sklearn.load_model(self.bento_model.path_of("mlflow_model"))
         chosen = scorer_for(SPEC, model, HERE, settings.serving_runtime)
         self.runtime, self.scorer = chosen.runtime, chosen.scorer
-        self.predictor = Predictor(SPEC, model, str(ARGS.model_version), scorer=chosen.scorer)
+        self.predictor = Predictor(SPEC, model, str(ARGS.model_version))
         self.prediction_log = self._prediction_log(settings)
         self._dropped_exported = 0
         # What is loaded now lives as long as the process: out of the collector's sight, a

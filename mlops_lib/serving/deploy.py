@@ -50,6 +50,7 @@ from mlops_lib.serving.compiled import (
 from mlops_lib.serving.package import (
     PROBE_HEADER,
     RUNTIME_HEADER,
+    bento_model_path,
     build_bento,
     import_model,
     probe_token,
@@ -180,7 +181,7 @@ def package(
     if settings.serving_runtime == "sklearn":
         compiled = Compiled("sklearn", "serving_runtime is sklearn", None, None, 0)
     else:
-        compiled = compile_model(spec, model_uri, int(version), settings)
+        compiled = compile_model(spec, model_tag, int(version), settings)
     bento_tag = build_bento(spec, model_tag, version, settings, graph=compiled.onnx)
     row = {"bento_tag": bento_tag, "model_tag": model_tag, "model_uri": model_uri, "url": ""}
     row |= {"runtime": compiled.runtime, "runtime_reason": compiled.reason}
@@ -208,23 +209,21 @@ def package(
     return _ref(dep)
 
 
-def compile_model(spec: ProjectSpec, model_uri: str, version: int, settings: Settings) -> Compiled:
-    """The model as an ONNX graph checked on holdout rows taken as requests are (JSON rows
-    through the serving input path, plus a copy of a row with each nullable feature null),
-    or the reason the pipeline itself will score."""
+def compile_model(spec: ProjectSpec, model_tag: str, version: int, settings: Settings) -> Compiled:
+    """The model imported into the Bento store as an ONNX graph, checked on holdout rows
+    taken as requests are (JSON rows through the serving input path, plus a copy of a row
+    with each nullable feature null), or the reason the pipeline itself will score."""
     import mlflow.sklearn  # heavy: kept out of DAG parsing
 
-    from mlops_lib.features import input_frame  # imports scikit-learn
+    from mlops_lib.serving.predictor import Predictor  # imports scikit-learn via features
 
     try:
         rows = smoke_rows(spec, version, COMPILE_ROWS, settings)
     except Exception as exc:
         return Compiled("sklearn", f"no holdout rows to check a graph on: {exc}", None, None, 0)
     rows += [rows[0] | {name: None} for name in spec.features if spec.schema.columns[name].nullable]
-    connect_mlflow(settings)
-    model = mlflow.sklearn.load_model(model_uri)
-    frame = input_frame({f: [row[f] for row in rows] for f in spec.features}, spec)
-    return compile_pipeline(model, frame)
+    model = mlflow.sklearn.load_model(bento_model_path(model_tag, settings))
+    return compile_pipeline(model, Predictor(spec, model, str(version)).frame_from_rows(rows))
 
 
 def _earlier_try(deps: list[DeploymentRow], dag_run_id: str, version: int) -> DeploymentRow | None:

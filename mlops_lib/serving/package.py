@@ -73,6 +73,14 @@ def import_model(
     return str(model.tag)
 
 
+def bento_model_path(model_tag: str, settings: Settings) -> str:
+    """The MLflow model inside an imported Bento model (what a deployment loads)."""
+    use_store(settings)
+    import bentoml
+
+    return bentoml.models.get(model_tag).path_of("mlflow_model")
+
+
 def requirements() -> list[str]:
     """``name==version`` of each runtime dependency of a Bento, as installed (locked)."""
     return [f"{name}=={installed_version(name)}" for name in BENTO_REQUIREMENTS]

@@ -7,7 +7,7 @@ the scikit-learn pipeline itself) and answered in the form they came in.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from mlops_lib.features import input_frame
 from mlops_lib.spec import ProjectSpec
@@ -15,10 +15,6 @@ from mlops_lib.spec import ProjectSpec
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-
-
-class Scorer(Protocol):
-    def scores(self, frame: pd.DataFrame) -> np.ndarray: ...
 
 
 class PipelineScorer:
@@ -39,14 +35,12 @@ class PipelineScorer:
 class Predictor:
     """Rows or columns -> one model-input frame -> scores -> response."""
 
-    def __init__(
-        self, spec: ProjectSpec, model: Any, version: str, scorer: Scorer | None = None
-    ) -> None:
+    def __init__(self, spec: ProjectSpec, model: Any, version: str) -> None:
         self.spec = spec
         self.model = model
         self.version = str(version)
         self.classify = spec.target.task == "classification"
-        self.scorer = scorer or PipelineScorer(model, self.classify)
+        self.scorer = PipelineScorer(model, self.classify)
         allowed = spec.schema.columns[spec.target.column].allowed
         classes = getattr(model, "classes_", None) if model is not None else None
         if classes is None:

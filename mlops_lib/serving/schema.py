@@ -152,27 +152,14 @@ class ColumnarError(ValueError):
         self.errors = errors
 
 
-_STRICT = ConfigDict(strict=True)
-
-
-def _column_adapter(col: Column, required: bool) -> TypeAdapter:
-    if required:
-        base = _field_type(col)
-        limits = _limits(col)
-        annotation = base | None if col.nullable else base
-        return TypeAdapter(list[Annotated[annotation, Field(**limits)]], config=_STRICT)
-    annotation, info = _pass_through_field(col)
-    item = Annotated[annotation, info]
-    return TypeAdapter(list[item], config=ConfigDict(strict=col.type != "datetime"))
-
-
 def column_adapters(spec: ProjectSpec) -> dict[str, TypeAdapter]:
-    """A validator per column a columnar request may send: every feature (required), the
-    instance's key and event time (optional)."""
-    adapters = {n: _column_adapter(spec.schema.columns[n], True) for n in spec.features}
-    for name in spec.identity:
-        adapters[name] = _column_adapter(spec.schema.columns[name], False)
-    return adapters
+    """A validator per column a columnar request may send, from the rules of a row
+    (:func:`_instance_fields`): every feature, the instance's key and event time."""
+    strict = ConfigDict(strict=True)
+    return {
+        name: TypeAdapter(list[Annotated[annotation, info]], config=strict)  # type: ignore[valid-type]
+        for name, (annotation, info) in _instance_fields(spec).items()
+    }
 
 
 def validate_columns(
