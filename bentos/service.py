@@ -32,9 +32,11 @@ from mlops_lib.serving.schema import (
     instance_row,
     validate_columns,
 )
+from mlops_lib.serving.timeouts import release_timers
 from mlops_lib.spec import ProjectSpec
 
 ARGS = bentoml.use_arguments()
+release_timers()  # each request's timeout timer ends with the request (see the module)
 HERE = Path(__file__).resolve().parent
 
 
@@ -147,8 +149,7 @@ class ModelService:
             except ColumnarError as exc:
                 ctx.response.status_code = 400
                 return {"detail": exc.errors}
-        frame = self.predictor.frame_from_columns(sent)
-        scores = await self.scorer.scores_async(frame)
+        scores = await self.scorer.scores_async(sent)
         answer = (
             self.predictor.response if instances is not None else self.predictor.columnar_response
         )
@@ -174,3 +175,8 @@ class ModelService:
     def close_prediction_log(self) -> None:
         """Flush and ship what the prediction log still holds."""
         self.prediction_log.close()
+
+
+# The answer is always JSON. Said once here, BentoML need not derive the media type from the
+# answer's JSON schema on every response.
+ModelService.apis["predict"].output_spec.media_type = "application/json"

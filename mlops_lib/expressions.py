@@ -173,7 +173,11 @@ def _numbers(column: Any) -> np.ndarray:
 
     if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
         return column.to_numpy(dtype="float64", na_value=np.nan)
-    return column.to_numpy()
+    values = column.to_numpy()
+    if all(v is None or isinstance(v, bool | int | float) for v in values):
+        # e.g. a bool column with a gap, held as objects: numbers too, the gap as NaN
+        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+    return values
 
 
 def evaluate(source: str, frame: Any) -> np.ndarray:
@@ -184,3 +188,12 @@ def evaluate(source: str, frame: Any) -> np.ndarray:
     values = {name: _numbers(frame[name]) for name in names(tree)}
     out = np.asarray(_eval(tree, values), dtype="float64")
     return np.full(len(frame), float(out)) if out.ndim == 0 else out
+
+
+def evaluate_arrays(source: str, arrays: Mapping[str, np.ndarray], length: int) -> np.ndarray:
+    """The expression over float64 arrays by column name (no frame), as in :func:`evaluate`."""
+    import numpy as np  # heavy: kept out of spec validation and DAG parsing
+
+    tree = parse(source, frozenset(arrays))
+    out = np.asarray(_eval(tree, arrays), dtype="float64")
+    return np.full(length, float(out)) if out.ndim == 0 else out

@@ -123,7 +123,11 @@ def build_pipeline(spec: ProjectSpec, estimator: Any) -> Pipeline:
             (
                 "num",
                 Pipeline(
-                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                    [
+                        # An all-null column stays (as 0), not dropped: it may be the only one.
+                        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                        ("scale", StandardScaler()),
+                    ]
                 ),
                 numeric,
             ),

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from mlops_lib.expressions import ExpressionError, evaluate_arrays, parse
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,14 +59,18 @@ class Compiled:
 
 
 def compile_pipeline(
-    pipeline: Any, sample: pd.DataFrame, tolerance: float = PARITY_TOLERANCE
+    pipeline: Any,
+    sample: pd.DataFrame,
+    tolerance: float = PARITY_TOLERANCE,
+    requests: Mapping[str, Sequence[Any]] | None = None,
 ) -> Compiled:
     """Convert ``pipeline[2:]`` to ONNX and check parity on ``sample`` (a model_input frame,
-    e.g. holdout rows), scored through :class:`OnnxScorer`, what serves. Classification:
-    the same class for every row (a tie within tolerance may go either way) and
-    probabilities within ``tolerance``; regression: ``|onnx - sklearn| <= tolerance *
-    max(1, |sklearn|)``. A conversion or runtime error, a parity miss or an empty sample
-    gives runtime "sklearn" with a one-line reason."""
+    e.g. holdout rows), scored through :class:`OnnxScorer`, what serves; ``requests``, the
+    same rows as validated request columns, are checked too where the graph takes them
+    (the service's path). Classification: the same class for every row (a tie within
+    tolerance may go either way) and probabilities within ``tolerance``; regression:
+    ``|onnx - sklearn| <= tolerance * max(1, |sklearn|)``. A conversion or runtime error, a
+    parity miss or an empty sample gives runtime "sklearn" with a one-line reason."""
     name = type(pipeline[-1]).__name__
     if len(sample) == 0:
         return _fallback("parity: no rows to check the graph on", 0)
@@ -72,13 +79,26 @@ def compile_pipeline(
     except Exception as exc:  # any converter failure: sklearn serves
         return _fallback(f"skl2onnx cannot convert {name}: {_cause(exc)}", len(sample))
     try:
-        got = OnnxScorer(graph, pipeline).scores(sample)
+        scored = _graph_scores(OnnxScorer(graph, pipeline), sample, requests)
     except Exception as exc:  # a graph that does not run never serves
         return _fallback(f"onnxruntime cannot score {name}: {_cause(exc)}", len(sample))
-    miss, diff = _parity_miss(pipeline, sample, got, tolerance)
-    if miss:
-        return Compiled("sklearn", f"parity: {miss}", None, diff, len(sample))
-    return Compiled("onnx", "", graph, diff, len(sample))
+    worst = 0.0
+    for path, got in scored.items():
+        miss, diff = _parity_miss(pipeline, sample, got, tolerance)
+        worst = max(worst, diff)
+        if miss:
+            return Compiled("sklearn", f"parity{path}: {miss}", None, diff, len(sample))
+    return Compiled("onnx", "", graph, worst, len(sample))
+
+
+def _graph_scores(
+    scorer: OnnxScorer, sample: pd.DataFrame, requests: Mapping[str, Sequence[Any]] | None
+) -> dict[str, np.ndarray]:
+    """The graph's scores of the sample by each path that serves ("" for the frame)."""
+    scored = {"": scorer.scores(sample)}
+    if requests is not None and scorer.takes_columns:
+        scored[" (request columns)"] = scorer.scores_columns(requests)
+    return scored
 
 
 def _fallback(reason: str, rows: int) -> Compiled:
@@ -309,15 +329,50 @@ class OnnxScorer:
         )
         self.steps = _pandas_steps(pipeline)
         self.numeric, self.categorical = _input_columns(pipeline)
+        self.derived = _derived_only(self.steps, self.numeric)
         self.classifier = _is_classifier(pipeline)
         self.output = self.session.get_outputs()[1 if self.classifier else 0].name
 
+    @property
+    def takes_columns(self) -> bool:
+        """Whether request columns can skip the frame: no step before the graph but derived
+        features over numeric inputs (datetime parts need pandas)."""
+        return self.derived is not None
+
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
         """float64: (n, k) probabilities for a classifier, (n,) predictions for a regressor."""
+        return self._run(self.feed(frame))
+
+    def scores_columns(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
+        """As :meth:`scores`, for validated request columns (feature -> values, None for a
+        gap) taken straight to the graph; only where :attr:`takes_columns`."""
+        return self._run(self.feed_columns(columns))
+
+    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         import numpy as np
 
-        out = np.asarray(self.session.run([self.output], self.feed(frame))[0], dtype="float64")
+        out = np.asarray(self.session.run([self.output], feed)[0], dtype="float64")
         return out if self.classifier else out.reshape(-1)
+
+    def feed_columns(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+        """Graph inputs from request columns, as :meth:`feed` makes them from the frame that
+        ``features.input_frame`` builds of the same columns: numbers as float64 with None
+        as NaN, derived features computed in order, categories as strings with None as
+        :data:`NONE` (JSON has no NaN)."""
+        import numpy as np
+
+        if self.derived is None:
+            raise ValueError("this graph's pandas steps need a frame: use scores()")
+        derived = self.derived
+        numbers = {c: _request_numbers(columns[c]) for c in self.numeric if c not in derived}
+        rows = len(next(iter(columns.values()))) if columns else 0
+        for name, expression in derived.items():
+            numbers[name] = evaluate_arrays(expression, numbers, rows)
+        feed = {c: numbers[c].reshape(-1, 1) for c in self.numeric}
+        for c in self.categorical:
+            values = [NONE if v is None else str(v) for v in columns[c]]
+            feed[c] = np.array(values, dtype=object).reshape(-1, 1)
+        return feed
 
     def feed(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """Graph inputs after the pandas steps: numbers as float64 (n, 1) with gaps as NaN
@@ -328,6 +383,28 @@ class OnnxScorer:
         feed = {c: _numbers(frame[c]) for c in self.numeric}
         feed.update({c: _strings(frame[c]) for c in self.categorical})
         return feed
+
+
+def _derived_only(steps: list[Any], numeric: list[str]) -> dict[str, str] | None:
+    """The derived features' expressions when they are the only step before the graph and
+    read numeric inputs only (or earlier derived features); None otherwise."""
+    if any(not hasattr(step, "expressions") for step in steps):
+        return None
+    expressions = {n: e for step in steps for n, e in (step.expressions or {}).items()}
+    known = {c for c in numeric if c not in expressions}
+    for name, expression in expressions.items():
+        try:  # a name outside ``known`` (a category, a date) is refused by the parser
+            parse(expression, frozenset(known))
+        except ExpressionError:
+            return None
+        known.add(name)
+    return expressions
+
+
+def _request_numbers(values: Sequence[Any]) -> np.ndarray:
+    import numpy as np
+
+    return np.array([np.nan if v is None else v for v in values], dtype="float64")
 
 
 def _pandas_steps(pipeline: Any) -> list[Any]:

@@ -223,7 +223,9 @@ def compile_model(spec: ProjectSpec, model_tag: str, version: int, settings: Set
         return Compiled("sklearn", f"no holdout rows to check a graph on: {exc}", None, None, 0)
     rows += [rows[0] | {name: None} for name in spec.features if spec.schema.columns[name].nullable]
     model = mlflow.sklearn.load_model(bento_model_path(model_tag, settings))
-    return compile_pipeline(model, Predictor(spec, model, str(version)).frame_from_rows(rows))
+    frame = Predictor(spec, model, str(version)).frame_from_rows(rows)
+    requests = {name: [row[name] for row in rows] for name in spec.features}
+    return compile_pipeline(model, frame, requests=requests)
 
 
 def _earlier_try(deps: list[DeploymentRow], dag_run_id: str, version: int) -> DeploymentRow | None:

@@ -208,24 +208,24 @@ class PredictionLog:
             if not entries:
                 return []
             try:
-                return self._write(self.frame(entries))
+                return self._write(entries)
             except Exception:
                 with self._lock:
                     self._buffer[:0] = entries
                     self._rows += sum(len(e) for e in entries)
                 raise
 
-    def _write(self, frame: Any) -> list[Path]:
+    def _write(self, entries: list[_Entry]) -> list[Path]:
         """Every hour window's part to a temporary file first, then all renamed into the
         spool, so a failure leaves no partial set of files behind."""
         staged: list[tuple[Path, Path]] = []
         try:
-            for hour, part in frame.groupby(frame["ts"].dt.floor("h"), sort=True):
+            for hour, part in _by_hour(entries):
                 name = f"{hour:%Y%m%dT%H}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{next(self._seq)}"
                 final = self.spool_dir / f"{name}.parquet"
                 tmp = final.with_suffix(".tmp")
                 staged.append((tmp, final))
-                _to_parquet(part.reset_index(drop=True), tmp)
+                _to_parquet(self.by_column(part), tmp)
         except Exception:
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
@@ -234,21 +234,23 @@ class PredictionLog:
             os.replace(tmp, final)
         return [final for _, final in staged]
 
-    def frame(self, entries: list[_Entry]):
-        """Rows of the entries as one frame: ids, time, version, features, outputs."""
-        import numpy as np
-        import pandas as pd
-
+    def by_column(self, entries: list[_Entry]) -> dict[str, list[Any]]:
+        """Rows of the entries by column: ids, time (epoch seconds), version, features,
+        outputs. Built by joining lists: a frame, or a record per row, would hold the
+        serving process's interpreter for long at each flush."""
         counts = [len(e) for e in entries]
-        frame = _features(entries)
-        frame.insert(0, "request_id", np.repeat([e.request_id for e in entries], counts))
-        frame.insert(1, "row", np.concatenate([np.arange(n) for n in counts]))
-        ts = np.repeat([e.ts for e in entries], counts)
-        frame.insert(2, "ts", pd.to_datetime(ts, unit="s", utc=True))
-        frame.insert(3, "model_version", self.model_version)
-        frame["prediction"] = [p for e in entries for p in e.predictions]
-        frame["score"] = np.fromiter((v for e in entries for v in e.scores), dtype="float64")
-        return frame
+        columns: dict[str, list[Any]] = {
+            "request_id": [
+                e.request_id for e, n in zip(entries, counts, strict=True) for _ in range(n)
+            ],
+            "row": [i for n in counts for i in range(n)],
+            "ts": [e.ts for e, n in zip(entries, counts, strict=True) for _ in range(n)],
+            "model_version": [self.model_version] * sum(counts),
+        }
+        columns |= _features(entries)
+        columns["prediction"] = [p for e in entries for p in e.predictions]
+        columns["score"] = [float(v) for e in entries for v in e.scores]
+        return columns
 
     def pending(self) -> list[Path]:
         """Spooled files not yet accepted by lakeFS, oldest first."""
@@ -276,12 +278,17 @@ class PredictionLog:
         return shipped
 
 
-def _features(entries: list[_Entry]):
-    """The sent values of the entries, in order, as one frame built from columns: joining
-    lists is cheap, while a frame per entry or a record per row would hold the serving
-    process's interpreter for long at each flush. A column an entry lacks is None there."""
-    import pandas as pd
+def _by_hour(entries: list[_Entry]) -> list[tuple[datetime, list[_Entry]]]:
+    """The entries per UTC hour window of their time, oldest first."""
+    hours: dict[int, list[_Entry]] = {}
+    for entry in entries:
+        hours.setdefault(int(entry.ts // 3600), []).append(entry)
+    return [(datetime.fromtimestamp(h * 3600, UTC), hours[h]) for h in sorted(hours)]
 
+
+def _features(entries: list[_Entry]) -> dict[str, list[Any]]:
+    """The sent values of the entries, in order, by column. A column an entry lacks is None
+    there."""
     by_entry = [_columns(e) for e in entries]
     names = list(dict.fromkeys(name for cols in by_entry for name in cols))
     columns: dict[str, list[Any]] = {name: [] for name in names}
@@ -289,7 +296,7 @@ def _features(entries: list[_Entry]):
         for name in names:
             values = cols.get(name)
             columns[name].extend(values if values is not None else [None] * len(entry))
-    return pd.DataFrame(columns)
+    return columns
 
 
 def _columns(entry: _Entry) -> dict[str, list[Any]]:
@@ -299,17 +306,25 @@ def _columns(entry: _Entry) -> dict[str, list[Any]]:
     return {name: [row.get(name) for row in entry.rows] for name in names}
 
 
-def _to_parquet(part: Any, path: Path) -> None:
-    """Write a frame as Parquet; columns of mixed types that Arrow refuses are kept as text
-    rather than failing the whole file."""
-    try:
-        part.to_parquet(path, index=False)
-    except (TypeError, ValueError) as exc:  # pyarrow's ArrowTypeError/ArrowInvalid
-        mixed = [c for c in part.columns if part[c].dtype == object]
-        if not mixed:
-            raise
-        log.warning("prediction log: columns %s of mixed types kept as text (%s)", mixed, exc)
-        part.astype({c: "string" for c in mixed}).to_parquet(path, index=False)
+def _to_parquet(columns: dict[str, list[Any]], path: Path) -> None:
+    """Write columns as Parquet with Arrow (the write itself releases the interpreter): the
+    time as UTC timestamps, every other column typed from its values; a column of mixed
+    types that Arrow refuses is kept as text rather than failing the whole file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = {}
+    for name, values in columns.items():
+        if name == "ts":
+            nanos = [round(t * 1e9) for t in values]
+            arrays[name] = pa.array(nanos, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+            continue
+        try:
+            arrays[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            log.warning("prediction log: column %r of mixed types kept as text (%s)", name, exc)
+            arrays[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    pq.write_table(pa.table(arrays), path)
 
 
 def _row_count(path: Path) -> int:

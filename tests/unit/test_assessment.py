@@ -4,6 +4,8 @@ its files and `mlops project assess` (MLflow unreachable: nothing listens on por
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +17,13 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
 from mlops_lib import assessment as am
 from mlops_lib.assessment import (
+    Assessment,
     AssessmentError,
     Baseline,
     ClassCount,
     CurvePoint,
     CvScore,
+    DataProfile,
     Distribution,
     LeakageSuspect,
     TargetBalance,
@@ -328,6 +332,68 @@ def test_assess_of_an_unknown_project_or_unreadable_data_exits_1(cli_env, cancer
     garbage.write_text("not parquet")
     unreadable = CliRunner().invoke(main, ["project", "assess", "cancer", "--data", str(garbage)])
     assert unreadable.exit_code == 1 and "cannot read" in unreadable.output
+
+
+# The MLflow run -------------------------------------------------------------------------
+@pytest.fixture
+def file_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings whose MLflow is a file store in tmp_path (it has no health check to answer).
+
+    Logging points this process's MLflow client at it and sets the active experiment:
+    both are put back afterwards."""
+    import mlflow
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setattr(am, "mlflow_unreachable", lambda settings: None)
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    saved = {name: os.environ.get(name) for name in names}
+    uri, experiment = tracking._tracking_uri, fluent._active_experiment_id
+    yield Settings(
+        projects_dir=tmp_path / "projects",
+        stack_dir=tmp_path / "stack",
+        mlflow_tracking_uri=(tmp_path / "mlruns").as_uri(),
+        read_credentials_file=False,
+    )
+    mlflow.set_tracking_uri(uri)
+    fluent._active_experiment_id = experiment
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def test_the_mlflow_run_goes_to_the_experiment_named_after_the_project(
+    tmp_path, file_tracking
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    profile = DataProfile("data/cancer.csv", 1000, 1000, 3, [], [], [], [])
+    scores = _scores("roc_auc", 0.5, 0.9, half=0.89)
+    assessment = Assessment(
+        project="cancer",
+        created_at="2026-11-29T06:00:00+00:00",
+        task="classification",
+        metric="roc_auc",
+        profile=profile,
+        target=_balance(),
+        leakage=[],
+        baseline=scores,
+        verdict=verdict(_balance(), scores, []),
+        seconds=1.0,
+    )
+    files = am.write_files(assessment, tmp_path / "out")
+    run_id, note = am.log_to_mlflow(assessment, list(files), file_tracking)
+    assert note == "" and run_id
+    client = MlflowClient(file_tracking.mlflow_url)
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "cancer-assessment"
+    assert run.data.tags["verdict"] == "feasible" and run.data.params["metric"] == "roc_auc"
+    assert run.data.metrics["model_cv_score"] == 0.9
+    logged = [f.path for f in client.list_artifacts(run_id, "assessment")]
+    assert sorted(logged) == ["assessment/assessment.html", "assessment/assessment.json"]
 
 
 def test_dates_not_written_in_their_declared_format_are_named() -> None:

@@ -150,6 +150,15 @@ def graph(churn) -> bytes:
     return compiled.onnx
 
 
+def columns_of(sample: pd.DataFrame) -> dict[str, list]:
+    """The sample's rows as a service receives them: validated values by column, None for
+    a gap."""
+    return {
+        name: [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values]
+        for name, values in sample.astype(object).to_dict(orient="list").items()
+    }
+
+
 def with_graph(folder: Path, onnx: bytes) -> Path:
     path = compiled_graph(folder)
     path.parent.mkdir(parents=True)
@@ -164,8 +173,9 @@ def test_without_a_compiled_graph_the_pipeline_serves_batched(churn, tmp_path: P
     assert isinstance(chosen.scorer, BatchedScorer)
     assert chosen.scorer.batcher.max_rows == spec.serving.max_batch_size
     want = pipeline.predict_proba(sample)
-    np.testing.assert_array_equal(chosen.scorer.scores(sample), want)
-    np.testing.assert_array_equal(asyncio.run(chosen.scorer.scores_async(sample)), want)
+    sent = columns_of(sample)
+    np.testing.assert_array_equal(chosen.scorer.scores(sent), want)
+    np.testing.assert_array_equal(asyncio.run(chosen.scorer.scores_async(sent)), want)
 
 
 def test_asking_for_onnx_without_a_graph_is_an_error_naming_the_path(churn, tmp_path) -> None:
@@ -183,9 +193,11 @@ def test_a_compiled_graph_serves_inline_and_scores_like_the_pipeline(
     chosen = scorer_for(spec, pipeline, with_graph(tmp_path, graph), requested)
     assert chosen.runtime == "onnx"
     assert isinstance(chosen.scorer, InlineScorer)
+    assert chosen.scorer.scorer.takes_columns  # churn's derived features read numbers only
     want = pipeline.predict_proba(sample)
-    np.testing.assert_allclose(chosen.scorer.scores(sample), want, rtol=0, atol=1e-5)
-    got = asyncio.run(chosen.scorer.scores_async(sample))
+    sent = columns_of(sample)
+    np.testing.assert_allclose(chosen.scorer.scores(sent), want, rtol=0, atol=1e-5)
+    got = asyncio.run(chosen.scorer.scores_async(sent))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
@@ -196,4 +208,5 @@ def test_asking_for_sklearn_serves_the_pipeline_even_with_a_graph(
     chosen = scorer_for(spec, pipeline, with_graph(tmp_path, graph), "sklearn")
     assert chosen.runtime == "sklearn"
     assert isinstance(chosen.scorer, BatchedScorer)
-    np.testing.assert_array_equal(chosen.scorer.scores(sample), pipeline.predict_proba(sample))
+    want = pipeline.predict_proba(sample)
+    np.testing.assert_array_equal(chosen.scorer.scores(columns_of(sample)), want)

@@ -288,3 +288,60 @@ def test_served_regression_values_are_held_to_a_relative_tolerance() -> None:
     assert _parity(_Served("onnx", [1000.0 + 5e-3, 0.5 + 5e-6]), expected)[0] == ""
     assert _parity(_Served("onnx", [1000.0 + 5e-2, 0.5]), expected)[0].startswith("predictions")
     assert _parity(_Served("onnx", [1000.0]), expected)[0] == "1 answers for 2 rows"
+
+
+# request columns straight to the graph ------------------------------------------------------
+
+
+def request_columns(frame: pd.DataFrame) -> dict[str, list]:
+    """A model-input frame as a service receives the same rows: validated values by column,
+    None for every gap (JSON has no NaN)."""
+    return {
+        name: [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values]
+        for name, values in frame.astype(object).to_dict(orient="list").items()
+    }
+
+
+@pytest.mark.parametrize("family", ["linear", "random_forest"])
+def test_request_columns_score_exactly_as_the_frame_with_gaps_and_derived_features(
+    family,
+) -> None:
+    from mlops_lib.features import input_frame
+
+    derived = {"spend_per_visit": "spend / (visits + 1)", "member_spend": "spend * member"}
+    pipeline, holdout = fitted(shop(), "bought", family, derived=derived)
+    requests = request_columns(with_gaps(holdout))
+    spec = make_spec({**SHOP_COLUMNS, "bought": {"type": "int"}}, "bought", derived=derived)
+    frame = input_frame(requests, spec)  # what the service would score without the graph
+    compiled = compile_pipeline(pipeline, frame, requests=requests)
+    assert_serves_onnx(compiled, pipeline, frame)
+    scorer = OnnxScorer(compiled.onnx, pipeline)
+    assert scorer.takes_columns
+    np.testing.assert_array_equal(scorer.scores_columns(requests), scorer.scores(frame))
+
+
+def test_request_columns_of_an_unseen_category_and_one_row_score_as_the_frame() -> None:
+    pipeline, holdout = fitted(shop(), "bought", "random_forest", encoding="ordinal")
+    unseen = holdout.assign(city=["city-new"] * 5 + list(holdout.city[5:])).iloc[[0]]
+    scorer = OnnxScorer(compile_pipeline(pipeline, holdout).onnx, pipeline)
+    np.testing.assert_array_equal(
+        scorer.scores_columns(request_columns(unseen)), scorer.scores(unseen)
+    )
+
+
+def test_datetime_parts_keep_the_frame_path() -> None:
+    columns = {**SHOP_COLUMNS, "day": {"type": "datetime", "parts": ["weekday"]}}
+    pipeline, holdout = fitted(shop(), "bought", "linear", columns=columns)
+    scorer = OnnxScorer(compile_pipeline(pipeline, holdout).onnx, pipeline)
+    assert not scorer.takes_columns
+    with pytest.raises(ValueError, match="need a frame"):
+        scorer.scores_columns(request_columns(holdout))
+
+
+def test_a_miss_on_the_request_columns_path_falls_back_naming_it() -> None:
+    pipeline, holdout = fitted(shop(), "bought", "linear")
+    requests = request_columns(holdout)
+    requests["spend"] = [None if v is None else v * 3 for v in requests["spend"]]
+    compiled = compile_pipeline(pipeline, holdout, requests=requests)
+    assert compiled.runtime == "sklearn" and compiled.onnx is None
+    assert compiled.reason.startswith("parity (request columns): ")

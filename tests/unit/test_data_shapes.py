@@ -151,3 +151,61 @@ def test_two_hundred_and_more_columns_train_on_two_hundred_rows() -> None:
     )
     result = search(spec, model_input(frame, spec), frame["label"])
     assert result.best.cv_score > 0.75
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        pytest.param(
+            ["Signal", "Same Number", "same.text", "Empty Number", "empty.text"], id="beside_signal"
+        ),
+        pytest.param(["colour", "Empty Number"], id="the_only_number_is_empty"),
+        pytest.param(["Signal", "empty.text"], id="the_only_text_is_empty"),
+    ],
+)
+def test_constant_and_all_null_columns_numeric_and_text_train_fine(features: list[str]) -> None:
+    from mlops_lib.automl import search
+    from mlops_lib.datasets import split
+    from mlops_lib.metrics import holdout_metrics
+
+    rng = np.random.default_rng(5)
+    label = rng.integers(0, 2, 200)
+    frame = pd.DataFrame(
+        {
+            "day": pd.date_range("2026-01-01", periods=200, freq="h", tz="UTC"),
+            "Signal": np.where(label == 1, 1.0, -1.0) + rng.normal(0, 0.3, 200),
+            "colour": np.where(label == 1, "red", "blue"),
+            "Same Number": 7.0,
+            "same.text": "constant",
+            "Empty Number": np.nan,
+            "empty.text": None,
+            "label": label,
+        }
+    )
+    types = {"Signal": "float", "colour": "category", "Same Number": "float"}
+    types |= {"same.text": "category", "Empty Number": "float", "empty.text": "string"}
+    columns = {"day": {"type": "datetime"}} | {f: {"type": types[f]} for f in features}
+    spec = parse_spec(
+        {
+            "name": "flat",
+            "source": {"path": "data/x.csv"},
+            "schema": {"columns": columns | {"label": {"type": "int"}}, "event_time": "day"},
+            "target": {"column": "label", "task": "classification"},
+            "training": {"min_rows": 100, "families": ["linear"], "budget": {"trials": 2}},
+        }
+    )
+    frame = coerce(frame[list(spec.schema.columns)], spec)
+    report = check_batch(frame, spec, now=pd.Timestamp("2027-01-01", tz="UTC"))
+    assert not [v for v in report.violations if v.severity == "blocking"]
+    train, holdout = split(frame, spec)
+    result = search(spec, model_input(train, spec), train["label"])
+    assert result.best.cv_score > 0.9
+    model = build_pipeline(spec, make_estimator("random_forest", {}, "classification", 1))
+    model.fit(model_input(train, spec), train["label"])
+    assert holdout_metrics(model, model_input(holdout, spec), holdout["label"], spec)["f1"] > 0.9
+    # A value served in a column that was empty in training does not break the model.
+    late = {"Empty Number": 3.0, "empty.text": "new"}
+    served = model_input(holdout.head(2), spec).assign(
+        **{c: late[c] for c in features if c in late}
+    )
+    assert model.predict_proba(served).shape == (2, 2)

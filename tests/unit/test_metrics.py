@@ -106,6 +106,41 @@ def test_multiclass_training_with_a_rare_class_scores_every_metric(metric: str) 
     assert metric in metrics and "f1_macro" in metrics
 
 
+def test_multiclass_int_labels_score_the_same_on_the_holdout_and_as_the_live_metric() -> None:
+    from mlops_lib.automl import make_estimator
+    from mlops_lib.features import build_pipeline, model_input, model_target
+
+    # 3, 7 and 12: sorted as text, 12 would come first.
+    codes = {"barbera": 3, "barolo": 7, "grignolino": 12}
+    frame = wine_like().assign(cultivar=lambda d: d.cultivar.map(codes))
+    columns = WINE_COLUMNS | {"cultivar": {"type": "int", "allowed": [3, 7, 12]}}
+    target = {"column": "cultivar", "task": "classification"}
+    spec = make_spec(target, columns, metric="f1", families=["linear"])
+    train, holdout = split(frame, spec)
+    check_trainable(train, spec, "0123456789abcdef")
+    result = search(spec, model_input(train, spec), model_target(train, spec))
+    assert np.isfinite(result.best.cv_score)
+    model = build_pipeline(spec, make_estimator("linear", {}, "classification", 1))
+    model.fit(model_input(train, spec), model_target(train, spec))
+    assert [c.item() for c in model.classes_] == [3, 7, 12]
+    X, y = model_input(holdout, spec), model_target(holdout, spec)
+    metrics = holdout_metrics(model, X, y, spec)
+    assert metrics["f1"] == metrics["f1_macro"] > 0.6 and 0.6 < metrics["roc_auc"] <= 1.0
+    # The same rows as the prediction log keeps them: the class, the last class's probability.
+    logged = pd.DataFrame(
+        {
+            "cultivar": y.to_numpy(),
+            "prediction": model.predict(X),
+            "score": model.predict_proba(X)[:, -1],
+        }
+    )
+    live = live_metric(spec, logged)
+    assert live == {"metric": "f1", "value": metrics["f1"], "rows": len(holdout)}
+    spec_auc = make_spec(target, columns)  # roc_auc
+    live_auc = live_metric(spec_auc, logged)
+    assert live_auc["metric"] == "accuracy" and live_auc["value"] == metrics["accuracy"]
+
+
 def test_bool_labels_train_and_score_with_the_positive_class() -> None:
     from mlops_lib.features import model_input
 

@@ -14,7 +14,7 @@ from mlops_lib.layout import window_of
 from mlops_lib.monitoring.drift import drift_scores
 from mlops_lib.monitoring.reference import monitored_frame, reference_frame
 from mlops_lib.monitoring.windows import merge, windows_to_profile
-from mlops_lib.spec import load_spec
+from mlops_lib.spec import load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,6 +68,60 @@ def test_reference_frame_carries_prediction_and_score(spec) -> None:
     ref = reference_frame(spec, model, df.head(100))
     assert list(ref.columns) == [*spec.features, "prediction", "score"]
     assert set(ref["prediction"]) <= {0, 1} and ref["score"].between(0, 1).all()
+
+
+def _houses(rows: int, seed: int, size_scale: float = 1.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    size = rng.normal(100, 20, rows) * size_scale
+    rooms = rng.integers(1, 6, rows)
+    return pd.DataFrame(
+        {"size": size, "rooms": rooms, "price": 3 * size + 10 * rooms + rng.normal(0, 5, rows)}
+    )
+
+
+def test_prediction_drift_of_a_regression_is_measured_on_its_predicted_values() -> None:
+    from sklearn.linear_model import LinearRegression
+
+    from mlops_lib.features import build_pipeline, model_input
+    from mlops_lib.monitoring.drift import drift_report, policy
+
+    columns = {"size": {"type": "float"}, "rooms": {"type": "int"}, "price": {"type": "float"}}
+    spec = parse_spec(
+        {
+            "name": "prices",
+            "source": {"path": "data/x.csv"},
+            "schema": {"columns": columns},
+            "target": {"column": "price", "task": "regression"},
+            "training": {"min_rows": 10},
+        }
+    )
+    train = _houses(2000, seed=0)
+    model = build_pipeline(spec, LinearRegression()).fit(model_input(train, spec), train["price"])
+    holdout = _houses(3000, seed=1)
+    ref = reference_frame(spec, model, holdout)
+    predicted = model.predict(model_input(holdout, spec))
+    # No probabilities: the score is the predicted value, as the prediction log keeps it.
+    np.testing.assert_allclose(ref["score"], predicted)
+    np.testing.assert_allclose(ref["prediction"], predicted)
+    reference = profiles.profile(monitored_frame(spec, ref))
+
+    def report_on(served: pd.DataFrame) -> dict:
+        target = profiles.profile(monitored_frame(spec, reference_frame(spec, model, served)))
+        return drift_report(spec, reference, target, model_version=1, windows=["w1"])
+
+    stable = report_on(_houses(1000, seed=2))
+    assert stable["prediction_drift"]["algorithm"].lower() == "ks"
+    assert stable["prediction_drift"]["p_value"] > 0.05 and not policy(stable, spec)[0]
+    median = stable["columns"]["score"]["reference"]["quantiles"]["0.5"]
+    assert median == pytest.approx(np.median(predicted), rel=0.02)  # prices, not probabilities
+    # Bigger houses are served: predicted prices move up, and that alone fires the policy.
+    moved = report_on(_houses(1000, seed=2, size_scale=1.3))
+    drift = moved["prediction_drift"]
+    assert drift["statistic"] > spec.monitoring.prediction_drift_limit and drift["p_value"] < 0.05
+    assert moved["drifted_features"] == ["size"]  # one feature: below the policy's 2
+    assert spec.monitoring.min_drifted_features == 2
+    fired, reason = policy(moved, spec)
+    assert fired and reason.startswith("prediction drift")
 
 
 def test_drift_is_found_on_shifted_features_not_on_stable_ones(spec) -> None:

@@ -127,16 +127,18 @@ def test_a_failed_write_keeps_every_row_for_the_next_flush(tmp_path: Path, monke
     record(log, "early", 2)
     log._buffer[0].ts = pd.Timestamp("2026-11-27T09:30Z").timestamp()
     record(log, "late", 3)
-    real = pd.DataFrame.to_parquet
+    import pyarrow.parquet as pq
+
+    real = pq.write_table
     calls = {"n": 0}
 
-    def second_write_fails(self, *args, **kwargs):
+    def second_write_fails(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, *args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", second_write_fails)
+    monkeypatch.setattr(pq, "write_table", second_write_fails)
     with pytest.raises(OSError, match="No space left"):
         log.flush()
     assert not log.pending() and not list((tmp_path / "spool").glob("*.tmp"))

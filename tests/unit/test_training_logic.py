@@ -110,6 +110,52 @@ def test_gate_judges_on_the_production_slice_when_both_were_scored_on_it() -> No
     assert decision == PROMOTE and "on the holdout" in reason
 
 
+def regression_with_policy(**promotion):
+    columns = {"size": {"type": "float"}, "price": {"type": "float"}}
+    return parse_spec(
+        {
+            "name": "prices",
+            "source": {"path": "data/x.csv"},
+            "schema": {"columns": columns},
+            "target": {"column": "price", "task": "regression"},
+            "training": {"metric": "rmse"},
+            "promotion": promotion,
+        }
+    )
+
+
+def test_a_regression_challenger_with_lower_rmse_replaces_the_champion() -> None:
+    s = regression_with_policy(min_improvement=0.5)
+    champion = {"rmse": 10.0, "mae": 8.0, "r2": 0.70}
+    decision, reason = decide(s, {"rmse": 9.0, "mae": 7.5, "r2": 0.75}, champion)
+    assert decision == PROMOTE
+    assert "rmse 9.0000 vs champion 10.0000 (improvement +1.0000 > +0.5000)" in reason
+    # Lower, but by less than the required improvement: not enough.
+    decision, reason = decide(s, {"rmse": 9.8, "mae": 7.9, "r2": 0.71}, champion)
+    assert decision == REJECT and "improvement +0.2000 is not above the required +0.5000" in reason
+
+
+def test_a_regression_challenger_with_higher_rmse_keeps_the_champion() -> None:
+    s = regression_with_policy()
+    champion = {"rmse": 10.0, "mae": 8.0, "r2": 0.70}
+    decision, reason = decide(s, {"rmse": 12.0, "mae": 9.0, "r2": 0.60}, champion)
+    assert decision == REJECT
+    assert "rmse 12.0000 vs champion 10.0000: improvement -2.0000 is not above" in reason
+
+
+def test_a_regression_challenger_with_lower_rmse_is_held_back_by_its_guards() -> None:
+    s = regression_with_policy(guards={"r2": 0.02, "mae": 0.5})
+    champion = {"rmse": 10.0, "mae": 8.0, "r2": 0.70}
+    # r2 (higher is better) fell by 0.05, mae (lower is better) rose by 1.0: both guards trip.
+    decision, reason = decide(s, {"rmse": 9.0, "mae": 9.0, "r2": 0.65}, champion)
+    assert decision == REJECT and "rule min_improvement" not in reason
+    assert "rule guard r2: regressed by 0.0500 (limit 0.0200)" in reason
+    assert "rule guard mae: regressed by 1.0000 (limit 0.5000)" in reason
+    # A lower mae and a higher r2 are improvements, not regressions.
+    decision, reason = decide(s, {"rmse": 9.0, "mae": 6.0, "r2": 0.80}, champion)
+    assert decision == PROMOTE and "guards hold" in reason
+
+
 def test_manual_approval_holds_a_winner() -> None:
     s = with_policy(manual_approval=True)
     decision, reason = decide(s, {"roc_auc": 0.8, "accuracy": 0.7}, None)
