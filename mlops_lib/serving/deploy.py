@@ -7,11 +7,13 @@ Each step is one function the ``<project>__deploy`` DAG calls with a deployment 
   (:mod:`mlops_lib.serving.compiled`), ``bentoml build`` it, record a deployment (state
   ``built``) with the Bento tag and the runtime that will score (``onnx`` or ``sklearn``,
   with the reason when not onnx);
-* ``start``: serve the Bento on a free port until ``/readyz`` (state ``starting``);
+* ``start``: serve the Bento on a free port until ``/readyz`` (state ``starting``); a
+  graph that keeps the service from starting is replaced by the pipeline (the deployment
+  restarts with ``serving_runtime: sklearn`` and records why);
 * ``smoke_test``: holdout rows of the model's training commit must get the MLflow model's
   predictions through HTTP (probabilities within 1e-5 from the ONNX graph, 1e-9 from the
-  pipeline); a graph that misses is replaced by the pipeline (the deployment restarts with
-  ``serving_runtime: sklearn`` and records why), and the runtime goes into the model card;
+  pipeline); a graph that misses or answers 5xx is replaced by the pipeline the same way,
+  and the runtime goes into the model card;
 * ``switch``: point the project's stable endpoint (the gateway) at it (state ``active``),
   stop and retire the previous deployment.
 
@@ -275,9 +277,16 @@ def start(deployment_id: int, settings: Settings | None = None) -> DeploymentRef
     try:
         _serve(dep, port, settings)
     except (StackError, RuntimeError) as exc:  # RuntimeError: a setting it needs is missing
-        raise _fail(dep, f"did not become ready: {exc}", settings) from exc
+        if dep["runtime"] != "onnx":
+            raise _fail(dep, f"did not become ready: {exc}", settings) from exc
+        dep = _fall_back(dep, f"did not become ready on onnx: {_first_line(exc)}", settings)
+    url = dep["url"]
     log.info("%s: serving on %s (log %s)", _describe(dep), url, process(settings, dep).log_file)
     return _ref(dep)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def smoke_rows(spec: ProjectSpec, version: int, n: int, settings: Settings) -> list[dict[str, Any]]:
@@ -296,7 +305,8 @@ def smoke_rows(spec: ProjectSpec, version: int, n: int, settings: Settings) -> l
 def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeResult:
     """The candidate must answer holdout rows as the MLflow model does: the same classes
     (or values) and probabilities within the runtime's tolerance. A compiled graph that
-    misses gives way to the pipeline (restart, reason recorded) before the candidate fails."""
+    misses, or answers 5xx, gives way to the pipeline (restart, reason recorded) before the
+    candidate fails."""
     settings = settings or get_settings()
     dep = _get(deployment_id, settings)
     spec = project_spec(dep["project"], settings)
@@ -304,15 +314,25 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeRes
         rows = smoke_rows(spec, dep["model_version"], settings.smoke_rows, settings)
     except Exception as exc:
         raise _fail(dep, f"smoke test has no holdout rows: {exc}", settings) from exc
-    served = _served_answers(spec, dep, rows, settings)
     try:
         expected = _expected_answers(spec, dep, rows, settings)
     except Exception as exc:
         raise _fail(dep, f"smoke test: the MLflow model itself fails: {exc}", settings) from exc
-    miss, max_diff = _parity(served, expected)
-    if miss and served.runtime == "onnx":
-        dep = _fall_back(dep, f"parity on {len(rows)} served holdout rows: {miss}", settings)
+    try:
         served = _served_answers(spec, dep, rows, settings)
+        miss, max_diff = _parity(served, expected)
+        broken = f"parity on {len(rows)} served holdout rows: {miss}" if miss else ""
+        broken = broken if served.runtime == "onnx" else ""
+    except _Unanswered as exc:
+        if dep["runtime"] != "onnx" or not exc.server_error:
+            raise _fail(dep, str(exc), settings) from exc
+        broken = str(exc)
+    if broken:  # the graph misses or breaks: the pipeline gets its chance
+        dep = _fall_back(dep, broken, settings)
+        try:
+            served = _served_answers(spec, dep, rows, settings)
+        except _Unanswered as exc:
+            raise _fail(dep, str(exc), settings) from exc
         miss, max_diff = _parity(served, expected)
     if miss:
         raise _fail(dep, f"smoke test on {len(rows)} holdout rows: {miss}", settings)
@@ -329,6 +349,15 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeRes
         max_diff,
     )
     return {"id": dep["id"], "rows": len(rows), "max_abs_diff": max_diff, "runtime": served.runtime}
+
+
+class _Unanswered(Exception):
+    """The candidate did not answer the smoke rows (``server_error``: it answered 5xx or
+    the connection failed, as a runtime that breaks on them would)."""
+
+    def __init__(self, reason: str, server_error: bool) -> None:
+        super().__init__(reason)
+        self.server_error = server_error
 
 
 @dataclass
@@ -358,21 +387,19 @@ def _served_answers(
                     headers={PROBE_HEADER: probe_token(settings, dep["project"], dep["id"])},
                 )
             except httpx.HTTPError as exc:
-                raise _fail(dep, f"smoke test request failed: {exc}", settings) from exc
+                raise _Unanswered(f"smoke test request failed: {exc}", True) from exc
             if resp.status_code != 200:
-                raise _fail(
-                    dep,
+                raise _Unanswered(
                     f"smoke test: /predict answered {resp.status_code} on holdout rows "
                     f"{i}-{i + step - 1}: {resp.text[:500]}",
-                    settings,
+                    resp.status_code >= 500,
                 )
             body = resp.json()
             if body.get("model_version") != str(dep["model_version"]):
-                raise _fail(
-                    dep,
+                raise _Unanswered(
                     f"smoke test: served model version {body.get('model_version')!r}, "
                     f"expected {dep['model_version']}",
-                    settings,
+                    False,
                 )
             served.runtime = resp.headers.get(RUNTIME_HEADER, "")
             served.predictions.extend(body.get("predictions") or [])

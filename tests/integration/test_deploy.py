@@ -276,6 +276,63 @@ def test_new_champion_replaces_the_old_deployment(stack: Settings, world: dict, 
     assert runtime == "sklearn" and "LabelSpreading" in line, line
 
 
+def wrong_graph(world: dict) -> bytes:
+    """A graph that loads and scores, but not as the registered model does (its labels are
+    flipped)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_lib.features import build_pipeline, model_input
+    from mlops_lib.serving.compiled import compile_pipeline
+
+    df = demo_data.generate("clean", rows=1000, seed=77)
+    x = model_input(df, world["spec"])
+    flipped = build_pipeline(world["spec"], LogisticRegression(max_iter=300))
+    return compile_pipeline(flipped.fit(x, 1 - df["churned"]), x.head(50)).onnx
+
+
+def damage_graph(stack: Settings, bento_tag: str, graph: bytes) -> None:
+    """Overwrite the compiled graph a built Bento carries."""
+    from mlops_lib.serving.package import use_store
+    from mlops_lib.serving.runtime import compiled_graph
+
+    use_store(stack)
+    import bentoml
+
+    path = compiled_graph(Path(bentoml.get(bento_tag).path_of("src")))
+    assert path.is_file(), path
+    path.write_bytes(graph)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [("unreadable", "did not become ready on onnx"), ("wrong", "parity on 200 served")],
+)
+def test_a_broken_graph_gives_way_to_the_pipeline_and_says_why(
+    stack: Settings, world: dict, live: dict, damage: str, reason: str
+) -> None:
+    """The deploy's own steps, with the Bento's graph damaged after packaging: unreadable
+    (the service cannot start on it) or scoring otherwise than the model (the smoke test
+    finds it). Either way the candidate restarts on the pipeline, passes and goes live."""
+    from mlops_lib.serving import deploy
+
+    version = register(stack, world, seed=14 if damage == "wrong" else 15)
+    approve_champion(stack, PROJECT, version)
+    built = deploy.package(PROJECT, version, settings=stack)
+    assert next(d for d in deployments(stack) if d["id"] == built["id"])["runtime"] == "onnx"
+    graph = wrong_graph(world) if damage == "wrong" else b"not an ONNX graph"
+    damage_graph(stack, built["bento_tag"], graph)
+    deploy.start(built["id"], settings=stack)
+    assert deploy.smoke_test(built["id"], settings=stack)["runtime"] == "sklearn"
+    deploy.switch(built["id"], settings=stack)
+    new = active(stack)
+    assert new["id"] == built["id"] and new["runtime"] == "sklearn", new
+    assert reason in new["runtime_reason"], new["runtime_reason"]
+    assert served_runtime(stack, world) == "sklearn"
+    assert predict(stack, world)["model_version"] == str(version)
+    runtime, line = serving_card(stack, version)
+    assert runtime == "sklearn" and reason in line, line
+
+
 def test_rollback_serves_the_previous_deployment_again(
     stack: Settings, world: dict, live: dict
 ) -> None:
