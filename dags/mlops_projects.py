@@ -19,7 +19,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, Param, dag, task
 
 from mlops_lib.layout import repo_name
-from mlops_lib.settings import get_settings
+from mlops_lib.settings import TRAINING_QUEUE, get_settings
 from mlops_lib.spec import ProjectSpec, SpecError, discover
 
 INGEST_DOC = """
@@ -212,7 +212,7 @@ def training_chain(spec: ProjectSpec, commit: Any, drift: Any | None = None) -> 
     champion = champion_asset(spec)
     t = spec.training
 
-    @task(execution_timeout=timedelta(seconds=t.budget.seconds * 3 + 600))
+    @task(execution_timeout=timedelta(seconds=t.budget.seconds * 3 + 600), queue=TRAINING_QUEUE)
     def train(commit: str, drift: dict | None = None, **context) -> dict:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -370,7 +370,7 @@ def build_deploy(spec: ProjectSpec) -> DAG:
         max_active_runs=1,
     )
     def deploy_dag() -> None:
-        @task
+        @task(queue=TRAINING_QUEUE)
         def package(**context) -> dict:
             from airflow.sdk.exceptions import AirflowFailException
 

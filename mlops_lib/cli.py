@@ -30,10 +30,10 @@ console = _console()
 err_console = _console(stderr=True)
 
 
-def _settings(backend: str | None = None):
+def _settings(backend: str | None = None, **choices: object):
     from mlops_lib.stack.manager import current_settings
 
-    return current_settings(backend)
+    return current_settings(backend, **{k: v for k, v in choices.items() if v is not None})
 
 
 def _fail(exc: Exception) -> None:
@@ -63,9 +63,11 @@ BACKEND = click.option(
 @stack.command("install")
 @BACKEND
 @click.option("--browser", is_flag=True, help="Also Chromium (headless UI tests).")
-def stack_install(backend: str | None, browser: bool) -> None:
+@click.option("--celery", is_flag=True, help="Also Redis (the Celery executor's broker).")
+def stack_install(backend: str | None, browser: bool, celery: bool) -> None:
     """Install what the stack needs (lakeFS binary, nginx; PostgreSQL for that backend)."""
     from mlops_lib.stack import postgres as pg
+    from mlops_lib.stack import redis
     from mlops_lib.stack.debian import install_browser
     from mlops_lib.stack.gateway import install_nginx
     from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
@@ -78,6 +80,8 @@ def stack_install(backend: str | None, browser: bool) -> None:
         console.print(f"nginx (serving gateway): {install_nginx(log=console.print)}")
         if backend == "postgres":
             console.print(f"PostgreSQL: {pg.install_postgres(settings, log=console.print)}")
+        if celery:
+            console.print(f"Redis: {redis.server_binary(log=console.print)}")
         if browser:
             console.print(f"Chromium: {install_browser(log=console.print)}")
     except StackError as exc:
@@ -86,11 +90,28 @@ def stack_install(backend: str | None, browser: bool) -> None:
 
 @stack.command("up")
 @BACKEND
-def stack_up(backend: str | None) -> None:
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "celery"]),
+    default=None,
+    help="Airflow's executor (default: MLOPS_EXECUTOR, else local). celery: Redis and "
+    "Celery workers; needs --backend postgres.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Celery workers (default 2)."
+)
+@click.option(
+    "--queues",
+    default=None,
+    help="Queues the Celery workers take, comma separated (default: default,training).",
+)
+def stack_up(
+    backend: str | None, executor: str | None, workers: int | None, queues: str | None
+) -> None:
     """Start the stack (idempotent) and wait until every service is healthy."""
     from mlops_lib import platform_stack
 
-    settings = _settings(backend)
+    settings = _settings(backend, executor=executor, celery_workers=workers, celery_queues=queues)
     started = time.monotonic()
     try:
         rows = platform_stack.up(settings, log=console.print)
@@ -98,7 +119,11 @@ def stack_up(backend: str | None) -> None:
         _fail(exc)
     settings = reload_settings(settings)
     _print_status(rows)
-    console.print(f"stack ({settings.backend} backend) is up in {time.monotonic() - started:.1f}s")
+    workers = f", {settings.celery_workers} Celery workers" if settings.executor == "celery" else ""
+    console.print(
+        f"stack ({settings.backend} backend, {settings.executor} executor{workers}) is up in "
+        f"{time.monotonic() - started:.1f}s"
+    )
     _print_credentials_hint(settings)
 
 

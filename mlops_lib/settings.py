@@ -22,6 +22,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CREDENTIALS_FILE = "credentials.env"
 
 Backend = Literal["sqlite", "postgres"]
+Executor = Literal["local", "celery"]
+# Celery queues: heavy tasks (AutoML and the refit, packaging) go to TRAINING_QUEUE, the
+# rest to DEFAULT_QUEUE; a worker may take either or both (LocalExecutor ignores queues).
+DEFAULT_QUEUE = "default"
+TRAINING_QUEUE = "training"
 
 
 class Settings(BaseSettings):
@@ -101,6 +106,22 @@ class Settings(BaseSettings):
     airflow_dags_paused: bool = Field(
         default=False, description="New DAGs start paused (tests unpause what they run)."
     )
+    executor: Executor = Field(
+        default="local",
+        description="Airflow's executor: LocalExecutor, or CeleryExecutor with Redis and "
+        "celery_workers workers (needs backend=postgres).",
+    )
+    celery_workers: int = Field(default=2, ge=1, description="Celery workers the stack starts.")
+    celery_worker_concurrency: int = Field(
+        default=1, ge=1, description="Tasks one Celery worker runs at once."
+    )
+    celery_queues: str = Field(
+        default=f"{DEFAULT_QUEUE},{TRAINING_QUEUE}",
+        description="Queues the stack's Celery workers take, comma separated (heavy tasks go "
+        "to 'training').",
+    )
+    redis_port: int = Field(default=6379, description="Redis, the Celery broker (celery mode).")
+    redis_password: SecretStr | None = None
 
     # BentoML (serving)
     bentoml_home: Path | None = Field(

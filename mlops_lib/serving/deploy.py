@@ -314,25 +314,18 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeRes
         rows = smoke_rows(spec, dep["model_version"], settings.smoke_rows, settings)
     except Exception as exc:
         raise _fail(dep, f"smoke test has no holdout rows: {exc}", settings) from exc
+    served, broken = _first_answers(spec, dep, rows, settings)
     try:
         expected = _expected_answers(spec, dep, rows, settings)
     except Exception as exc:
         raise _fail(dep, f"smoke test: the MLflow model itself fails: {exc}", settings) from exc
-    try:
-        served = _served_answers(spec, dep, rows, settings)
+    if served is not None:
         miss, max_diff = _parity(served, expected)
-        broken = f"parity on {len(rows)} served holdout rows: {miss}" if miss else ""
-        broken = broken if served.runtime == "onnx" else ""
-    except _Unanswered as exc:
-        if dep["runtime"] != "onnx" or not exc.server_error:
-            raise _fail(dep, str(exc), settings) from exc
-        broken = str(exc)
+        if miss and served.runtime == "onnx":
+            broken = f"parity on {len(rows)} served holdout rows: {miss}"
     if broken:  # the graph misses or breaks: the pipeline gets its chance
         dep = _fall_back(dep, broken, settings)
-        try:
-            served = _served_answers(spec, dep, rows, settings)
-        except _Unanswered as exc:
-            raise _fail(dep, str(exc), settings) from exc
+        served = _answers_or_fail(spec, dep, rows, settings)
         miss, max_diff = _parity(served, expected)
     if miss:
         raise _fail(dep, f"smoke test on {len(rows)} holdout rows: {miss}", settings)
@@ -349,6 +342,28 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeRes
         max_diff,
     )
     return {"id": dep["id"], "rows": len(rows), "max_abs_diff": max_diff, "runtime": served.runtime}
+
+
+def _first_answers(
+    spec: ProjectSpec, dep: DeploymentRow, rows: list[dict[str, Any]], settings: Settings
+) -> tuple[_Served | None, str]:
+    """The candidate's answers; or, when its compiled graph broke on them (5xx, no
+    connection), none and why: the pipeline then gets its chance."""
+    try:
+        return _served_answers(spec, dep, rows, settings), ""
+    except _Unanswered as exc:
+        if dep["runtime"] != "onnx" or not exc.server_error:
+            raise _fail(dep, str(exc), settings) from exc
+        return None, str(exc)
+
+
+def _answers_or_fail(
+    spec: ProjectSpec, dep: DeploymentRow, rows: list[dict[str, Any]], settings: Settings
+) -> _Served:
+    try:
+        return _served_answers(spec, dep, rows, settings)
+    except _Unanswered as exc:
+        raise _fail(dep, str(exc), settings) from exc
 
 
 class _Unanswered(Exception):

@@ -32,6 +32,7 @@ GENERATORS = {
     "mlflow_password": lambda: _token(24),
     "mlflow_secret_key": _token,
     "serving_probe_key": _token,
+    "redis_password": lambda: _token(24),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,8 +16,15 @@ from typing import NotRequired, TypedDict
 
 import httpx
 
-from mlops_lib.settings import Settings, load_settings, process_env, reload_settings, settings_env
-from mlops_lib.stack import gateway
+from mlops_lib.settings import (
+    DEFAULT_QUEUE,
+    Settings,
+    load_settings,
+    process_env,
+    reload_settings,
+    settings_env,
+)
+from mlops_lib.stack import gateway, redis
 from mlops_lib.stack import postgres as pg
 from mlops_lib.stack.credentials import ensure_credentials, write_private
 from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
@@ -26,6 +34,7 @@ AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 # Every service `up` may start, in start order (postgres only with that backend).
 SERVICE_NAMES = (
     "postgres",
+    "redis",
     "lakefs-acl",
     "lakefs",
     "mlflow",
@@ -34,6 +43,9 @@ SERVICE_NAMES = (
     *(f"airflow-{c}" for c in AIRFLOW_COMPONENTS),
 )
 STATE_FILE = "stack.json"
+# Choices `up` records, so that later commands see the stack as it was started.
+STACK_CHOICES = ("backend", "executor", "celery_workers", "celery_queues")
+WORKER_PREFIX = "airflow-worker-"
 Log = Callable[[str], None]
 
 
@@ -49,6 +61,7 @@ class Service:
     env: Callable[[], dict[str, str]] = dict
     user: str | None = None
     health_url: str | None = None
+    workdir: Path | None = None  # default: the stack folder
 
 
 def _bin(name: str) -> str:
@@ -58,13 +71,18 @@ def _bin(name: str) -> str:
 
 
 def current_settings(backend: str | None = None, **overrides: object) -> Settings:
-    """Settings of the stack as started: the backend recorded by `up` unless one is given."""
-    settings = load_settings(**overrides, **({"backend": backend} if backend else {}))
-    if backend is None and "backend" not in settings.model_fields_set:
-        recorded = read_state(settings).get("backend")
-        if recorded:
-            settings = load_settings(**overrides, backend=recorded)
-    return settings
+    """Settings of the stack as started: the backend and executor choices recorded by `up`
+    unless given (arguments or environment)."""
+    if backend:
+        overrides["backend"] = backend
+    settings = load_settings(**overrides)
+    recorded = read_state(settings)
+    taken = {
+        k: recorded[k]
+        for k in STACK_CHOICES
+        if k in recorded and k not in settings.model_fields_set
+    }
+    return load_settings(**overrides, **taken) if taken else settings
 
 
 def read_state(settings: Settings) -> dict:
@@ -150,7 +168,20 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         }
     )
+    if settings.executor == "celery":
+        env.update(celery_env(settings))
     return env
+
+
+def celery_env(settings: Settings) -> dict[str, str]:
+    """CeleryExecutor on the stack's Redis; results in Airflow's own database (the
+    provider's default, ``db+`` + its connection)."""
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": redis.broker_url(settings),
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(settings.celery_worker_concurrency),
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": DEFAULT_QUEUE,
+    }
 
 
 _MONITOR_CACHE: dict[str, tuple[float, dict]] = {}
@@ -180,17 +211,95 @@ def _airflow_component_health(settings: Settings, key: str) -> Callable[[], bool
 
 
 def services(settings: Settings) -> list[Service]:
-    """The services of the stack for the configured backend, in start order."""
+    """The services of the stack for the configured backend and executor, in start order."""
     first = [_postgres_service(settings)] if settings.backend == "postgres" else []
     acl = [_lakefs_acl_service(settings)] if lakefs_auth(settings) == ACL else []
+    celery = settings.executor == "celery"
     return [
         *first,
+        *([_redis_service(settings)] if celery else []),
         *acl,
         _lakefs_service(settings),
         _mlflow_service(settings),
         _gateway_service(settings),
         *_airflow_services(settings),
+        *(_worker_services(settings) if celery else []),
     ]
+
+
+def check_executor(settings: Settings) -> None:
+    """CeleryExecutor needs a database other than SQLite: say so before anything starts."""
+    if settings.executor == "celery" and settings.backend != "postgres":
+        raise StackError(
+            "the Celery executor needs the PostgreSQL backend (Airflow's CeleryExecutor does "
+            "not run on SQLite): run `mlops stack up --backend postgres --executor celery`"
+        )
+
+
+def _redis_service(settings: Settings) -> Service:
+    return Service(
+        name="redis",
+        port=settings.redis_port,
+        url=f"redis://{settings.host}:{settings.redis_port}",
+        command=lambda: [redis.server_binary(), str(redis.config_file(settings))],
+        health=lambda: redis.healthy(settings),
+        env=lambda: base_env(settings),
+    )
+
+
+def worker_names(settings: Settings) -> list[str]:
+    return [f"{WORKER_PREFIX}{i}" for i in range(1, settings.celery_workers + 1)]
+
+
+def _worker_services(settings: Settings) -> list[Service]:
+    """``airflow celery worker`` processes, each with its own name, folder and log-server
+    port; they share nothing on disk with the scheduler but Airflow's log folder."""
+
+    def worker(name: str, index: int) -> Service:
+        def env() -> dict[str, str]:
+            # After the API port and its two log servers: one port per worker.
+            log_port = settings.airflow_port + 2 + index
+            return airflow_env(settings) | {
+                "MLOPS_AIRFLOW_PRELOAD": "1",  # the tasks it forks start with libraries loaded
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port),
+            }
+
+        celery_name = f"{name}@{socket.gethostname()}"
+        return Service(
+            name=name,
+            port=None,
+            url=None,
+            command=lambda: [
+                _bin("airflow"),
+                "celery",
+                "worker",
+                "--celery-hostname",
+                celery_name,
+                "--queues",
+                settings.celery_queues,
+                "--concurrency",
+                str(settings.celery_worker_concurrency),
+            ],
+            health=lambda: worker_answers(settings, celery_name),
+            env=env,
+            workdir=settings.stack_dir / "workers" / name,
+        )
+
+    return [worker(name, i) for i, name in enumerate(worker_names(settings), start=1)]
+
+
+def worker_answers(settings: Settings, celery_name: str, timeout: float = 2.0) -> bool:
+    """Whether the Celery worker answers a ping through the broker."""
+    from celery import Celery  # only in celery mode
+
+    app = Celery(broker=redis.broker_url(settings))
+    try:
+        replies = app.control.ping(destination=[celery_name], timeout=timeout)
+    except Exception:  # broker down or unreachable: not healthy
+        return False
+    finally:
+        app.close()
+    return any(celery_name in reply for reply in replies)
 
 
 def _postgres_service(settings: Settings) -> Service:
@@ -433,6 +542,9 @@ def _prepare(settings: Settings, svc: Service, log: Log) -> None:
         gateway.write_config(settings)
     elif svc.name == "postgres":
         pg.init_cluster(settings, pg.install_postgres(settings, log=log), log=log)
+    elif svc.name == "redis":
+        redis.server_binary(log=log)
+        redis.write_config(settings)
     elif svc.name == "airflow-api-server":
         home = settings.stack_dir / "airflow"
         home.mkdir(parents=True, exist_ok=True)
@@ -453,7 +565,7 @@ def _prepare(settings: Settings, svc: Service, log: Log) -> None:
 
 
 # Services whose dependants may only start once they are healthy.
-WAIT_BEFORE_DEPENDANTS = ("postgres", "lakefs-acl", "mlflow", "airflow-api-server")
+WAIT_BEFORE_DEPENDANTS = ("postgres", "redis", "lakefs-acl", "mlflow", "airflow-api-server")
 
 
 def _no_op(_settings: Settings, _log: Log) -> None:
@@ -522,20 +634,17 @@ def up(
     StackError names the service and the cause.
     """
     hooks = hooks or StackHooks()
+    check_executor(settings)
     generated = ensure_credentials(settings)
     if generated:
         settings = reload_settings(settings)
         log(f"generated local credentials in {settings.credentials_file}")
     _secure_stack_dir(settings)
     _replace_old_gateway(settings, log)
-    recorded = read_state(settings).get("backend")
-    running = [name for name in SERVICE_NAMES if _proc(settings, name).is_running()]
-    if recorded and recorded != settings.backend and running:
-        raise StackError(
-            f"the stack is running with the {recorded} backend; run `mlops stack down` before "
-            f"starting it with the {settings.backend} backend"
-        )
-    _write_state(settings, backend=settings.backend, lakefs_auth=lakefs_auth(settings))
+    _refuse_changed_choices(settings)
+    _stop_surplus_workers(settings, log)
+    choices = {k: getattr(settings, k) for k in STACK_CHOICES}
+    _write_state(settings, **choices, lakefs_auth=lakefs_auth(settings))
     svcs = services(settings)
     procs = {s.name: _proc(settings, s.name) for s in svcs}
 
@@ -558,9 +667,9 @@ def up(
             proc = procs[svc.name]
             if svc in to_start:
                 _prepare(settings, svc, log)
-                pid = proc.start(
-                    svc.command(), env=svc.env(), cwd=settings.stack_dir, user=svc.user
-                )
+                workdir = svc.workdir or settings.stack_dir
+                workdir.mkdir(parents=True, exist_ok=True)
+                pid = proc.start(svc.command(), env=svc.env(), cwd=workdir, user=svc.user)
                 started.append(svc.name)
                 log(f"{svc.name}: started (pid {pid}, log {proc.log_file})")
                 if svc.name in WAIT_BEFORE_DEPENDANTS:
@@ -587,12 +696,42 @@ def down(
     hooks = hooks or StackHooks()
     hooks.before_down(settings, log)
     result = {}
-    for name in reversed(SERVICE_NAMES):
+    for name in [*_started_workers(settings), *reversed(SERVICE_NAMES)]:
         started = time.monotonic()
         outcome = _proc(settings, name).stop()
         result[name] = outcome
         log(f"{name}: {outcome} ({time.monotonic() - started:.1f} s)")
     return result
+
+
+def _refuse_changed_choices(settings: Settings) -> None:
+    """A running stack keeps its backend, executor and queues: changing them takes a
+    `down` first (the number of Celery workers may change while it runs)."""
+    recorded = read_state(settings)
+    running = [name for name in SERVICE_NAMES if _proc(settings, name).is_running()]
+    if not running:
+        return
+    for choice in ("backend", "executor", "celery_queues"):
+        was, now = recorded.get(choice), getattr(settings, choice)
+        if was is not None and was != now:
+            raise StackError(
+                f"the stack is running with {choice} {was}; run `mlops stack down` before "
+                f"starting it with {choice} {now}"
+            )
+
+
+def _started_workers(settings: Settings) -> list[str]:
+    """Celery workers with a pid file, whatever the settings say now."""
+    run = settings.stack_dir / "run"
+    return sorted(p.stem for p in run.glob(f"{WORKER_PREFIX}*.pid"))
+
+
+def _stop_surplus_workers(settings: Settings, log: Log) -> None:
+    """Workers of an earlier `up` that this one does not run (fewer workers, or none)."""
+    keep = set(worker_names(settings)) if settings.executor == "celery" else set()
+    for name in _started_workers(settings):
+        if name not in keep and _proc(settings, name).is_running():
+            log(f"{name}: {_proc(settings, name).stop()} (not in this stack)")
 
 
 def status(settings: Settings, hooks: StackHooks | None = None) -> list[ServiceStatus]:
