@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, computed_field
+from pydantic import Field, SecretStr, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MLOPS_"
@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     airflow_dags_paused: bool = Field(
         default=False, description="New DAGs start paused (tests unpause what they run)."
     )
+    airflow_task_heartbeat_timeout: int = Field(
+        default=300,
+        ge=10,
+        description="Seconds without a heartbeat after which a running task (its worker "
+        "killed, its machine gone) is failed and retried, on another worker where there is one.",
+    )
     executor: Executor = Field(
         default="local",
         description="Airflow's executor: LocalExecutor, or CeleryExecutor with Redis and "
@@ -121,6 +127,16 @@ class Settings(BaseSettings):
         "to 'training').",
     )
     redis_port: int = Field(default=6379, description="Redis, the Celery broker (celery mode).")
+
+    @field_validator("celery_queues")
+    @classmethod
+    def _queue_names(cls, value: str) -> str:
+        """Queue names without stray spaces (Celery would take " training" as a name)."""
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if not names:
+            raise ValueError("name at least one queue")
+        return ",".join(names)
+
     redis_password: SecretStr | None = None
 
     # BentoML (serving)

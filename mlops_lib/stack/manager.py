@@ -18,6 +18,7 @@ import httpx
 
 from mlops_lib.settings import (
     DEFAULT_QUEUE,
+    TRAINING_QUEUE,
     Settings,
     load_settings,
     process_env,
@@ -166,6 +167,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(
+                settings.airflow_task_heartbeat_timeout
+            ),
         }
     )
     if settings.executor == "celery":
@@ -227,13 +231,24 @@ def services(settings: Settings) -> list[Service]:
     ]
 
 
-def check_executor(settings: Settings) -> None:
-    """CeleryExecutor needs a database other than SQLite: say so before anything starts."""
-    if settings.executor == "celery" and settings.backend != "postgres":
+def check_executor(settings: Settings, log: Log = print) -> None:
+    """CeleryExecutor needs a database other than SQLite: say so before anything starts.
+    Queues no worker here takes are named (their tasks wait for a worker elsewhere)."""
+    if settings.executor != "celery":
+        return
+    if settings.backend != "postgres":
         raise StackError(
             "the Celery executor needs the PostgreSQL backend (Airflow's CeleryExecutor does "
-            "not run on SQLite): run `mlops stack up --backend postgres --executor celery`"
+            "not run on SQLite): run `mlops stack up --backend postgres --executor celery`, "
+            "or `--executor local`"
         )
+    taken = set(settings.celery_queues.split(","))
+    for queue in (DEFAULT_QUEUE, TRAINING_QUEUE):
+        if queue not in taken:
+            log(
+                f"no worker of this stack takes the {queue!r} queue: its tasks wait for a "
+                f"worker elsewhere (`airflow celery worker --queues {queue}`)"
+            )
 
 
 def _redis_service(settings: Settings) -> Service:
@@ -634,7 +649,7 @@ def up(
     StackError names the service and the cause.
     """
     hooks = hooks or StackHooks()
-    check_executor(settings)
+    check_executor(settings, log)
     generated = ensure_credentials(settings)
     if generated:
         settings = reload_settings(settings)
@@ -711,7 +726,10 @@ def _refuse_changed_choices(settings: Settings) -> None:
     running = [name for name in SERVICE_NAMES if _proc(settings, name).is_running()]
     if not running:
         return
-    for choice in ("backend", "executor", "celery_queues"):
+    choices = ["backend", "executor"]
+    if settings.executor == "celery" and recorded.get("executor") == "celery":
+        choices.append("celery_queues")
+    for choice in choices:
         was, now = recorded.get(choice), getattr(settings, choice)
         if was is not None and was != now:
             raise StackError(

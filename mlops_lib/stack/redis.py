@@ -59,11 +59,16 @@ def write_config(settings: Settings) -> Path:
     text = CONFIG.format(
         host=settings.host,
         port=settings.redis_port,
-        password=settings.secret("redis_password"),
-        folder=data,
+        password=_quoted(settings.secret("redis_password")),
+        folder=_quoted(str(data)),
     )
     write_private(config_file(settings), text)
     return config_file(settings)
+
+
+def _quoted(value: str) -> str:
+    """A configuration value as one argument (Redis splits lines on spaces)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def broker_url(settings: Settings) -> str:

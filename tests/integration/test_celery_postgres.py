@@ -3,8 +3,11 @@ it, Redis from Debian's package as the broker and two Celery workers that run th
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -26,7 +29,12 @@ WORKERS = 2
 def pg_stack() -> Iterator[Settings]:
     folder = world_traversable_tmpdir("mlops-pg-stack-")
     settings = stack_settings(
-        folder / "stack", backend="postgres", executor="celery", celery_workers=WORKERS
+        folder / "stack",
+        backend="postgres",
+        executor="celery",
+        celery_workers=WORKERS,
+        # A killed worker's task is failed (and retried) after this many silent seconds.
+        airflow_task_heartbeat_timeout=30,
     )
     try:
         platform_stack.up(settings, log=print)
@@ -94,3 +102,41 @@ def test_tasks_run_on_the_celery_workers(pg_stack: Settings) -> None:
             if f"task_id='{ti['task_id']}'" in text and run_id in text
         ]
         assert len(ran_on) == 1, (ti["task_id"], ran_on)  # one worker executed it
+
+
+def ran_on(settings: Settings, task_id: str, run_id: str) -> list[str]:
+    """The workers whose log shows they executed the task of the run."""
+    return [
+        name
+        for name in worker_names(settings)
+        if f"task_id='{task_id}'" in worker_log(settings, name)
+        and run_id in worker_log(settings, name)
+    ]
+
+
+def test_a_worker_killed_mid_training_has_the_task_retried_on_the_other_one(
+    pg_stack: Settings, tmp_path: Path
+) -> None:
+    from mlops_lib import demo_data
+    from mlops_lib.ingest import ingest_now
+
+    source = demo_data.write(demo_data.generate("clean", rows=3000, seed=61), tmp_path / "b.pq")
+    ingest_now("churn", source=str(source), settings=pg_stack)
+    airflow = AirflowClient.from_settings(pg_stack)
+    airflow.prepare("churn__train", timeout=180)
+    run_id = airflow.trigger("churn__train")
+    airflow.wait_until(
+        "churn__train", run_id, lambda s: s.get("train") == "running", timeout=300, poll=1
+    )
+    (victim,) = ran_on(pg_stack, "train", run_id)
+    pids = {r["service"]: r["pid"] for r in platform_stack.status(pg_stack)}
+    os.killpg(pids[victim], signal.SIGKILL)  # the worker and the task it runs
+    try:
+        assert airflow.follow("churn__train", run_id, timeout=600) == "success"
+        train = next(
+            t for t in airflow.task_instances("churn__train", run_id) if t["task_id"] == "train"
+        )
+        assert train["try_number"] == 2 and train["queue"] == "training", train
+        assert set(ran_on(pg_stack, "train", run_id)) == set(worker_names(pg_stack))
+    finally:
+        platform_stack.up(pg_stack, log=print)  # the killed worker comes back
