@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops_lib.settings import ENV_PREFIX, Settings
+from mlops_lib.settings import DEFAULT_QUEUE, ENV_PREFIX, TRAINING_QUEUE, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yaml"
@@ -93,7 +93,8 @@ def test_published_ports_default_to_the_settings_defaults(compose: dict) -> None
 
 def test_no_secret_values_in_the_file() -> None:
     for line in COMPOSE.read_text().splitlines():
-        m = re.search(r"(PASSWORD|SECRET[A-Z_]*|FERNET_KEY|ACCESS_KEY_ID):\s*(\S+)", line)
+        key = r"^\s*[A-Za-z0-9_]*(PASSWORD|SECRET[A-Z_]*|FERNET_KEY|ACCESS_KEY_ID)"
+        m = re.search(key + r":\s*(\S+)", line)
         if m:
             assert m.group(2).startswith("${"), f"literal secret: {line.strip()}"
 
@@ -133,3 +134,30 @@ def test_mlflow_requires_its_login_and_keeps_the_password_off_its_command_line(
     assert not [k for k in mlflow["environment"] if k.startswith("MLOPS_")]
     env = compose["services"]["airflow-scheduler"]["environment"]
     assert env["MLOPS_MLFLOW_PASSWORD"].startswith("${MLOPS_MLFLOW_PASSWORD:?")
+
+
+def test_the_celery_profile_adds_redis_and_scalable_workers(compose: dict) -> None:
+    svc = compose["services"]
+    for name in ("redis", "airflow-worker"):
+        assert svc[name]["profiles"] == ["celery"], name
+        assert "healthcheck" in svc[name], name
+        assert "ports" not in svc[name], f"{name} is reached on the compose network only"
+    worker = svc["airflow-worker"]
+    assert "container_name" not in worker  # `--scale airflow-worker=N`
+    assert worker["command"][:3] == ["airflow", "celery", "worker"]
+    queues = worker["command"][worker["command"].index("--queues") + 1].split(",")
+    assert set(queues) == {DEFAULT_QUEUE, TRAINING_QUEUE}
+    assert worker["depends_on"]["redis"] == {"condition": "service_healthy"}
+
+
+def test_the_executor_is_local_unless_chosen_and_the_broker_password_comes_from_env(
+    compose: dict,
+) -> None:
+    env = compose["services"]["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:${MLOPS_REDIS_PASSWORD")
+    redis = compose["services"]["redis"]
+    assert redis["environment"]["REDIS_PASSWORD"].startswith("${MLOPS_REDIS_PASSWORD:?")
+    # The password reaches Redis in a file: nothing secret on its command line.
+    assert "requirepass" not in " ".join(redis["entrypoint"])
+    assert "$$REDIS_PASSWORD" in redis["command"][0] and "/tmp/redis.conf" in redis["command"][0]
