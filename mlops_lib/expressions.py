@@ -175,9 +175,16 @@ def _numbers(column: Any) -> np.ndarray:
         return column.to_numpy(dtype="float64", na_value=np.nan)
     values = column.to_numpy()
     if all(v is None or isinstance(v, bool | int | float) for v in values):
-        # e.g. a bool column with a gap, held as objects: numbers too, the gap as NaN
-        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+        return float_values(values)  # e.g. a bool column with a gap, held as objects
     return values
+
+
+def float_values(values: Any) -> np.ndarray:
+    """Numbers, bools and gaps (None) as float64 with NaN for a gap: the one rule by which
+    request values become numbers, on the frame path and on the graph's column path alike."""
+    import numpy as np  # heavy: kept out of spec validation and DAG parsing
+
+    return np.array([np.nan if v is None else v for v in values], dtype="float64")
 
 
 def evaluate(source: str, frame: Any) -> np.ndarray:

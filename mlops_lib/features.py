@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from mlops_lib.expressions import evaluate
+from mlops_lib.expressions import evaluate, float_values
 from mlops_lib.quality import parse_datetimes
 from mlops_lib.spec import Column, ProjectSpec, part_column
 
@@ -168,13 +168,12 @@ def input_frame(columns: Mapping[str, Any], spec: ProjectSpec, index: Any = None
 
 
 def _input_column(values: Any, col: Column) -> Any:
-    import numpy as np
     import pandas as pd
 
     listed = isinstance(values, list)
     if col.type in ("int", "float"):
         if listed:
-            return np.array([np.nan if v is None else v for v in values], dtype="float64")
+            return float_values(values)
         return pd.to_numeric(values).astype("float64")
     if col.type in ("string", "category"):
         if listed:  # an object Series: pandas would read an array of str as str, None as NaN

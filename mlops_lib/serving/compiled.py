@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlops_lib.expressions import ExpressionError, evaluate_arrays, parse
+from mlops_lib.expressions import ExpressionError, evaluate_arrays, float_values, parse
 
 if TYPE_CHECKING:
     import numpy as np
@@ -364,7 +364,7 @@ class OnnxScorer:
         if self.derived is None:
             raise ValueError("this graph's pandas steps need a frame: use scores()")
         derived = self.derived
-        numbers = {c: _request_numbers(columns[c]) for c in self.numeric if c not in derived}
+        numbers = {c: float_values(columns[c]) for c in self.numeric if c not in derived}
         rows = len(next(iter(columns.values()))) if columns else 0
         for name, expression in derived.items():
             numbers[name] = evaluate_arrays(expression, numbers, rows)
@@ -399,12 +399,6 @@ def _derived_only(steps: list[Any], numeric: list[str]) -> dict[str, str] | None
             return None
         known.add(name)
     return expressions
-
-
-def _request_numbers(values: Sequence[Any]) -> np.ndarray:
-    import numpy as np
-
-    return np.array([np.nan if v is None else v for v in values], dtype="float64")
 
 
 def _pandas_steps(pipeline: Any) -> list[Any]:

@@ -276,17 +276,25 @@ def start(deployment_id: int, settings: Settings | None = None) -> DeploymentRef
     dep = lineage_store(settings).update_deployment(dep["id"], state=STARTING, port=port, url=url)
     try:
         _serve(dep, port, settings)
-    except (StackError, RuntimeError) as exc:  # RuntimeError: a setting it needs is missing
+    except StackError as exc:
         if dep["runtime"] != "onnx":
             raise _fail(dep, f"did not become ready: {exc}", settings) from exc
-        dep = _fall_back(dep, f"did not become ready on onnx: {_first_line(exc)}", settings)
+        dep = _fall_back(dep, f"did not become ready on onnx: {_cause_of(exc)}", settings)
+    except RuntimeError as exc:  # a setting it needs is missing: no runtime would do better
+        raise _fail(dep, f"did not become ready: {exc}", settings) from exc
     url = dep["url"]
     log.info("%s: serving on %s (log %s)", _describe(dep), url, process(settings, dep).log_file)
     return _ref(dep)
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+def _cause_of(exc: StackError) -> str:
+    """What stopped the process, in one line: the first line of the error and the last line
+    of the log tail it carries (the service's own last words)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    head, last = lines[0][:200], lines[-1][:300]
+    return head if len(lines) == 1 else f"{head} ... {last}"
 
 
 def smoke_rows(spec: ProjectSpec, version: int, n: int, settings: Settings) -> list[dict[str, Any]]:

@@ -72,11 +72,13 @@ def _bin(name: str) -> str:
 
 
 def current_settings(backend: str | None = None, **overrides: object) -> Settings:
-    """Settings of the stack as started: the backend and executor choices recorded by `up`
-    unless given (arguments or environment)."""
+    """Settings of the stack as started: while it runs, the backend and executor choices
+    recorded by `up` unless given (arguments or environment)."""
     if backend:
         overrides["backend"] = backend
     settings = load_settings(**overrides)
+    if not _anything_running(settings):  # a stopped stack starts afresh from the settings
+        return settings
     recorded = read_state(settings)
     taken = {
         k: recorded[k]
@@ -84,6 +86,11 @@ def current_settings(backend: str | None = None, **overrides: object) -> Setting
         if k in recorded and k not in settings.model_fields_set
     }
     return load_settings(**overrides, **taken) if taken else settings
+
+
+def _anything_running(settings: Settings) -> bool:
+    names = [*SERVICE_NAMES, *_started_workers(settings)]
+    return any(_proc(settings, name).is_running() for name in names)
 
 
 def read_state(settings: Settings) -> dict:
@@ -267,18 +274,15 @@ def worker_names(settings: Settings) -> list[str]:
 
 
 def _worker_services(settings: Settings) -> list[Service]:
-    """``airflow celery worker`` processes, each with its own name, folder and log-server
-    port; they share nothing on disk with the scheduler but Airflow's log folder."""
+    """``airflow celery worker`` processes, each with its own name and folder; they share
+    nothing on disk with the scheduler but Airflow's log folder, from which the API server
+    reads task logs (so they serve none: no listener beyond the stack's own)."""
 
-    def worker(name: str, index: int) -> Service:
-        def env() -> dict[str, str]:
-            # After the API port and its two log servers: one port per worker.
-            log_port = settings.airflow_port + 2 + index
-            return airflow_env(settings) | {
-                "MLOPS_AIRFLOW_PRELOAD": "1",  # the tasks it forks start with libraries loaded
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port),
-            }
+    def env() -> dict[str, str]:
+        # The tasks it forks start with the libraries loaded (plugins/airflow_local_settings.py).
+        return airflow_env(settings) | {"MLOPS_AIRFLOW_PRELOAD": "1"}
 
+    def worker(name: str) -> Service:
         celery_name = f"{name}@{socket.gethostname()}"
         return Service(
             name=name,
@@ -294,13 +298,14 @@ def _worker_services(settings: Settings) -> list[Service]:
                 settings.celery_queues,
                 "--concurrency",
                 str(settings.celery_worker_concurrency),
+                "--skip-serve-logs",
             ],
             health=lambda: worker_answers(settings, celery_name),
             env=env,
             workdir=settings.stack_dir / "workers" / name,
         )
 
-    return [worker(name, i) for i, name in enumerate(worker_names(settings), start=1)]
+    return [worker(name) for name in worker_names(settings)]
 
 
 def worker_answers(settings: Settings, celery_name: str, timeout: float = 2.0) -> bool:
@@ -657,6 +662,8 @@ def up(
     _secure_stack_dir(settings)
     _replace_old_gateway(settings, log)
     _refuse_changed_choices(settings)
+    if settings.executor == "celery":  # installed before the port checks below
+        redis.server_binary(log=log)
     _stop_surplus_workers(settings, log)
     choices = {k: getattr(settings, k) for k in STACK_CHOICES}
     _write_state(settings, **choices, lakefs_auth=lakefs_auth(settings))
@@ -723,8 +730,7 @@ def _refuse_changed_choices(settings: Settings) -> None:
     """A running stack keeps its backend, executor and queues: changing them takes a
     `down` first (the number of Celery workers may change while it runs)."""
     recorded = read_state(settings)
-    running = [name for name in SERVICE_NAMES if _proc(settings, name).is_running()]
-    if not running:
+    if not _anything_running(settings):
         return
     choices = ["backend", "executor"]
     if settings.executor == "celery" and recorded.get("executor") == "celery":

@@ -85,9 +85,8 @@ def stack_settings(stack_dir: Path, **extra: object) -> Settings:
         lakefs_port=free_port(),
         lakefs_acl_port=free_port(),
         mlflow_port=free_port(),
-        # Airflow also uses the ports after the API port for its log servers (two, then one
-        # per Celery worker).
-        airflow_port=free_port_run(3 + int(extra.get("celery_workers", 0))),
+        # Airflow also uses the two ports after the API port for its log servers.
+        airflow_port=free_port_run(3),
         postgres_port=free_port(),
         redis_port=free_port(),
         serving_port=free_port(),

@@ -148,19 +148,18 @@ def test_celery_mode_starts_postgres_and_redis_first_and_its_workers_last(
     assert len(_workers(manager.services(settings))) == 3
 
 
-def test_each_worker_has_its_own_name_folder_and_log_server_port(
+def test_each_worker_has_its_own_name_and_folder_and_serves_no_logs(
     tmp_path: Path, no_installs: None
 ) -> None:
     settings = _celery(tmp_path, celery_workers=3)
     workers = _workers(manager.services(settings))
     names = [w.name for w in workers]
     folders = [w.workdir for w in workers]
-    ports = [int(w.env()["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]) for w in workers]
-    assert len(set(names)) == len(set(folders)) == len(set(ports)) == 3
+    assert len(set(names)) == len(set(folders)) == 3
     assert all(f is not None and f.is_relative_to(settings.stack_dir) for f in folders)
-    # None on the API server's port nor on the log servers of the other Airflow processes.
-    taken = {settings.airflow_port, settings.airflow_port + 1, settings.airflow_port + 2}
-    assert not taken & set(ports)
+    # The API server reads task logs from the shared folder: no worker opens a listener.
+    assert all("--skip-serve-logs" in w.command() for w in workers)
+    assert all(w.port is None for w in workers)
 
 
 def test_workers_take_the_configured_queues_under_their_own_celery_hostname(
@@ -364,7 +363,20 @@ def _record(stack_dir: Path, **choices: object) -> None:
     (stack_dir / manager.STATE_FILE).write_text(json.dumps(choices))
 
 
-def test_current_settings_takes_the_choices_recorded_by_up(tmp_path: Path) -> None:
+@pytest.fixture
+def running(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stack whose services run (their pid files are alive)."""
+    monkeypatch.setattr(manager, "_anything_running", lambda _settings: True)
+
+
+def test_a_stopped_stack_starts_afresh_whatever_was_recorded(tmp_path: Path) -> None:
+    stack_dir = tmp_path / "stack"
+    _record(stack_dir, **RECORDED)
+    settings = manager.current_settings(stack_dir=stack_dir)
+    assert (settings.backend, settings.executor) == ("sqlite", "local")
+
+
+def test_current_settings_takes_the_choices_recorded_by_up(tmp_path: Path, running: None) -> None:
     stack_dir = tmp_path / "stack"
     _record(stack_dir, **RECORDED, lakefs_auth="acl")
     settings = manager.current_settings(stack_dir=stack_dir)
@@ -378,7 +390,9 @@ def test_current_settings_without_a_record_keeps_the_defaults(tmp_path: Path) ->
     assert settings.celery_queues == f"{DEFAULT_QUEUE},{TRAINING_QUEUE}"
 
 
-def test_choices_given_as_arguments_win_over_the_recorded_ones(tmp_path: Path) -> None:
+def test_choices_given_as_arguments_win_over_the_recorded_ones(
+    tmp_path: Path, running: None
+) -> None:
     stack_dir = tmp_path / "stack"
     _record(stack_dir, **RECORDED)
     settings = manager.current_settings(
@@ -389,7 +403,7 @@ def test_choices_given_as_arguments_win_over_the_recorded_ones(tmp_path: Path) -
 
 
 def test_choices_given_in_the_environment_win_over_the_recorded_ones(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running: None
 ) -> None:
     stack_dir = tmp_path / "stack"
     _record(stack_dir, **RECORDED)
