@@ -25,6 +25,7 @@ active deployments back after a stop or crash (`mlops stack up`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypedDict
 
 from mlops_lib.datasets import holdout
@@ -258,13 +260,53 @@ def _serve(dep: DeploymentRow, port: int, settings: Settings) -> None:
     use_store(settings)
     proc = process(settings, dep)
     token = probe_token(settings, dep["project"], dep["id"])
+    logged = proc.log_file.stat().st_size if proc.log_file.exists() else 0
     proc.start(
         serve_bento_command(dep["bento_tag"], port, settings.host),
         env=serve_env(settings, dep["project"], token, runtime=dep["runtime"]),
         cwd=settings.stack_dir,
     )
     url = f"http://{settings.host}:{port}"
-    proc.wait_healthy(lambda: http_ok(f"{url}/readyz"), settings.serving_start_timeout)
+    proc.wait_healthy(_ready(url, proc.log_file, logged), settings.serving_start_timeout)
+
+
+# What uvicorn logs when the service's own start-up raised; BentoML then starts the service
+# again and again (its process lives on), so waiting for /readyz would wait out the timeout.
+STARTUP_FAILED = "Application startup failed"
+
+
+def _ready(url: str, log_file: Path, offset: int) -> Callable[[], bool]:
+    """A readiness check that raises StackError as soon as the service's start-up failed,
+    naming the error it logged (``offset``: where this start's log lines begin)."""
+
+    def check() -> bool:
+        if http_ok(f"{url}/readyz"):
+            return True
+        with contextlib.suppress(OSError), log_file.open(errors="replace") as fh:
+            fh.seek(offset)
+            lines = fh.read().splitlines()
+            if any(STARTUP_FAILED in line for line in lines):
+                raise StackError(
+                    f"the service failed to start: {_logged_error(lines)}; last lines of "
+                    f"{log_file}:\n" + "\n".join(lines[-15:])
+                )
+        return False
+
+    return check
+
+
+def _logged_error(lines: list[str]) -> str:
+    """The last exception line of a log (``module.Error: message``)."""
+    errors = [
+        line.strip()
+        for line in lines
+        if line
+        and not line[0].isspace()
+        and not line[0].isdigit()
+        and ": " in line
+        and not line.startswith(("Traceback", "---"))
+    ]
+    return errors[-1][:300] if errors else "see the log"
 
 
 def start(deployment_id: int, settings: Settings | None = None) -> DeploymentRef:

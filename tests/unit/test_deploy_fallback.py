@@ -436,3 +436,33 @@ def test_the_cause_of_an_empty_error_is_its_type_and_long_lines_are_cut() -> Non
     assert deploy._cause_of(StackError("")) == "StackError"
     cause = deploy._cause_of(StackError("h" * 500 + "\n\n" + "t" * 500))
     assert cause == "h" * 200 + " ... " + "t" * 300
+
+
+# A service whose start-up failed is told at once, not after the start timeout ---------------
+
+CRASH_LOOP = """\
+2026-11-29T07:48:29+0000 [INFO] [cli] Starting production HTTP BentoServer
+2026-11-29T07:48:37+0000 [ERROR] [entry_service:svc:1] Initializing service error
+Traceback (most recent call last):
+  File "service.py", line 90, in __init__
+onnxruntime.capi.onnxruntime_pybind11_state.InvalidProtobuf: [ONNXRuntimeError] : 7 : INVALID
+2026-11-29T07:48:37+0000 [ERROR] [entry_service:svc:1] Application startup failed. Exiting.
+"""
+
+
+def test_a_service_whose_start_up_failed_is_reported_with_its_error(tmp_path) -> None:
+    log_file = tmp_path / "deployment.log"
+    log_file.write_text("an earlier start: Application startup failed. Exiting.\n")
+    offset = log_file.stat().st_size
+    check = deploy._ready("http://127.0.0.1:9", log_file, offset)
+    assert check() is False  # this start has logged nothing yet: keep waiting
+    log_file.write_text(log_file.read_text() + CRASH_LOOP)
+    with pytest.raises(StackError, match="the service failed to start: onnxruntime") as err:
+        check()
+    assert "InvalidProtobuf" in deploy._cause_of(err.value)
+
+
+def test_an_earlier_starts_failure_in_the_same_log_is_not_this_ones(tmp_path) -> None:
+    log_file = tmp_path / "deployment.log"
+    log_file.write_text(CRASH_LOOP)
+    assert deploy._ready("http://127.0.0.1:9", log_file, log_file.stat().st_size)() is False
