@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import socket
 import socketserver
 import stat
@@ -24,7 +23,6 @@ from click.testing import CliRunner
 from mlops_lib.cli import main
 from mlops_lib.settings import (
     DEFAULT_QUEUE,
-    ENV_PREFIX,
     TRAINING_QUEUE,
     Settings,
     load_settings,
@@ -39,13 +37,8 @@ REDIS_PASSWORD = "pw/with:odd@chars"
 POSTGRES_HINT = "--backend postgres"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No MLOPS_* variable nor .env file of the caller reaches the settings."""
-    for name in list(os.environ):
-        if name.upper().startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# No MLOPS_* variable nor .env file of the caller reaches the settings.
+pytestmark = pytest.mark.usefixtures("isolated_environment")
 
 
 def _secrets() -> dict[str, str]:

@@ -6,7 +6,6 @@ answers are fakes."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from mlops_lib.serving import deploy
-from mlops_lib.settings import ENV_PREFIX, Settings, load_settings
+from mlops_lib.settings import Settings, load_settings
 from mlops_lib.stack.procs import StackError
 
 STARTED_PORT = 40999  # where `start` left the candidate
@@ -38,13 +37,8 @@ NOT_READY = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No MLOPS_* variable nor .env file of the caller reaches the settings."""
-    for name in list(os.environ):
-        if name.upper().startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# No MLOPS_* variable nor .env file of the caller reaches the settings.
+pytestmark = pytest.mark.usefixtures("isolated_environment")
 
 
 class FakeStore:

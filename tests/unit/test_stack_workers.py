@@ -6,24 +6,17 @@ executor and queues. The processes are fakes that record their stops."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from mlops_lib.settings import DEFAULT_QUEUE, ENV_PREFIX, TRAINING_QUEUE, Settings, load_settings
+from mlops_lib.settings import DEFAULT_QUEUE, TRAINING_QUEUE, Settings, load_settings
 from mlops_lib.stack import manager, redis
 from mlops_lib.stack.procs import StackError
 
-
-@pytest.fixture(autouse=True)
-def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No MLOPS_* variable nor .env file of the caller reaches the settings."""
-    for name in list(os.environ):
-        if name.upper().startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# No MLOPS_* variable nor .env file of the caller reaches the settings.
+pytestmark = pytest.mark.usefixtures("isolated_environment")
 
 
 def _settings(tmp_path: Path, **overrides: object) -> Settings:
