@@ -67,16 +67,10 @@ def loop() -> None:
     from mlops_lib import platform_stack
     from mlops_lib.demo import run_demo
     from mlops_lib.settings import load_settings
-    from mlops_lib.stack.procs import free_port, free_port_run
+    from mlops_lib.stack.manager import free_ports
 
     folder = Path(tempfile.mkdtemp(prefix="mlops-loop-"))
-    settings = load_settings(
-        stack_dir=folder / "stack",
-        lakefs_port=free_port(),
-        mlflow_port=free_port(),
-        airflow_port=free_port_run(3),
-        serving_port=free_port(),
-    )
+    settings = load_settings(stack_dir=folder / "stack", **free_ports())
     console = Console()
     try:
         result = run_demo(settings, console=console)

@@ -24,7 +24,7 @@ from pathlib import Path
 from mlops_lib import platform_stack
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings, load_settings, reload_settings
-from mlops_lib.stack.procs import free_port, free_port_run
+from mlops_lib.stack.manager import free_ports
 
 DAG = "platform_check"
 
@@ -32,16 +32,7 @@ DAG = "platform_check"
 def throwaway_settings(folder: Path, **choices: object) -> Settings:
     """A stack of its own: folder, free ports (Airflow's log servers after its API port)."""
     return load_settings(
-        stack_dir=folder / "stack",
-        lakefs_port=free_port(),
-        lakefs_acl_port=free_port(),
-        mlflow_port=free_port(),
-        airflow_port=free_port_run(3),
-        postgres_port=free_port(),
-        serving_port=free_port(),
-        redis_port=free_port(),
-        airflow_dags_paused=True,
-        **choices,
+        stack_dir=folder / "stack", **free_ports(), airflow_dags_paused=True, **choices
     )
 
 

@@ -29,7 +29,15 @@ from mlops_lib.stack import gateway, redis
 from mlops_lib.stack import postgres as pg
 from mlops_lib.stack.credentials import ensure_credentials, write_private
 from mlops_lib.stack.lakefs_build import ensure_lakefs_binary
-from mlops_lib.stack.procs import ManagedProcess, StackError, http_ok, port_in_use, tail
+from mlops_lib.stack.procs import (
+    ManagedProcess,
+    StackError,
+    free_port,
+    free_port_run,
+    http_ok,
+    port_in_use,
+    tail,
+)
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 # Every service `up` may start, in start order (postgres only with that backend).
@@ -91,6 +99,31 @@ def current_settings(backend: str | None = None, **overrides: object) -> Setting
 def _anything_running(settings: Settings) -> bool:
     names = [*SERVICE_NAMES, *_started_workers(settings)]
     return any(_proc(settings, name).is_running() for name in names)
+
+
+PORT_SETTINGS = (
+    "lakefs_port",
+    "lakefs_acl_port",
+    "mlflow_port",
+    "postgres_port",
+    "serving_port",
+    "redis_port",
+)
+
+
+def free_ports() -> dict[str, int]:
+    """A distinct free port for each service of a throw-away stack, as settings (Airflow's
+    API port is followed by two free ones, for its log servers)."""
+    airflow = free_port_run(3)
+    taken = {airflow, airflow + 1, airflow + 2}
+    ports = {"airflow_port": airflow}
+    for name in PORT_SETTINGS:
+        port = free_port()
+        while port in taken:  # the OS may hand out a port it just gave
+            port = free_port()
+        ports[name] = port
+        taken.add(port)
+    return ports
 
 
 def read_state(settings: Settings) -> dict:

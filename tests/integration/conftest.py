@@ -17,7 +17,7 @@ import pytest
 
 from mlops_lib import platform_stack
 from mlops_lib.settings import Settings, load_settings, reload_settings, settings_env
-from mlops_lib.stack.procs import free_port, free_port_run
+from mlops_lib.stack.manager import free_ports
 from mlops_lib.tracking import connect as connect_mlflow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,18 +80,7 @@ def stack_settings(stack_dir: Path, **extra: object) -> Settings:
     # One MLflow account password for every stack of the session: the test process's MLflow
     # client reads it from its environment, whichever stack it talks to.
     extra.setdefault("mlflow_password", SESSION_MLFLOW_PASSWORD)
-    return load_settings(
-        stack_dir=stack_dir,
-        lakefs_port=free_port(),
-        lakefs_acl_port=free_port(),
-        mlflow_port=free_port(),
-        # Airflow also uses the two ports after the API port for its log servers.
-        airflow_port=free_port_run(3),
-        postgres_port=free_port(),
-        redis_port=free_port(),
-        serving_port=free_port(),
-        **extra,
-    )
+    return load_settings(stack_dir=stack_dir, **free_ports(), **extra)
 
 
 def world_traversable_tmpdir(prefix: str) -> Path:

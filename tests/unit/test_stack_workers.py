@@ -309,3 +309,14 @@ def test_up_with_fewer_workers_stops_the_surplus_and_records_the_new_count(
     assert running_celery_stack.stopped == [_worker(2)]  # worker 3 was not running
     assert _worker(1) in running_celery_stack.running
     assert manager.read_state(settings)["celery_workers"] == 1
+
+
+def test_a_throwaway_stack_gets_a_distinct_free_port_for_every_service() -> None:
+    from mlops_lib.stack.procs import port_in_use
+
+    ports = manager.free_ports()
+    settings = load_settings(**ports)
+    assert {k: getattr(settings, k) for k in ports} == ports
+    taken = [*ports.values(), ports["airflow_port"] + 1, ports["airflow_port"] + 2]
+    assert len(set(taken)) == len(taken)  # Airflow's two log servers included
+    assert not any(port_in_use("127.0.0.1", p) for p in taken)
