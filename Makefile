@@ -18,6 +18,7 @@ setup: ## Create .venv from uv.lock and make the lakeFS server available (idempo
 
 _setup: $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --project feature_store --compile-bytecode --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
 	$(MLOPS) stack install
 
 $(UV):

@@ -1,0 +1,1 @@
+"""The platform's feature store runner (Feast, in its own environment)."""
