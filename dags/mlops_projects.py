@@ -174,11 +174,17 @@ Runs on every accepted batch (the `{name}_dataset` asset) and on demand. Trains 
 lakeFS commit named in the triggering asset event (else `main`'s head):
 
 * `resolve_data`: the commit id;
-* `train`: AutoML ({families}; budget {trials} trials / {seconds} s, {folds}-fold CV on
-  {metric}), tracked as one MLflow parent run with a nested run per trial; the winner is
-  refit, logged with signature and the lakeFS dataset, registered as a new version of model
-  `{name}` and aliased `challenger`. Skipped when `champion` was trained on that commit with
-  the same spec and code (it would only register a copy);
+* `plan_search`: opens the AutoML search ({families}; budget {trials} trials / {seconds} s,
+  {folds}-fold CV on {metric}): one MLflow parent run and one Optuna study. Skipped when
+  `champion` was trained on that commit with the same spec and code (it would only register
+  a copy);
+* `search` ({parallel} mapped task(s), queue `training`): each runs trials of the shared
+  study until the budget, counted across all of them, is spent; with Celery workers they run
+  on several machines. Every trial is an MLflow run nested under the parent, tagged
+  `mlops.worker`;
+* `train` (queue `training`): the best trial is refit on all training rows, logged with
+  signature and the lakeFS dataset, registered as a new version of model `{name}` and
+  aliased `challenger`;
 * `gate`: challenger and `champion` scored on the same holdout (and on its labelled
   production rows, which then decide); the challenger must beat the champion by more than
   `min_improvement` (a tie stays a challenger). The decision, the rule that decided, both
@@ -191,10 +197,12 @@ lakeFS commit named in the triggering asset event (else `main`'s head):
 
 * `resolve_data` fails with *not on lakeFS 'main'*: the triggering event named a commit that
   was never published (e.g. a rejected ingest branch); nothing was trained.
-* `train` fails with *fewer rows*, *single class* or *missing column*: the data at that
-  commit cannot train a model; nothing was registered. Ingest better data.
-* `train` fails with a connection error: MLflow or lakeFS is down; `mlops stack up`. The
-  retry reuses a version the first try registered, so no duplicate appears.
+* `search` or `train` fails with *fewer rows*, *single class*, *missing column* or *every
+  AutoML trial failed*: the data at that commit cannot train a model; nothing was
+  registered. Ingest better data.
+* `search` or `train` fails with a connection error: MLflow, lakeFS or the study storage is
+  down; `mlops stack up`. A retried `search` goes on with the same study and budget; a
+  retried `train` reuses a version the first try registered, so no duplicate appears.
 * `promote` skipped: the challenger lost or awaits `mlops model approve {name} <version>`;
   see the version's `gate_reason` tag or `mlops lineage {name}`.
 """
@@ -212,17 +220,15 @@ def training_chain(spec: ProjectSpec, commit: Any, drift: Any | None = None) -> 
     champion = champion_asset(spec)
     t = spec.training
 
-    @task(execution_timeout=timedelta(seconds=t.budget.seconds * 3 + 600), queue=TRAINING_QUEUE)
-    def train(commit: str, drift: dict | None = None, **context) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    @task
+    def plan_search(commit: str, drift: dict | None = None, **context) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlops_lib.datasets import TrainingError
-        from mlops_lib.training import NothingToTrain
-        from mlops_lib.training import train as run
+        from mlops_lib.training import NothingToTrain, open_search
 
         tags = {"drift_report_id": str(drift["report_id"])} if drift else None
         try:
-            return run(
+            return open_search(
                 project,
                 commit,
                 dag_id=context["dag_run"].dag_id,
@@ -232,6 +238,34 @@ def training_chain(spec: ProjectSpec, commit: Any, drift: Any | None = None) -> 
             )
         except NothingToTrain as exc:
             raise AirflowSkipException(str(exc)) from exc
+
+    @task(
+        execution_timeout=timedelta(seconds=t.budget.seconds * 3 + 600),
+        queue=TRAINING_QUEUE,
+        map_index_template="{{ trial_task }}",
+    )
+    def search(plan: dict, shard: int) -> dict:
+        from airflow.sdk import get_current_context
+        from airflow.sdk.exceptions import AirflowFailException
+
+        get_current_context()["trial_task"] = f"trials {shard}"  # its name in the UI
+        from mlops_lib.datasets import TrainingError
+        from mlops_lib.training import search_trials
+
+        try:
+            return search_trials(project, plan, shard)
+        except TrainingError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    @task(execution_timeout=timedelta(seconds=t.budget.seconds * 2 + 600), queue=TRAINING_QUEUE)
+    def train(plan: dict, searched: list[dict]) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from mlops_lib.datasets import TrainingError
+        from mlops_lib.training import finish_training
+
+        try:
+            return finish_training(project, plan, searched)
         except TrainingError as exc:
             raise AirflowFailException(str(exc)) from exc
 
@@ -260,7 +294,9 @@ def training_chain(spec: ProjectSpec, commit: Any, drift: Any | None = None) -> 
         }
         return out
 
-    return promote(gate(train(commit, drift)))
+    plan = plan_search(commit, drift)
+    searched = search.partial(plan=plan).expand(shard=list(range(t.parallel)))
+    return promote(gate(train(plan, searched)))
 
 
 def build_train(spec: ProjectSpec) -> DAG:
@@ -281,6 +317,7 @@ def build_train(spec: ProjectSpec) -> DAG:
             seconds=t.budget.seconds,
             folds=t.cv_folds,
             metric=t.metric,
+            parallel=t.parallel,
         ),
         default_args=default_args(spec),
         max_active_runs=1,
@@ -318,17 +355,23 @@ Runs whenever `{name}` gets a new champion (the `{name}_champion` asset: the tra
 * `package`: imports `models:/{name}/<champion version>` into the BentoML store and runs
   `bentoml build` (pinned requirements, the spec and model version baked into the Bento);
   the Bento tag is recorded as a new deployment in the lineage store;
-* `start`: serves the Bento on a free port until `/readyz` answers;
+* `start`: serves the Bento as the spec's `serving.replicas` ({replicas}) processes, each on a
+  free port of its own, until every one's `/readyz` answers; a compiled graph that keeps any
+  replica from starting gives way to the pipeline (every replica restarts);
 * `smoke_test`: {smoke_rows} holdout rows of the model's training commit must get exactly the
-  MLflow model's predictions and probabilities over HTTP;
-* `switch`: points the stable endpoint at the new deployment, then stops and retires the
-  previous one. Every served row goes to the prediction log (lakeFS branch `monitoring`).
+  MLflow model's predictions and probabilities over HTTP from every replica (a miss on any
+  replica is a miss);
+* `switch`: points the stable endpoint at the new deployment's replicas (the gateway balances
+  them by least connections and takes out one that stops answering, retrying its request on
+  another), then stops every replica of the previous deployment and retires it. Every served
+  row goes to the prediction log (lakeFS branch `monitoring`).
 
 **When it fails**
 
 * `start` or `smoke_test` failed: the new Bento never took traffic; the previous deployment
   keeps serving; the deployment is marked `failed` with the reason
-  (`mlops deploy list {name}`; its server log is `.stack/logs/deployment-{name}-<id>.log`).
+  (`mlops deploy list {name}`; its server logs are
+  `.stack/logs/deployment-{name}-<id>.log`, replica i's `...-<id>-r<i>.log`).
   Usually the model does not accept the project's schema or differs from its registry copy.
 * `package` failed with a connection error: MLflow is down; `mlops stack up`, the task retries.
 * `package` refused "neither the promotion gate nor an operator approved it": `@champion` was
@@ -365,6 +408,7 @@ def build_deploy(spec: ProjectSpec) -> DAG:
             name=project,
             endpoint=f"{settings.serving_base_url}/{project}",
             smoke_rows=settings.smoke_rows,
+            replicas=spec.serving.replicas,
         ),
         default_args=default_args(spec),
         max_active_runs=1,

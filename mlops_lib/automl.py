@@ -1,7 +1,10 @@
 """AutoML: a seeded Optuna search over model families and their hyperparameters.
 
 The budget comes from the spec (trials and wall-clock seconds); every trial is scored by
-cross-validation on the training split only.
+cross-validation on the training split only. A search is an Optuna study in a shared
+storage (:func:`study_storage`): any number of processes, on any machine that reaches the
+storage, run its trials (:func:`run_trials`) and the budget holds across all of them;
+:func:`search_result` reads the outcome.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from mlops_lib.spec import ProjectSpec
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mlops_lib.settings import Settings
+
 
 @dataclass
 class Trial:
@@ -28,6 +33,7 @@ class Trial:
     cv_score: float
     cv_std: float
     seconds: float
+    worker: str = ""
 
 
 class SearchFailed(TrainingError):
@@ -153,6 +159,183 @@ class _Failures:
 
 # What a trial's data or parameters can raise; anything else is a fault to retry, not data.
 TRIAL_ERRORS = (ValueError, TypeError, ArithmeticError)
+# Study attributes and trial attributes the platform keeps in the Optuna storage.
+DEADLINE_ATTR = "mlops.deadline"
+ERROR_ATTR, WORKER_ATTR, STD_ATTR, SECONDS_ATTR = "error", "worker", "cv_std", "fit_seconds"
+OVER_BUDGET_ATTR = "over_budget"
+
+
+def study_storage(settings: Settings) -> Any:
+    """Where searches keep their studies, shared by every process that runs trials.
+
+    PostgreSQL (Optuna's RDB storage) on the postgres backend, so trial tasks on any
+    Celery worker share one study; otherwise Optuna's journal file under the stack folder,
+    safe for several processes of one machine (LocalExecutor)."""
+    import optuna
+
+    if settings.optuna_storage_url:
+        return optuna.storages.RDBStorage(settings.optuna_storage_url)
+    if settings.backend == "postgres":
+        url = settings.postgres_url(settings.postgres_optuna_db)
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    from optuna.storages.journal import JournalFileBackend
+
+    folder = settings.stack_dir / "optuna"
+    folder.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(folder / "studies.log")))
+
+
+def direction(spec: ProjectSpec) -> str:
+    return "minimize" if spec.training.metric in LOWER_IS_BETTER else "maximize"
+
+
+def create_search(spec: ProjectSpec, storage: Any, name: str) -> None:
+    """The study of one search (idempotent): every family gets one trial with defaults
+    first, and the budget's seconds run from the first creation."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction=direction(spec), load_if_exists=True
+    )
+    if DEADLINE_ATTR in study.user_attrs:
+        return
+    for family in spec.training.families:
+        study.enqueue_trial({"family": family}, skip_if_exists=True)
+    study.set_user_attr(DEADLINE_ATTR, time.time() + spec.training.budget.seconds)
+
+
+def _load(spec: ProjectSpec, storage: Any, name: str, shard: int) -> Any:
+    """The study with this shard's own seeded sampler (shards propose different trials)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t = spec.training
+    sampler = optuna.samplers.TPESampler(seed=t.seed + shard, n_startup_trials=len(t.families))
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+
+
+def run_trials(
+    spec: ProjectSpec,
+    storage: Any,
+    name: str,
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    shard: int = 0,
+    worker: str = "",
+    on_trial: Callable[[Trial], None] | None = None,
+) -> list[Trial]:
+    """Run trials of a shared study until its budget is spent: trials counted across every
+    process that runs them, seconds from the study's creation. Returns this process's."""
+    study = _load(spec, storage, name, shard)
+    deadline, budget = study.user_attrs[DEADLINE_ATTR], spec.training.budget.trials
+    mine: list[Trial] = []
+    while time.time() < deadline and _started(study) < budget:
+        if _every_family_failed(spec, study):
+            break
+        trial = study.ask()
+        if trial.number >= budget:  # another process took the last one meanwhile
+            trial.set_user_attr(OVER_BUDGET_ATTR, True)
+            study.tell(trial, state=_state("PRUNED"))
+            break
+        done = _run_trial(spec, study, trial, X, y, worker)
+        if done is not None:
+            mine.append(done)
+            if on_trial:
+                on_trial(done)
+    return mine
+
+
+def _started(study: Any) -> int:
+    """Trials any process took (enqueued ones still waiting are not)."""
+    states = [_state(s) for s in ("RUNNING", "COMPLETE", "PRUNED", "FAIL")]
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _state(name: str) -> Any:
+    from optuna.trial import TrialState
+
+    return TrialState[name]
+
+
+def _run_trial(
+    spec: ProjectSpec, study: Any, trial: Any, X: pd.DataFrame, y: pd.Series, worker: str
+) -> Trial | None:
+    """One trial told to the study: its score, or its error (None) when the data or the
+    parameters make it fail; any other error fails the trial and propagates."""
+    t = spec.training
+    family = trial.suggest_categorical("family", list(t.families))
+    params = _suggest(trial, family, spec.target.task)
+    trial.set_user_attr(WORKER_ATTR, worker)
+    t0 = time.monotonic()
+    pipe = build_pipeline(spec, make_estimator(family, params, spec.target.task, t.seed))
+    try:
+        scores = _cross_validate(spec, pipe, X, y)
+    except TRIAL_ERRORS as exc:  # recorded; the search decides whether to stop
+        first = (str(exc).splitlines() or [""])[0]
+        trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {first}")
+        study.tell(trial, state=_state("FAIL"))
+        return None
+    except BaseException:
+        study.tell(trial, state=_state("FAIL"))
+        raise
+    result = Trial(
+        trial.number,
+        family,
+        params,
+        float(scores.mean()),
+        float(scores.std()),
+        time.monotonic() - t0,
+        worker,
+    )
+    trial.set_user_attr(STD_ATTR, result.cv_std)
+    trial.set_user_attr(SECONDS_ATTR, result.seconds)
+    study.tell(trial, result.cv_score)
+    return result
+
+
+def _failures(spec: ProjectSpec, study: Any) -> _Failures:
+    failures = _Failures(list(spec.training.families))
+    for frozen in study.get_trials(deepcopy=False, states=(_state("FAIL"),)):
+        if ERROR_ATTR in frozen.user_attrs:
+            family = frozen.params.get("family", "?")
+            failures.causes.setdefault(family, frozen.user_attrs[ERROR_ATTR])
+    return failures
+
+
+def _every_family_failed(spec: ProjectSpec, study: Any) -> bool:
+    """True once every family failed and none succeeded: no trial can help any more."""
+    if study.get_trials(deepcopy=False, states=(_state("COMPLETE"),)):
+        return False
+    return _failures(spec, study).every_family_failed()
+
+
+def search_result(spec: ProjectSpec, storage: Any, name: str) -> SearchResult:
+    """The finished search: its best trial and every completed one (from any process);
+    SearchFailed naming each family's cause when every family failed."""
+    study = _load(spec, storage, name, 0)
+    trials = [
+        Trial(
+            frozen.number,
+            frozen.params["family"],
+            {k: v for k, v in frozen.params.items() if k != "family"},
+            float(frozen.value),
+            float(frozen.user_attrs.get(STD_ATTR, 0.0)),
+            float(frozen.user_attrs.get(SECONDS_ATTR, 0.0)),
+            str(frozen.user_attrs.get(WORKER_ATTR, "")),
+        )
+        for frozen in study.get_trials(deepcopy=False, states=(_state("COMPLETE"),))
+    ]
+    if not trials:
+        failures = _failures(spec, study)
+        if failures.causes:
+            raise failures.error(spec.training.metric)
+        raise RuntimeError("the AutoML search finished no trial within its budget")
+    pick = min if direction(spec) == "minimize" else max
+    best = pick(trials, key=lambda r: r.cv_score)
+    seconds = sum(r.seconds for r in trials)
+    return SearchResult(best=best, trials=sorted(trials, key=lambda r: r.number), seconds=seconds)
 
 
 def search(
@@ -162,61 +345,10 @@ def search(
     *,
     on_trial: Callable[[Trial], None] | None = None,
 ) -> SearchResult:
-    """Run the search within the spec's budget; returns the best trial and all trials.
-
-    A failing trial is skipped; once every family has failed with none succeeding the
-    search stops with :class:`SearchFailed` naming each family's cause."""
+    """The whole search in this process, on a study kept in memory."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    t = spec.training
-    trials: list[Trial] = []
-    failures = _Failures(list(t.families))
-    started = time.monotonic()
-
-    def objective(trial: Any) -> float:
-        family = trial.suggest_categorical("family", list(t.families))
-        params = _suggest(trial, family, spec.target.task)
-        t0 = time.monotonic()
-        pipe = build_pipeline(spec, make_estimator(family, params, spec.target.task, t.seed))
-        try:
-            scores = _cross_validate(spec, pipe, X, y)
-        except TRIAL_ERRORS as exc:  # recorded; the search decides whether to stop
-            failures.record(family, exc)
-            if not trials and failures.every_family_failed():
-                trial.study.stop()
-            raise optuna.TrialPruned() from exc
-        result = Trial(
-            trial.number,
-            family,
-            params,
-            float(scores.mean()),
-            float(scores.std()),
-            time.monotonic() - t0,
-        )
-        trials.append(result)
-        if on_trial:
-            on_trial(result)
-        return result.cv_score
-
-    direction = "minimize" if t.metric in LOWER_IS_BETTER else "maximize"
-    _study(spec, direction).optimize(objective, n_trials=t.budget.trials, timeout=t.budget.seconds)
-    if not trials and failures.causes:
-        raise failures.error(t.metric)
-    if not trials:
-        raise RuntimeError("the AutoML search finished no trial within its budget")
-    pick = min if direction == "minimize" else max
-    best = pick(trials, key=lambda r: r.cv_score)
-    return SearchResult(best=best, trials=trials, seconds=time.monotonic() - started)
-
-
-def _study(spec: ProjectSpec, direction: str) -> Any:
-    """A seeded TPE study where every family gets one trial with defaults first."""
-    import optuna
-
-    families = spec.training.families
-    sampler = optuna.samplers.TPESampler(seed=spec.training.seed, n_startup_trials=len(families))
-    study = optuna.create_study(direction=direction, sampler=sampler)
-    for family in families:
-        study.enqueue_trial({"family": family}, skip_if_exists=True)
-    return study
+    storage, name = optuna.storages.InMemoryStorage(), "search"
+    create_search(spec, storage, name)
+    run_trials(spec, storage, name, X, y, on_trial=on_trial)
+    return search_result(spec, storage, name)

@@ -175,12 +175,20 @@ def _print_status(rows: list[dict]) -> None:
         table.add_row(
             row["service"],
             f"[{color}]{row['state']}[/]",
-            row["url"] or "",
+            _url_cell(row),
             _model_cell(row),
             str(row["pid"] or ""),
             row["log"],
         )
     console.print(table)
+
+
+def _url_cell(row: dict) -> str:
+    """A service's URL; for a replica of a deployment, the project's endpoint and, below it,
+    the replica's own address."""
+    if not row.get("replica_url"):
+        return row["url"] or ""
+    return f"{row['url']}\n  via {row['replica_url']}"
 
 
 def _model_cell(row: dict) -> str:

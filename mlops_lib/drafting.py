@@ -865,6 +865,7 @@ def _operations_lines(d: Draft) -> list[str]:
         "  manual_approval: false",
         "",
         "serving:\n  max_batch_size: 1000\n  max_latency_ms: 50",
+        _line("  replicas: 1", "serving processes behind the gateway (1..8)"),
         "",
         "monitoring:",
         '  schedule: "@hourly"\n  window: 1h\n  method: auto\n  drift_threshold: 0.05',

@@ -155,6 +155,18 @@ class Settings(BaseSettings):
     postgres_airflow_db: str = "airflow"
     postgres_mlflow_db: str = "mlflow"
     postgres_lineage_db: str = "mlops"
+    postgres_optuna_db: str = "optuna"
+
+    # AutoML studies (shared by the trial tasks); default follows the backend
+    optuna_storage_url: str | None = Field(
+        default=None,
+        description="Optuna RDB storage URL; default: PostgreSQL's optuna database on the "
+        "postgres backend, else a journal file under the stack folder.",
+    )
+    worker_name: str = Field(
+        default="",
+        description="This worker's name in MLflow's trial runs (set for each Celery worker).",
+    )
 
     # Metadata store (lineage); default follows the backend
     lineage_db_url: str | None = None

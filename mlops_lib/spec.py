@@ -228,6 +228,13 @@ class Training(_Strict):
         "hist_gradient_boosting",
     ]
     min_rows: int = Field(default=1000, ge=10)
+    parallel: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Trial tasks that search at once, sharing one study and the budget "
+        "(mapped tasks; with Celery they spread across workers).",
+    )
     encoding: Literal["onehot", "ordinal"] = "onehot"
     derived: dict[str, str] = Field(
         default_factory=dict,
@@ -254,6 +261,13 @@ class Serving(_Strict):
     max_batch_size: int = Field(default=1000, ge=1)
     max_latency_ms: int = Field(default=50, ge=1)
     port: int | None = None
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Serving processes of a deployment, each on its own port, behind the "
+        "gateway (least connections; a replica that stops answering is taken out).",
+    )
 
 
 class Monitoring(_Strict):

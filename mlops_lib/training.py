@@ -1,15 +1,20 @@
 """Training on versioned data: AutoML on a lakeFS commit, tracked and registered in MLflow.
 
-The ``<project>__train`` DAG calls :func:`resolve_commit`, :func:`train`, then the gate in
-:mod:`mlops_lib.registry`. References only: commit ids, MLflow run ids, model URIs.
+The ``<project>__train`` DAG calls :func:`resolve_commit`, :func:`open_search` (the MLflow
+parent run and the shared Optuna study), :func:`search_trials` in ``training.parallel``
+mapped tasks (on any worker), :func:`finish_training` (refit, register), then the gate in
+:mod:`mlops_lib.registry`; :func:`train` runs the same steps in one process. References
+only: commit ids, MLflow run ids, study names, model URIs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -17,7 +22,15 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from mlops_lib import __version__, layout
 from mlops_lib import versioning as vc
-from mlops_lib.automl import SearchResult, Trial, make_estimator, search
+from mlops_lib.automl import (
+    SearchResult,
+    Trial,
+    create_search,
+    make_estimator,
+    run_trials,
+    search_result,
+    study_storage,
+)
 from mlops_lib.datasets import Holdout, TrainingError, holdout, split, trainable
 from mlops_lib.features import build_pipeline, model_input, model_target
 from mlops_lib.lineage import lineage_store
@@ -151,6 +164,231 @@ class _Fit:
     holdout: Holdout
 
 
+class SearchPlan(TypedDict):
+    """An opened search: what the trial tasks and the train task share (references only).
+
+    ``registered``: the version an earlier try of this run registered (nothing left to
+    search)."""
+
+    project: str
+    commit: str
+    mlflow_run_id: str
+    study: str
+    run_key: str
+    dag_id: str
+    run_id: str
+    trigger: str
+    extra_tags: dict[str, str]
+    code_version: str
+    opened_at: float
+    registered: int | None
+
+
+class TrialsRun(TypedDict):
+    """What one trial task did: the trials it finished, where, in how long."""
+
+    shard: int
+    worker: str
+    trials: int
+    seconds: float
+
+
+def worker_name(settings: Settings) -> str:
+    """Who runs trials here: the Celery worker's name, else this host (one process each)."""
+    return settings.worker_name or f"local@{socket.gethostname()}"
+
+
+def open_search(
+    project: str,
+    commit: str,
+    *,
+    dag_id: str = "",
+    run_id: str = "",
+    trigger: str = "",
+    extra_tags: dict[str, str] | None = None,
+    retrain_unchanged: bool = False,
+    settings: Settings | None = None,
+) -> SearchPlan:
+    """Open the AutoML search of a training run: the MLflow parent run and the Optuna study
+    that trial tasks share.
+
+    Idempotent per (dag id, run id): a retry finds the parent run (and its study) of the
+    first try, or the version it registered. Raises NothingToTrain when the champion was
+    trained on ``commit`` with the same spec and code, unless ``retrain_unchanged``."""
+    settings = settings or get_settings()
+    spec = project_spec(project, settings)
+    client = connect_mlflow(settings)
+    run_key = f"{dag_id}:{run_id}" if run_id else ""
+    plan: SearchPlan = {
+        "project": project,
+        "commit": commit,
+        "mlflow_run_id": "",
+        "study": "",
+        "run_key": run_key,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "trigger": trigger,
+        "extra_tags": dict(extra_tags or {}),
+        "code_version": code_version(settings),
+        "opened_at": time.time(),
+        "registered": None,
+    }
+    if run_key and (existing := _existing_version(client, project, run_key)) is not None:
+        return plan | {"registered": int(existing.version)}
+    if not retrain_unchanged and (same := unchanged_since_champion(spec, commit, settings)):
+        raise NothingToTrain(same)
+    parent = _parent_run(spec, client, plan, settings)
+    plan["mlflow_run_id"] = parent
+    plan["study"] = f"{project}.{parent}"
+    create_search(spec, study_storage(settings), plan["study"])
+    return plan
+
+
+def _parent_run(spec: ProjectSpec, client: Any, plan: SearchPlan, settings: Settings) -> str:
+    """The MLflow parent run of the training run (the first try's when it exists)."""
+    import mlflow  # heavy: kept out of DAG parsing
+
+    experiment_id = mlflow.set_experiment(spec.name).experiment_id
+    if plan["run_key"]:
+        found = client.search_runs(
+            [experiment_id], f"tags.`{RUN_KEY_TAG}` = '{plan['run_key']}'", max_results=1
+        )
+        if found:
+            return found[0].info.run_id
+    tags = _run_tags(spec, plan, settings) | {RUN_KEY_TAG: plan["run_key"]}
+    run = client.create_run(experiment_id, tags=tags, run_name=f"train@{plan['commit'][:12]}")
+    return run.info.run_id
+
+
+def search_trials(
+    project: str, plan: SearchPlan, shard: int = 0, settings: Settings | None = None
+) -> TrialsRun:
+    """Run trials of the plan's search until its budget is spent (across every trial task);
+    each trial becomes a nested MLflow run tagged with the worker that ran it."""
+    settings = settings or get_settings()
+    worker = worker_name(settings)
+    started = time.monotonic()
+    if plan["registered"] is not None:
+        return {"shard": shard, "worker": worker, "trials": 0, "seconds": 0.0}
+    spec = project_spec(project, settings)
+    train_rows, _ = _split(spec, plan["commit"], settings)
+    X, y = model_input(train_rows, spec), model_target(train_rows, spec)
+    log_trial = _trial_logger(spec, connect_mlflow(settings), plan["mlflow_run_id"], shard)
+    done = run_trials(
+        spec,
+        study_storage(settings),
+        plan["study"],
+        X,
+        y,
+        shard=shard,
+        worker=worker,
+        on_trial=log_trial,
+    )
+    seconds = time.monotonic() - started
+    log.info("shard %d on %s: %d trials in %.0fs", shard, worker, len(done), seconds)
+    return {"shard": shard, "worker": worker, "trials": len(done), "seconds": round(seconds, 2)}
+
+
+def _trial_logger(spec: ProjectSpec, client: Any, parent: str, shard: int) -> Callable:
+    """Log one AutoML trial as a nested MLflow run of the parent (from any process)."""
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    experiment_id = client.get_run(parent).info.experiment_id
+    metric = spec.training.metric
+
+    def log_trial(trial: Trial) -> None:
+        tags = {MLFLOW_PARENT_RUN_ID: parent, "mlops.worker": trial.worker}
+        run = client.create_run(
+            experiment_id,
+            run_name=f"trial-{trial.number}-{trial.family}",
+            tags=tags | {"mlops.shard": str(shard)},
+        )
+        now = int(time.time() * 1000)
+        values = {f"cv_{metric}": trial.cv_score, "cv_std": trial.cv_std}
+        values["fit_seconds"] = trial.seconds
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in values.items()],
+            params=[Param(k, str(v)) for k, v in {"family": trial.family, **trial.params}.items()],
+        )
+        client.set_terminated(run.info.run_id)
+        log.info("trial %d %s cv %s=%.4f", trial.number, trial.family, metric, trial.cv_score)
+
+    return log_trial
+
+
+def finish_training(
+    project: str,
+    plan: SearchPlan,
+    searched: list[TrialsRun] | None = None,
+    settings: Settings | None = None,
+) -> TrainedVersion:
+    """Refit the search's winner on all training rows, log it on the parent run, register
+    it as ``challenger`` with the monitoring reference and the lineage rows.
+
+    Idempotent per (dag id, run id): a retry after a failure returns the version the first
+    try registered instead of registering another. Raises SearchFailed when every trial
+    failed on the data."""
+    import mlflow  # heavy: kept out of DAG parsing
+
+    settings = settings or get_settings()
+    spec = project_spec(project, settings)
+    client = connect_mlflow(settings)
+    run = (plan["dag_id"], plan["run_id"], plan["trigger"])
+    existing = _existing_version(client, project, plan["run_key"]) if plan["run_key"] else None
+    if existing is not None:
+        log.info("version %s already registered by this run; reusing it", existing.version)
+        return _finish_registered(
+            spec, existing, plan["commit"], client, run=run, settings=settings
+        )
+    commit, parent = plan["commit"], plan["mlflow_run_id"]
+    result = search_result(spec, study_storage(settings), plan["study"])
+    train_rows, held = _split(spec, commit, settings)
+    mlflow.set_experiment(project)
+    with mlflow.start_run(run_id=parent):
+        fit = _refit(spec, result, train_rows, held)
+        _log_run(spec, fit, commit)
+        if searched:
+            workers = sorted({s["worker"] for s in searched if s["trials"]})
+            mlflow.set_tags(
+                {"mlops.trial_tasks": len(searched), "mlops.workers": ",".join(workers)}
+            )
+        version = _log_and_register(
+            spec, fit, client, parent, plan["run_key"], commit, plan["extra_tags"]
+        )
+        _keep_reference(spec, fit, client, version, parent, settings)
+    seconds = time.time() - plan["opened_at"]
+    _record_lineage(
+        spec,
+        fit,
+        version,
+        parent,
+        commit,
+        code=plan["code_version"],
+        run=run,
+        seconds=seconds,
+        settings=settings,
+    )
+    log.info(
+        "registered %s version %s (%s, holdout %s) from MLflow run %s in %.0fs",
+        project,
+        version,
+        fit.search.best.family,
+        json.dumps(fit.metrics),
+        parent,
+        seconds,
+    )
+    return {
+        "version": version,
+        "model_uri": f"models:/{project}/{version}",
+        "mlflow_run_id": parent,
+        "commit": commit,
+        "family": fit.search.best.family,
+        "holdout_metrics": fit.metrics,
+    }
+
+
 def train(
     project: str,
     commit: str,
@@ -162,72 +400,24 @@ def train(
     retrain_unchanged: bool = False,
     settings: Settings | None = None,
 ) -> TrainedVersion:
-    """AutoML on the data at ``commit``; log to MLflow; register as ``challenger``.
+    """AutoML on the data at ``commit`` in this process: open the search, run its trials,
+    register the winner as ``challenger`` (the DAG runs the same steps as tasks).
 
     ``extra_tags`` go to the MLflow run and the registered version (e.g. the id of the
-    drift report that caused a continuous-training run).
-
-    Idempotent per (dag id, run id): a retry after a failure returns the version the
-    first try registered instead of registering another. Raises NothingToTrain when the
-    champion was trained on ``commit`` with the same spec and code, unless
-    ``retrain_unchanged`` (a reproducibility check).
-    """
-    import mlflow  # heavy: kept out of DAG parsing
-
-    settings = settings or get_settings()
-    spec = project_spec(project, settings)
-    client = connect_mlflow(settings)
-    run_key = f"{dag_id}:{run_id}" if run_id else ""
-    if run_key:
-        existing = _existing_version(client, project, run_key)
-        if existing is not None:
-            log.info("version %s already registered by this run; reusing it", existing.version)
-            return _finish_registered(
-                spec, existing, commit, client, run=(dag_id, run_id, trigger), settings=settings
-            )
-
-    if not retrain_unchanged and (same := unchanged_since_champion(spec, commit, settings)):
-        raise NothingToTrain(same)
-    started = time.monotonic()
-    train_rows, held = _split(spec, commit, settings)
-    mlflow.set_experiment(project)
-    tags = _run_tags(spec, commit, dag_id, run_id, trigger, extra_tags, settings)
-    with mlflow.start_run(run_name=f"train@{commit[:12]}", tags=tags) as parent:
-        fit = _search_and_refit(spec, train_rows, held)
-        _log_run(spec, fit, commit)
-        version = _log_and_register(
-            spec, fit, client, parent.info.run_id, run_key, commit, extra_tags
-        )
-        _keep_reference(spec, fit, client, version, parent.info.run_id, settings)
-    seconds = time.monotonic() - started
-    _record_lineage(
-        spec,
-        fit,
-        version,
-        parent.info.run_id,
+    drift report that caused a continuous-training run). Idempotent per (dag id, run id);
+    raises NothingToTrain as :func:`open_search`."""
+    plan = open_search(
+        project,
         commit,
-        code=tags["code_version"],
-        run=(dag_id, run_id, trigger),
-        seconds=seconds,
+        dag_id=dag_id,
+        run_id=run_id,
+        trigger=trigger,
+        extra_tags=extra_tags,
+        retrain_unchanged=retrain_unchanged,
         settings=settings,
     )
-    log.info(
-        "registered %s version %s (%s, holdout %s) from MLflow run %s in %.0fs",
-        project,
-        version,
-        fit.search.best.family,
-        json.dumps(fit.metrics),
-        parent.info.run_id,
-        seconds,
-    )
-    return {
-        "version": version,
-        "model_uri": f"models:/{project}/{version}",
-        "mlflow_run_id": parent.info.run_id,
-        "commit": commit,
-        "family": fit.search.best.family,
-        "holdout_metrics": fit.metrics,
-    }
+    searched = search_trials(project, plan, 0, settings)
+    return finish_training(project, plan, [searched], settings)
 
 
 def _split(spec: ProjectSpec, commit: str, settings: Settings) -> tuple[pd.DataFrame, Holdout]:
@@ -245,46 +435,26 @@ def _split(spec: ProjectSpec, commit: str, settings: Settings) -> tuple[pd.DataF
     return train_rows, held
 
 
-def _run_tags(
-    spec: ProjectSpec,
-    commit: str,
-    dag_id: str,
-    run_id: str,
-    trigger: str,
-    extra_tags: dict[str, str] | None,
-    settings: Settings,
-) -> dict[str, str]:
+def _run_tags(spec: ProjectSpec, plan: SearchPlan, settings: Settings) -> dict[str, str]:
     """Tags of the MLflow parent run: data commit, spec, code and what triggered it."""
-    project = spec.name
+    project, commit = spec.name, plan["commit"]
     return {
         "lakefs_commit": commit,
         "lakefs_uri": layout.lakefs_uri(project, commit, layout.dataset_prefix(project)),
         "spec_hash": spec.spec_hash(),
-        "code_version": code_version(settings),
-        "dag_id": dag_id,
-        "dag_run_id": run_id,
-        "trigger": trigger,
-        **(extra_tags or {}),
+        "code_version": plan["code_version"],
+        "dag_id": plan["dag_id"],
+        "dag_run_id": plan["run_id"],
+        "trigger": plan["trigger"],
+        **plan["extra_tags"],
     }
 
 
-def _log_trial(spec: ProjectSpec, trial: Trial) -> None:
-    """One AutoML trial as a nested MLflow run."""
-    import mlflow  # heavy: kept out of DAG parsing
-
-    metric = spec.training.metric
-    with mlflow.start_run(run_name=f"trial-{trial.number}-{trial.family}", nested=True):
-        mlflow.log_params({"family": trial.family, **trial.params})
-        mlflow.log_metrics(
-            {f"cv_{metric}": trial.cv_score, "cv_std": trial.cv_std, "fit_seconds": trial.seconds}
-        )
-    log.info("trial %d %s cv %s=%.4f", trial.number, trial.family, metric, trial.cv_score)
-
-
-def _search_and_refit(spec: ProjectSpec, train_rows: pd.DataFrame, held: Holdout) -> _Fit:
-    """The search on the training rows, the winner refit on all of them, its holdout metrics."""
+def _refit(
+    spec: ProjectSpec, result: SearchResult, train_rows: pd.DataFrame, held: Holdout
+) -> _Fit:
+    """The search's winner refit on all training rows, with its holdout metrics."""
     X, y = model_input(train_rows, spec), model_target(train_rows, spec)
-    result = search(spec, X, y, on_trial=lambda trial: _log_trial(spec, trial))
     best = result.best
     model = build_pipeline(
         spec, make_estimator(best.family, best.params, spec.target.task, spec.training.seed)

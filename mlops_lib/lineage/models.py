@@ -104,7 +104,10 @@ class Deployment(Base):
     model_tag: Mapped[str] = mapped_column(String(200), default="")
     model_version: Mapped[int] = mapped_column(Integer)
     model_uri: Mapped[str] = mapped_column(Text, default="")
+    # Replica 0's port and URL; ``ports``: every replica's, replica 0 first (None on rows
+    # from before replicas: one process on ``port``).
     port: Mapped[int | None] = mapped_column(Integer, default=None)
+    ports: Mapped[list[int] | None] = mapped_column(JSON, default=None)
     url: Mapped[str] = mapped_column(Text, default="")
     state: Mapped[str] = mapped_column(String(32), default="starting")
     reason: Mapped[str] = mapped_column(Text, default="")

@@ -88,6 +88,7 @@ class DeploymentRow(TypedDict):
     model_version: int
     model_uri: str
     port: int | None
+    ports: list[int] | None
     url: str
     state: str
     reason: str

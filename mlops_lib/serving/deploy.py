@@ -7,20 +7,27 @@ Each step is one function the ``<project>__deploy`` DAG calls with a deployment 
   (:mod:`mlops_lib.serving.compiled`), ``bentoml build`` it, record a deployment (state
   ``built``) with the Bento tag and the runtime that will score (``onnx`` or ``sklearn``,
   with the reason when not onnx);
-* ``start``: serve the Bento on a free port until ``/readyz`` (state ``starting``); a
-  graph that keeps the service from starting is replaced by the pipeline (the deployment
-  restarts with ``serving_runtime: sklearn`` and records why);
+* ``start``: serve the Bento as the spec's ``serving.replicas`` processes, each on a free
+  port of its own, until every one's ``/readyz`` answers (state ``starting``); a graph that
+  keeps a replica from starting is replaced by the pipeline (every replica restarts with
+  ``serving_runtime: sklearn`` and the deployment records why);
 * ``smoke_test``: holdout rows of the model's training commit must get the MLflow model's
-  predictions through HTTP (probabilities within 1e-5 from the ONNX graph, 1e-9 from the
-  pipeline); a graph that misses or answers 5xx is replaced by the pipeline the same way,
-  and the runtime goes into the model card;
-* ``switch``: point the project's stable endpoint (the gateway) at it (state ``active``),
-  stop and retire the previous deployment.
+  predictions through HTTP from every replica (probabilities within 1e-5 from the ONNX
+  graph, 1e-9 from the pipeline); a graph that misses or answers 5xx on any replica is
+  replaced by the pipeline the same way, and the runtime goes into the model card;
+* ``switch``: point the project's stable endpoint (the gateway, balancing between the
+  replicas) at it (state ``active``), stop and retire the previous deployment.
+
+Replicas: replica 0 is the process ``deployment-<project>-<id>`` (the one process a
+deployment had before replicas), replica ``i`` is ``deployment-<project>-<id>-r<i>``
+(:func:`replica_name`). The deployment records their ports, replica 0 first (``ports``;
+``port`` and ``url`` are replica 0's). They start, fall back, pass or fail and stop together.
 
 A failed ``start`` or ``smoke_test`` stops the candidate and marks it ``failed`` with the
 reason; the route is untouched, so the previous deployment keeps serving. ``rollback``
-returns to the last deployment that served before the current one, ``restore`` brings the
-active deployments back after a stop or crash (`mlops stack up`).
+returns to the last deployment that served before the current one (with as many replicas as
+it had), ``restore`` starts the replicas of the active deployments whose process is gone,
+after a stop or crash (`mlops stack up`).
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ import json
 import logging
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,7 +72,7 @@ from mlops_lib.serving.package import (
 )
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.spec import ProjectSpec, project_spec
-from mlops_lib.stack.gateway import apply_routes, read_routes, write_route
+from mlops_lib.stack.gateway import apply_routes, read_routes, route_ports, write_route
 from mlops_lib.stack.manager import ServiceStatus
 from mlops_lib.stack.procs import (
     ManagedProcess,
@@ -108,6 +116,7 @@ class DeploymentRef(TypedDict):
     model_version: int
     model_uri: str
     port: int | None
+    ports: list[int] | None
     url: str
     state: str
 
@@ -126,10 +135,37 @@ class SmokeResult(TypedDict):
     runtime: str
 
 
-def process(settings: Settings, deployment: DeploymentRow) -> ManagedProcess:
-    """The supervised ``bentoml serve`` process of one deployment."""
+def replica_name(deployment: DeploymentRow, replica: int = 0) -> str:
+    """The process name of a replica: ``deployment-<project>-<id>`` for replica 0 (its log and
+    pid file keep the names they had before replicas), ``...-r<i>`` for replica ``i``."""
     name = f"deployment-{deployment['project']}-{deployment['id']}"
+    return name if replica == 0 else f"{name}-r{replica}"
+
+
+def process(settings: Settings, deployment: DeploymentRow, replica: int = 0) -> ManagedProcess:
+    """The supervised ``bentoml serve`` process of one replica of a deployment."""
+    name = replica_name(deployment, replica)
     return ManagedProcess(name, settings.stack_dir / "run", settings.stack_dir / "logs")
+
+
+def replica_ports(deployment: DeploymentRow) -> list[int | None]:
+    """Each replica's port, replica 0 first: the recorded ``ports``, or the one ``port`` of a
+    row from before replicas (None before it was started)."""
+    return list(deployment.get("ports") or [deployment["port"]])
+
+
+def replicas(settings: Settings, deployment: DeploymentRow) -> list[ManagedProcess]:
+    """Each replica's process, replica 0 first."""
+    return [process(settings, deployment, i) for i in range(len(replica_ports(deployment)))]
+
+
+def replica_url(settings: Settings, deployment: DeploymentRow, port: int | None) -> str:
+    """Where the replica on ``port`` answers (replica 0's recorded URL when no port is)."""
+    return f"http://{settings.host}:{port}" if port else deployment["url"]
+
+
+def _replica_urls(settings: Settings, deployment: DeploymentRow) -> list[str]:
+    return [replica_url(settings, deployment, port) for port in replica_ports(deployment)]
 
 
 def endpoint(settings: Settings, project: str) -> str:
@@ -150,9 +186,40 @@ def _get(deployment_id: int, settings: Settings) -> DeploymentRow:
     return dep
 
 
+def _stop(dep: DeploymentRow, settings: Settings) -> list[str]:
+    """Stop every replica of a deployment, all at once; what happened to each."""
+    procs = replicas(settings, dep)
+    with ThreadPoolExecutor(max_workers=len(procs)) as pool:
+        return list(pool.map(lambda proc: proc.stop(), procs))
+
+
+def _free_ports(n: int, settings: Settings, avoid: Collection[int | None] = ()) -> list[int]:
+    """``n`` distinct ports that are free right now, none of ``avoid``."""
+    ports: list[int] = []
+    for _ in range(50 * n):
+        if len(ports) == n:
+            break
+        port = free_port(settings.host)
+        if port not in ports and port not in avoid:
+            ports.append(port)
+    if len(ports) < n:
+        raise StackError(f"no {n} distinct free ports found")
+    return ports
+
+
+def _place(
+    dep: DeploymentRow, ports: list[int], settings: Settings, **values: Any
+) -> DeploymentRow:
+    """Record the ports of a deployment's replicas (replica 0's as ``port`` and ``url`` too)
+    and any other ``values``."""
+    return lineage_store(settings).update_deployment(
+        dep["id"], ports=ports, port=ports[0], url=replica_url(settings, dep, ports[0]), **values
+    )
+
+
 def _fail(dep: DeploymentRow, reason: str, settings: Settings) -> DeploymentError:
     """Stop a candidate, mark it failed; the route (old deployment) is left alone."""
-    process(settings, dep).stop()
+    _stop(dep, settings)
     lineage_store(settings).update_deployment(dep["id"], state=FAILED, reason=reason)
     log.error("%s failed: %s", _describe(dep), reason)
     return DeploymentError(f"{_describe(dep)} failed: {reason}")
@@ -250,15 +317,25 @@ def _earlier_try(deps: list[DeploymentRow], dag_run_id: str, version: int) -> De
 
 def _ref(dep: DeploymentRow) -> DeploymentRef:
     """What a DAG passes on: ids and tags, no data."""
-    keys = ("id", "project", "bento_tag", "model_version", "model_uri", "port", "url", "state")
+    keys = (
+        "id",
+        "project",
+        "bento_tag",
+        "model_version",
+        "model_uri",
+        "port",
+        "ports",
+        "url",
+        "state",
+    )
     return {k: dep[k] for k in keys}
 
 
-def _serve(dep: DeploymentRow, port: int, settings: Settings) -> None:
-    """Start the Bento on a port and wait for /readyz (raises StackError); it scores with
-    the runtime the deployment records."""
+def _serve(dep: DeploymentRow, port: int, settings: Settings, replica: int = 0) -> None:
+    """Start one replica of the Bento on a port and wait for its /readyz (raises StackError);
+    it scores with the runtime the deployment records."""
     use_store(settings)
-    proc = process(settings, dep)
+    proc = process(settings, dep, replica)
     token = probe_token(settings, dep["project"], dep["id"])
     logged = proc.log_file.stat().st_size if proc.log_file.exists() else 0
     proc.start(
@@ -268,6 +345,25 @@ def _serve(dep: DeploymentRow, port: int, settings: Settings) -> None:
     )
     url = f"http://{settings.host}:{port}"
     proc.wait_healthy(_ready(url, proc.log_file, logged), settings.serving_start_timeout)
+
+
+def _serve_replicas(
+    dep: DeploymentRow, ports: dict[int, int], settings: Settings
+) -> dict[int, BaseException]:
+    """Start the given replicas (replica -> port) at once and wait until each is ready; the
+    errors of those that did not come up, by replica."""
+    with ThreadPoolExecutor(max_workers=len(ports)) as pool:
+        started = {i: pool.submit(_serve, dep, port, settings, i) for i, port in ports.items()}
+    return {i: error for i, job in started.items() if (error := job.exception()) is not None}
+
+
+def _serve_all(dep: DeploymentRow, settings: Settings) -> None:
+    """Every replica of a deployment on its recorded port, each one waited for; raises the
+    error of the first that did not come up (the others are left running)."""
+    ports = {i: port for i, port in enumerate(replica_ports(dep)) if port}
+    errors = _serve_replicas(dep, ports, settings)
+    if errors:
+        raise errors[min(errors)]
 
 
 # What uvicorn logs when the service's own start-up raised; BentoML then starts the service
@@ -310,22 +406,29 @@ def _logged_error(lines: list[str]) -> str:
 
 
 def start(deployment_id: int, settings: Settings | None = None) -> DeploymentRef:
-    """Serve a built deployment on a free port; ready when its /readyz answers."""
+    """Serve a built deployment as the spec's ``serving.replicas`` processes, each on a free
+    port of its own; ready when every replica's /readyz answers."""
     settings = settings or get_settings()
     dep = _get(deployment_id, settings)
-    port = free_port(settings.host)
-    url = f"http://{settings.host}:{port}"
-    dep = lineage_store(settings).update_deployment(dep["id"], state=STARTING, port=port, url=url)
     try:
-        _serve(dep, port, settings)
+        count = project_spec(dep["project"], settings).serving.replicas
+    except Exception as exc:  # the spec was changed since `package` and no longer loads
+        raise _fail(dep, f"the project's spec does not load: {exc}", settings) from exc
+    dep = _place(dep, _free_ports(count, settings), settings, state=STARTING)
+    try:
+        _serve_all(dep, settings)
     except StackError as exc:
         if dep["runtime"] != "onnx":
             raise _fail(dep, f"did not become ready: {exc}", settings) from exc
         dep = _fall_back(dep, f"did not become ready on onnx: {_cause_of(exc)}", settings)
     except RuntimeError as exc:  # a setting it needs is missing: no runtime would do better
         raise _fail(dep, f"did not become ready: {exc}", settings) from exc
-    url = dep["url"]
-    log.info("%s: serving on %s (log %s)", _describe(dep), url, process(settings, dep).log_file)
+    log.info(
+        "%s: serving on %s (log %s)",
+        _describe(dep),
+        ", ".join(_replica_urls(settings, dep)),
+        process(settings, dep).log_file,
+    )
     return _ref(dep)
 
 
@@ -353,10 +456,10 @@ def smoke_rows(spec: ProjectSpec, version: int, n: int, settings: Settings) -> l
 
 
 def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeResult:
-    """The candidate must answer holdout rows as the MLflow model does: the same classes
-    (or values) and probabilities within the runtime's tolerance. A compiled graph that
-    misses, or answers 5xx, gives way to the pipeline (restart, reason recorded) before the
-    candidate fails."""
+    """Every replica of the candidate must answer holdout rows as the MLflow model does: the
+    same classes (or values) and probabilities within the runtime's tolerance. A compiled
+    graph that misses, or answers 5xx, on any replica gives way to the pipeline (every
+    replica restarts, reason recorded) before the candidate fails."""
     settings = settings or get_settings()
     dep = _get(deployment_id, settings)
     spec = project_spec(dep["project"], settings)
@@ -370,37 +473,37 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeRes
     except Exception as exc:
         raise _fail(dep, f"smoke test: the MLflow model itself fails: {exc}", settings) from exc
     if served is not None:
-        miss, max_diff = _parity(served, expected)
-        if miss and served.runtime == "onnx":
+        miss, max_diff = _parity_of_replicas(served, expected)
+        if miss and _runtime_of(served) == "onnx":
             broken = f"parity on {len(rows)} served holdout rows: {miss}"
     if broken:  # the graph misses or breaks: the pipeline gets its chance
         dep = _fall_back(dep, broken, settings)
         served = _answers_or_fail(spec, dep, rows, settings)
-        miss, max_diff = _parity(served, expected)
+        miss, max_diff = _parity_of_replicas(served, expected)
     if miss:
         raise _fail(dep, f"smoke test on {len(rows)} holdout rows: {miss}", settings)
-    if dep["runtime"] and served.runtime != dep["runtime"]:
-        raise _fail(
-            dep, f"smoke test: served by {served.runtime}, recorded {dep['runtime']}", settings
-        )
-    _note_runtime(dep, served.runtime, settings)
+    runtime = _runtime_of(served)
+    if dep["runtime"] and runtime != dep["runtime"]:
+        raise _fail(dep, f"smoke test: served by {runtime}, recorded {dep['runtime']}", settings)
+    _note_runtime(dep, runtime, settings)
     log.info(
-        "%s: smoke test passed on %d holdout rows (runtime %s, max |diff| %.3g)",
+        "%s: smoke test passed on %d holdout rows by %d replica(s) (runtime %s, max |diff| %.3g)",
         _describe(dep),
         len(rows),
-        served.runtime,
+        len(served),
+        runtime,
         max_diff,
     )
-    return {"id": dep["id"], "rows": len(rows), "max_abs_diff": max_diff, "runtime": served.runtime}
+    return {"id": dep["id"], "rows": len(rows), "max_abs_diff": max_diff, "runtime": runtime}
 
 
 def _first_answers(
     spec: ProjectSpec, dep: DeploymentRow, rows: list[dict[str, Any]], settings: Settings
-) -> tuple[_Served | None, str]:
-    """The candidate's answers; or, when its compiled graph broke on them (5xx, no
-    connection), none and why: the pipeline then gets its chance."""
+) -> tuple[list[_Served] | None, str]:
+    """The answers of every replica of the candidate; or, when its compiled graph broke on
+    them (5xx, no connection), none and why: the pipeline then gets its chance."""
     try:
-        return _served_answers(spec, dep, rows, settings), ""
+        return _every_replica(spec, dep, rows, settings), ""
     except _Unanswered as exc:
         if dep["runtime"] != "onnx" or not exc.server_error:
             raise _fail(dep, str(exc), settings) from exc
@@ -409,11 +512,28 @@ def _first_answers(
 
 def _answers_or_fail(
     spec: ProjectSpec, dep: DeploymentRow, rows: list[dict[str, Any]], settings: Settings
-) -> _Served:
+) -> list[_Served]:
     try:
-        return _served_answers(spec, dep, rows, settings)
+        return _every_replica(spec, dep, rows, settings)
     except _Unanswered as exc:
         raise _fail(dep, str(exc), settings) from exc
+
+
+def _every_replica(
+    spec: ProjectSpec, dep: DeploymentRow, rows: list[dict[str, Any]], settings: Settings
+) -> list[_Served]:
+    """Each replica's answers to the same rows, replica 0 first; when one does not answer,
+    the reason names it (if there are several)."""
+    urls = _replica_urls(settings, dep)
+    answers = []
+    for i, url in enumerate(urls):
+        try:
+            answers.append(_served_answers(spec, dep, rows, settings, url))
+        except _Unanswered as exc:
+            if len(urls) == 1:
+                raise
+            raise _Unanswered(f"replica {i} ({url}): {exc}", exc.server_error) from exc
+    return answers
 
 
 class _Unanswered(Exception):
@@ -435,14 +555,18 @@ class _Served:
 
 
 def _served_answers(
-    spec: ProjectSpec, dep: DeploymentRow, rows: list[dict[str, Any]], settings: Settings
+    spec: ProjectSpec,
+    dep: DeploymentRow,
+    rows: list[dict[str, Any]],
+    settings: Settings,
+    url: str,
 ) -> _Served:
-    """The candidate's predictions and probabilities for the rows, over HTTP in batches."""
+    """One replica's predictions and probabilities for the rows, over HTTP in batches."""
     import httpx  # kept out of DAG parsing
 
     served = _Served()
     step = spec.serving.max_batch_size
-    with httpx.Client(base_url=dep["url"], timeout=60, trust_env=False) as http:
+    with httpx.Client(base_url=url, timeout=60, trust_env=False) as http:
         for i in range(0, len(rows), step):
             try:
                 resp = http.post(
@@ -509,6 +633,24 @@ def _parity(served: _Served, expected: dict[str, Any]) -> tuple[str, float]:
     return problem, float(np.abs(got - want).max(initial=0.0))
 
 
+def _parity_of_replicas(served: list[_Served], expected: dict[str, Any]) -> tuple[str, float]:
+    """What differs between any replica's answers and the expected ones (the first replica
+    that misses, named when there are several; empty when none), and the largest difference
+    over all replicas."""
+    found = [_parity(answers, expected) for answers in served]
+    misses = [(i, miss) for i, (miss, _) in enumerate(found) if miss]
+    max_diff = max(diff for _, diff in found)
+    if not misses:
+        return "", max_diff
+    i, miss = misses[0]
+    return (miss if len(served) == 1 else f"replica {i}: {miss}"), max_diff
+
+
+def _runtime_of(served: list[_Served]) -> str:
+    """The runtime the replicas answered with (several, joined, when they differ)."""
+    return "+".join(sorted({answers.runtime for answers in served}))
+
+
 def _note_runtime(dep: DeploymentRow, runtime: str, settings: Settings) -> None:
     """The serving runtime on the model card; informational, so a failure only warns."""
     try:
@@ -520,27 +662,25 @@ def _note_runtime(dep: DeploymentRow, runtime: str, settings: Settings) -> None:
 
 
 def _fall_back(dep: DeploymentRow, reason: str, settings: Settings) -> DeploymentRow:
-    """Restart the candidate, on a fresh port, with the scikit-learn pipeline."""
+    """Restart every replica of the candidate, on fresh ports, with the scikit-learn
+    pipeline."""
     log.warning("%s: %s; falling back to the scikit-learn pipeline", _describe(dep), reason)
-    process(settings, dep).stop()
-    port = free_port(settings.host)
-    dep = lineage_store(settings).update_deployment(
-        dep["id"],
-        runtime="sklearn",
-        runtime_reason=reason,
-        port=port,
-        url=f"http://{settings.host}:{port}",
-    )
+    _stop(dep, settings)
+    ports = _free_ports(len(replica_ports(dep)), settings)
+    dep = _place(dep, ports, settings, runtime="sklearn", runtime_reason=reason)
     try:
-        _serve(dep, port, settings)
+        _serve_all(dep, settings)
     except (StackError, RuntimeError) as exc:
         raise _fail(dep, f"did not become ready on the fallback runtime: {exc}", settings) from exc
     return dep
 
 
-def _route_to(dep: DeploymentRow, settings: Settings) -> None:
-    """Point the project's stable endpoint (the gateway's route) at a deployment."""
-    route = {k: dep[k] for k in ("port", "model_version", "bento_tag")} | {"deployment": dep["id"]}
+def _route_to(dep: DeploymentRow, settings: Settings, ports: list[int] | None = None) -> None:
+    """Point the project's stable endpoint (the gateway's route) at a deployment: at its
+    replicas on ``ports`` (default: every one)."""
+    ports = ports or [port for port in replica_ports(dep) if port]
+    route = {"port": ports[0], "ports": ports, "deployment": dep["id"]}
+    route |= {k: dep[k] for k in ("model_version", "bento_tag")}
     before = read_routes(settings.stack_dir).get(dep["project"])
     write_route(settings.stack_dir, dep["project"], route)
     try:
@@ -562,7 +702,7 @@ def _activate(dep: DeploymentRow, settings: Settings, retire_as: str, reason: st
         now = datetime.now(UTC)
         active = store.update_deployment(dep["id"], state=ACTIVE, activated_at=now, reason=reason)
         for old in previous:
-            process(settings, old).stop()
+            _stop(old, settings)
             store.update_deployment(
                 old["id"], state=retire_as, reason=f"replaced by deployment {dep['id']}"
             )
@@ -583,7 +723,8 @@ def switch(deployment_id: int, settings: Settings | None = None) -> Activated:
     """Make a smoke-tested deployment the project's stable endpoint; stop the old one."""
     settings = settings or get_settings()
     dep = _get(deployment_id, settings)
-    if dep["state"] != STARTING or not process(settings, dep).is_running():
+    running = all(proc.is_running() for proc in replicas(settings, dep))
+    if dep["state"] != STARTING or not running:
         raise DeploymentError(f"{_describe(dep)} is {dep['state']}, not a running candidate")
     return _activate(dep, settings, RETIRED, "")
 
@@ -604,13 +745,12 @@ def rollback(project: str, settings: Settings | None = None) -> Activated:
         raise DeploymentError(
             f"{project} has no earlier deployment that served (current: {_describe(current[0])})"
         )
-    target = candidates[0]
-    port = free_port(settings.host)
-    target = store.update_deployment(target["id"], port=port, url=f"http://{settings.host}:{port}")
+    target = candidates[0]  # with as many replicas as it had
+    target = _place(target, _free_ports(len(replica_ports(target)), settings), settings)
     try:
-        _serve(target, port, settings)
-    except StackError as exc:
-        process(settings, target).stop()
+        _serve_all(target, settings)
+    except RuntimeError as exc:  # StackError, or a setting it needs is missing
+        _stop(target, settings)
         raise DeploymentError(
             f"rollback of {project}: {_describe(target)} did not start: {exc}; "
             f"{_describe(current[0])} keeps serving"
@@ -619,34 +759,50 @@ def rollback(project: str, settings: Settings | None = None) -> Activated:
 
 
 def restore(settings: Settings | None = None, *, log_line: Log = print) -> list[DeploymentRef]:
-    """Start every active deployment whose process is gone (after `stack down` or a crash)."""
+    """Start every replica of an active deployment whose process is gone (after `stack down`
+    or a crash) and route the project to the replicas that serve."""
     settings = settings or get_settings()
-    store = lineage_store(settings)
     restored = []
-    for dep in store.deployments(state=ACTIVE):
-        proc = process(settings, dep)
-        if proc.is_running():
-            continue
-        port = dep["port"]
-        if not port or port_in_use(settings.host, port):
-            port = free_port(settings.host)
-            dep = store.update_deployment(
-                dep["id"], port=port, url=f"http://{settings.host}:{port}"
-            )
-        log_line(f"serving/{dep['project']}: restoring {_describe(dep)} on port {port}")
-        try:
-            _serve(dep, port, settings)
-        except StackError as exc:
-            proc.stop()
-            log_line(f"serving/{dep['project']}: could not restore: {exc}")
-            continue
-        _route_to(dep | {"port": port}, settings)
-        restored.append(_ref(dep))
+    for dep in lineage_store(settings).deployments(state=ACTIVE):
+        gone = [i for i, proc in enumerate(replicas(settings, dep)) if not proc.is_running()]
+        if gone and (back := _restore_replicas(dep, gone, settings, log_line)) is not None:
+            restored.append(_ref(back))
     return restored
 
 
+def _restore_replicas(
+    dep: DeploymentRow, gone: list[int], settings: Settings, log_line: Log
+) -> DeploymentRow | None:
+    """Start the replicas ``gone`` again and route to those that serve (None when none does;
+    the route is then left alone)."""
+    ports = _reclaimed_ports(dep, gone, settings)
+    if ports != replica_ports(dep):
+        dep = _place(dep, ports, settings)
+    where = ", ".join(f"{i} on port {ports[i]}" for i in gone)
+    log_line(f"serving/{dep['project']}: restoring {_describe(dep)}: replica {where}")
+    errors = _serve_replicas(dep, {i: ports[i] for i in gone}, settings)
+    for i, exc in sorted(errors.items()):
+        process(settings, dep, i).stop()
+        log_line(f"serving/{dep['project']}: could not restore replica {i}: {exc}")
+    serving = [port for i, port in enumerate(ports) if i not in errors]
+    if not serving:
+        return None
+    _route_to(dep, settings, serving)
+    return dep
+
+
+def _reclaimed_ports(dep: DeploymentRow, gone: list[int], settings: Settings) -> list[int]:
+    """Each replica's port: the recorded one, but for a replica that is gone a fresh one when
+    its own is taken (or was never recorded), none of the others' ports."""
+    ports = replica_ports(dep)
+    taken = [i for i in gone if not ports[i] or port_in_use(settings.host, ports[i])]
+    fresh = iter(_free_ports(len(taken), settings, avoid=ports))
+    return [next(fresh) if i in taken else int(port) for i, port in enumerate(ports)]
+
+
 def stop_all(settings: Settings, *, log_line: Log = print) -> None:
-    """Stop every deployment process (their states stay; `stack up` restores them)."""
+    """Stop every deployment process, every replica's (their states stay; `stack up`
+    restores them)."""
     for pid_file in sorted((settings.stack_dir / "run").glob("deployment-*.pid")):
         proc = ManagedProcess(
             pid_file.stem, settings.stack_dir / "run", settings.stack_dir / "logs"
@@ -655,30 +811,43 @@ def stop_all(settings: Settings, *, log_line: Log = print) -> None:
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
-    """One row per project with an active deployment: endpoint, version, health."""
+    """One row per replica of each active deployment: ``serving/<project>`` for replica 0,
+    ``serving/<project>#<i>`` for replica ``i``, each with the project's endpoint (``url``),
+    its own address (``replica_url``), pid and health (its own /readyz, its port routed)."""
     routes = read_routes(settings.stack_dir)
     rows: list[ServiceStatus] = []
     for dep in lineage_store(settings).deployments(state=ACTIVE):
-        proc = process(settings, dep)
-        pid = proc.read_pid()
-        healthy = pid is not None and http_ok(f"{dep['url']}/readyz")
-        routed = routes.get(dep["project"], {}).get("deployment") == dep["id"]
-        rows.append(
-            {
-                "service": f"serving/{dep['project']}",
-                "state": "healthy"
-                if healthy and routed
-                else ("stopped" if pid is None else "unhealthy"),
-                "url": endpoint(settings, dep["project"]),
-                "pid": pid,
-                "log": str(proc.log_file),
-                "model_version": dep["model_version"],
-                "bento_tag": dep["bento_tag"],
-                "deployment": dep["id"],
-                "runtime": dep["runtime"] or "sklearn",
-            }
-        )
+        route = routes.get(dep["project"], {})
+        routed = route_ports(route) if route.get("deployment") == dep["id"] else []
+        for replica, port in enumerate(replica_ports(dep)):
+            rows.append(_replica_status(settings, dep, replica, port, routed))
     return rows
+
+
+def _replica_status(
+    settings: Settings, dep: DeploymentRow, replica: int, port: int | None, routed: list[int]
+) -> ServiceStatus:
+    """The ``stack status`` row of one replica (``routed``: the ports the gateway sends the
+    project's requests to, when they go to this deployment)."""
+    proc = process(settings, dep, replica)
+    pid = proc.read_pid()
+    url = replica_url(settings, dep, port)
+    healthy = pid is not None and http_ok(f"{url}/readyz")
+    return {
+        "service": f"serving/{dep['project']}" + (f"#{replica}" if replica else ""),
+        "state": "healthy"
+        if healthy and port in routed
+        else ("stopped" if pid is None else "unhealthy"),
+        "url": endpoint(settings, dep["project"]),
+        "pid": pid,
+        "log": str(proc.log_file),
+        "model_version": dep["model_version"],
+        "bento_tag": dep["bento_tag"],
+        "deployment": dep["id"],
+        "runtime": dep["runtime"] or "sklearn",
+        "replica": replica,
+        "replica_url": url,
+    }
 
 
 def serve_active(
@@ -696,6 +865,10 @@ def serve_active(
     deployment, serves its Bento on ``host:port`` and, when the deploy DAG or a rollback
     activates another one, starts that in its place. Returns the exit code of a Bento that
     died (the container's restart policy takes over).
+
+    One process, whatever ``serving.replicas`` says: replicas there are containers
+    (``docker compose up --scale serving=N``, with a balancer in front instead of the one
+    published port).
     """
     settings = settings or get_settings()
     use_store(settings)

@@ -1,15 +1,28 @@
 """The stable serving endpoint: ``http://<host>:<serving_port>/<project>/<path>``, run by nginx.
 
-The route table (``<stack_dir>/serving/routes.json``: project -> port of its active
-deployment) is the platform's; nginx's configuration is rendered from it. A switch or a
-rollback writes the table (under a lock), renders and checks the configuration, and has nginx
-reload it: new connections go to the new deployment, requests in flight finish on the old.
+The route table (``<stack_dir>/serving/routes.json``: project -> the ports of its active
+deployment's replicas) is the platform's; nginx's configuration is rendered from it. A switch
+or a rollback writes the table (under a lock), renders and checks the configuration, and has
+nginx reload it: new connections go to the new deployment, requests in flight finish on the old.
 
 What the proxy holds against (all native nginx): bodies over ``gateway_max_body_mb`` get 413;
 each project has at most ``gateway_max_in_flight`` requests in flight, more get 503 with
 ``Retry-After`` at once; request bodies are read in memory of bounded size and slow clients
-are timed out without holding anyone else; upstream calls have connect and read timeouts and
-a failed POST is never retried on its own.
+are timed out without holding anyone else; upstream calls have connect and read timeouts.
+
+Retries. nginx passes a request that failed on to another server (``proxy_next_upstream
+error timeout``, at most 2 tries), a POST only when none of it was sent unless
+``non_idempotent`` allows more. A deployment with one replica keeps that default and its one
+server is never marked down (``max_fails=0``): a POST that reached it is never sent twice,
+and a failure is a 503 naming the deployment. A deployment with several replicas is balanced
+by least connections; a replica that fails a connection is taken out for 5 s (``max_fails=1
+fail_timeout=5s``) and the request goes to another one, even a POST already sent
+(``non_idempotent``): without it, every request in flight on a replica that dies would be a
+5xx. Scoring has no effect but its prediction-log row, which a dying replica holds in memory
+and loses unless a flush came in between, so a retry costs at worst one duplicate log row. A
+read timeout is never retried (the retry budget, ``proxy_next_upstream_timeout``, is the read
+timeout): a slow model never gets a request twice. A request that crashes its replica may
+crash one more.
 """
 
 from __future__ import annotations
@@ -42,7 +55,7 @@ def routes_file(stack_dir: Path) -> Path:
 
 
 def read_routes(stack_dir: Path) -> dict[str, dict[str, Any]]:
-    """Project -> route (port, deployment id, model version, bento tag)."""
+    """Project -> route (ports, replica 0's port, deployment id, model version, bento tag)."""
     try:
         return json.loads(routes_file(stack_dir).read_text())
     except (OSError, ValueError):
@@ -64,6 +77,12 @@ def write_route(stack_dir: Path, project: str, route: dict[str, Any] | None) -> 
         tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(routes, indent=2))
         os.replace(tmp, path)
+
+
+def route_ports(route: dict[str, Any]) -> list[int]:
+    """The ports a route sends requests to: its replicas' (``ports``) or, in a route table
+    written before replicas, its one ``port``."""
+    return [int(port) for port in route.get("ports") or [route["port"]]]
 
 
 # nginx ---------------------------------------------------------------------------------
@@ -114,25 +133,39 @@ def _json(value: object) -> str:
     return json.dumps(value, separators=(",", ":")).replace("\\", "\\\\").replace("'", "\\'")
 
 
+def _upstream(upstream: str, ports: list[int]) -> str:
+    """The servers of one project: its replicas, balanced by least connections, each taken
+    out for 5 s after a failed connection; a lone server is never taken out."""
+    if len(ports) == 1:
+        servers = f"    server 127.0.0.1:{ports[0]} max_fails=0;\n"
+    else:  # the balancing method comes before keepalive
+        servers = "    least_conn;\n" + "".join(
+            f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;\n" for port in ports
+        )
+    return (
+        f"  upstream {upstream} {{\n{servers}"
+        f"    keepalive 32;\n"
+        # Below the deployment's own idle timeout, so nginx never sends a request on a
+        # connection the deployment is closing (with one replica a POST is not retried).
+        f"    keepalive_timeout 4s;\n  }}\n"
+    )
+
+
 def _project_block(name: str, route: dict[str, Any], settings: Settings) -> tuple[str, str]:
     """The upstream and the location of one project."""
     upstream = f"mlops_{name}"
     deployment = route.get("deployment", "")
-    unavailable = {
-        "detail": f"deployment {deployment} of {name!r} (port {route['port']}) is unavailable"
-    }
-    ups = (
-        f"  upstream {upstream} {{\n"
-        f"    server 127.0.0.1:{int(route['port'])} max_fails=0;\n"
-        f"    keepalive 32;\n"
-        # Below the deployment's own idle timeout, so nginx never sends a request on a
-        # connection the deployment is closing (a POST is not retried).
-        f"    keepalive_timeout 4s;\n  }}\n"
-    )
+    ports = route_ports(route)
+    where = f"port {ports[0]}" if len(ports) == 1 else f"ports {', '.join(map(str, ports))}"
+    unavailable = {"detail": f"deployment {deployment} of {name!r} ({where}) is unavailable"}
+    # Another replica takes a request whose replica broke, even a POST already sent (see the
+    # module's docstring); with one replica there is no other to take it.
+    retry = "      proxy_next_upstream error timeout non_idempotent;\n" if len(ports) > 1 else ""
     loc = (
         f"    location /{name}/ {{\n"
         f"      limit_conn inflight {settings.gateway_max_in_flight};\n"
         f"      proxy_pass http://{upstream}/;\n"
+        f"{retry}"
         f"      add_header X-MLOps-Deployment {json.dumps(str(deployment))} always;\n"
         # A location's error_page replaces the server's: all three are set here.
         f"      error_page 502 504 = @unavailable_{name};\n"
@@ -144,7 +177,7 @@ def _project_block(name: str, route: dict[str, Any], settings: Settings) -> tupl
         f"      return 503 '{_json(unavailable)}';\n"
         f"    }}\n"
     )
-    return ups, loc
+    return _upstream(upstream, ports), loc
 
 
 def render_config(routes: dict[str, dict[str, Any]], settings: Settings) -> str:

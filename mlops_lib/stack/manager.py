@@ -311,12 +311,17 @@ def _worker_services(settings: Settings) -> list[Service]:
     nothing on disk with the scheduler but Airflow's log folder, from which the API server
     reads task logs (so they serve none: no listener beyond the stack's own)."""
 
-    def env() -> dict[str, str]:
-        # The tasks it forks start with the libraries loaded (plugins/airflow_local_settings.py).
-        return airflow_env(settings) | {"MLOPS_AIRFLOW_PRELOAD": "1"}
-
     def worker(name: str) -> Service:
         celery_name = f"{name}@{socket.gethostname()}"
+
+        def env() -> dict[str, str]:
+            # The tasks it forks start with the libraries loaded (airflow_local_settings.py)
+            # and know whose they are (MLflow tags each AutoML trial with the worker).
+            return airflow_env(settings) | {
+                "MLOPS_AIRFLOW_PRELOAD": "1",
+                "MLOPS_WORKER_NAME": celery_name,
+            }
+
         return Service(
             name=name,
             port=None,
@@ -637,6 +642,9 @@ class ServiceStatus(TypedDict):
     bento_tag: NotRequired[str]
     runtime: NotRequired[str]
     deployment: NotRequired[int]
+    # A replica of a deployment: its index (0 keeps the project's own row name) and address.
+    replica: NotRequired[int]
+    replica_url: NotRequired[str]
 
 
 def _no_rows(_settings: Settings) -> list[ServiceStatus]:

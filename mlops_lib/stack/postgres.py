@@ -179,7 +179,8 @@ def is_ready(settings: Settings) -> bool:
 
 
 def ensure_databases(settings: Settings) -> list[str]:
-    """Create the Airflow and MLflow databases when missing; returns those created."""
+    """Create the Airflow, MLflow, metadata and AutoML databases when missing; returns
+    those created."""
     conn = connect(settings)
     conn.autocommit = True
     created = []
@@ -189,6 +190,7 @@ def ensure_databases(settings: Settings) -> list[str]:
                 settings.postgres_airflow_db,
                 settings.postgres_mlflow_db,
                 settings.postgres_lineage_db,
+                settings.postgres_optuna_db,
             ):
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 if cur.fetchone() is None:

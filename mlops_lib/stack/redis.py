@@ -80,6 +80,14 @@ def broker_url(settings: Settings) -> str:
 def ping(settings: Settings, password: str | None = None, timeout: float = 2.0) -> str:
     """Redis's answer to AUTH (with ``password``, the stack's by default) then PING, e.g.
     ``+PONG``; an error reply starts with ``-``; "" when nothing answers."""
+    return request(settings, "PING", password=password, timeout=timeout)
+
+
+def request(
+    settings: Settings, *command: str, password: str | None = None, timeout: float = 2.0
+) -> str:
+    """The first line of Redis's answer to one command after AUTH (e.g. ``:3`` to
+    ``LLEN default``); the AUTH refusal when it is refused; "" when nothing answers."""
     secret = settings.secret("redis_password") if password is None else password
     try:
         with socket.create_connection((settings.host, settings.redis_port), timeout) as conn:
@@ -88,7 +96,7 @@ def ping(settings: Settings, password: str | None = None, timeout: float = 2.0) 
                 reply = _line(conn)
                 if not reply.startswith("+"):
                     return reply
-            conn.sendall(_command("PING"))
+            conn.sendall(_command(*command))
             return _line(conn)
     except OSError:
         return ""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +20,24 @@ from mlops_lib.settings import Settings, reload_settings
 from mlops_lib.stack import redis
 from mlops_lib.stack.manager import worker_names
 from mlops_lib.stack.postgres import connect
+from mlops_lib.stack.procs import ManagedProcess
 
+from . import conftest
 from .conftest import stack_settings, world_traversable_tmpdir
 
 pytestmark = pytest.mark.integration
-WORKERS = 2
+WORKERS, TRIALS = 2, 8
+
+
+def parallel_projects(folder: Path) -> Path:
+    """The test projects, churn searching in two trial tasks at once."""
+    import yaml
+
+    projects = conftest.test_projects(folder)
+    churn = yaml.safe_load((projects / "churn.yaml").read_text())
+    churn["training"].update(parallel=WORKERS, budget={"trials": TRIALS, "seconds": 900})
+    (projects / "churn.yaml").write_text(yaml.safe_dump(churn))
+    return projects
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +45,7 @@ def pg_stack() -> Iterator[Settings]:
     folder = world_traversable_tmpdir("mlops-pg-stack-")
     settings = stack_settings(
         folder / "stack",
+        projects_dir=parallel_projects(folder / "projects"),
         backend="postgres",
         executor="celery",
         celery_workers=WORKERS,
@@ -114,29 +130,113 @@ def ran_on(settings: Settings, task_id: str, run_id: str) -> list[str]:
     ]
 
 
-def test_a_worker_killed_mid_training_has_the_task_retried_on_the_other_one(
-    pg_stack: Settings, tmp_path: Path
-) -> None:
+def celery_name(name: str) -> str:
+    """A worker's Celery name, as MLflow's trial runs record it."""
+    return f"{name}@{socket.gethostname()}"
+
+
+def ingest_batch(settings: Settings, folder: Path, seed: int) -> None:
     from mlops_lib import demo_data
     from mlops_lib.ingest import ingest_now
 
-    source = demo_data.write(demo_data.generate("clean", rows=3000, seed=61), tmp_path / "b.pq")
-    ingest_now("churn", source=str(source), settings=pg_stack)
+    batch = demo_data.write(demo_data.generate("clean", rows=3000, seed=seed), folder / "b.pq")
+    ingest_now("churn", source=str(batch), settings=settings)
+
+
+def test_one_search_runs_its_trials_on_both_workers_and_mlflow_names_each(
+    pg_stack: Settings, tmp_path: Path
+) -> None:
+    from mlops_lib.tracking import connect
+
+    ingest_batch(pg_stack, tmp_path, seed=60)
     airflow = AirflowClient.from_settings(pg_stack)
     airflow.prepare("churn__train", timeout=180)
     run_id = airflow.trigger("churn__train")
-    airflow.wait_until(
-        "churn__train", run_id, lambda s: s.get("train") == "running", timeout=300, poll=1
-    )
-    (victim,) = ran_on(pg_stack, "train", run_id)
+    assert airflow.follow("churn__train", run_id, timeout=600) == "success"
+    searches = [
+        t for t in airflow.task_instances("churn__train", run_id) if t["task_id"] == "search"
+    ]
+    assert sorted(t["map_index"] for t in searches) == list(range(WORKERS)), searches
+    assert {t["queue"] for t in searches} == {"training"}
+    client = connect(pg_stack)
+    experiment = client.get_experiment_by_name("churn").experiment_id
+    (parent,) = client.search_runs([experiment], f"tags.dag_run_id = '{run_id}'")
+    trials = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(trials) == TRIALS  # the budget held across both trial tasks
+    assert sorted(int(t.info.run_name.split("-")[1]) for t in trials) == list(range(TRIALS))
+    workers = {t.data.tags["mlops.worker"] for t in trials}
+    assert workers == {celery_name(name) for name in worker_names(pg_stack)}, workers
+    assert parent.data.tags["mlops.workers"] == ",".join(sorted(workers))
+    assert parent.data.tags["mlops.trial_tasks"] == str(WORKERS)
+
+
+def test_a_worker_killed_mid_search_has_its_trials_task_retried_on_the_other_one(
+    pg_stack: Settings, tmp_path: Path
+) -> None:
+    ingest_batch(pg_stack, tmp_path, seed=61)
+    airflow = AirflowClient.from_settings(pg_stack)
+    airflow.prepare("churn__train", timeout=180)
+    run_id = airflow.trigger("churn__train")
+
+    def both_searching() -> bool:
+        tis = airflow.task_instances("churn__train", run_id)
+        running = [t for t in tis if t["task_id"] == "search" and t["state"] == "running"]
+        return len(running) == WORKERS and len(ran_on(pg_stack, "search", run_id)) == WORKERS
+
+    wait_for(both_searching, timeout=300, what="both trial tasks running, one per worker")
+    victim = worker_names(pg_stack)[0]
     pids = {r["service"]: r["pid"] for r in platform_stack.status(pg_stack)}
-    os.killpg(pids[victim], signal.SIGKILL)  # the worker and the task it runs
+    os.killpg(pids[victim], signal.SIGKILL)  # the worker and the trials it runs
     try:
         assert airflow.follow("churn__train", run_id, timeout=600) == "success"
-        train = next(
-            t for t in airflow.task_instances("churn__train", run_id) if t["task_id"] == "train"
-        )
-        assert train["try_number"] == 2 and train["queue"] == "training", train
-        assert set(ran_on(pg_stack, "train", run_id)) == set(worker_names(pg_stack))
+        tis = airflow.task_instances("churn__train", run_id)
+        retried = [t for t in tis if t["task_id"] == "search" and t["try_number"] == 2]
+        assert len(retried) == 1 and retried[0]["queue"] == "training", tis
+        train = next(t for t in tis if t["task_id"] == "train")
+        assert train["state"] == "success" and train["queue"] == "training", train
     finally:
         platform_stack.up(pg_stack, log=print)  # the killed worker comes back
+
+
+def wait_for(condition, *, timeout: float, what: str, poll: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"not within {timeout:.0f}s: {what}")
+
+
+def test_work_queued_while_the_workers_are_away_survives_a_redis_restart(
+    pg_stack: Settings,
+) -> None:
+    airflow = AirflowClient.from_settings(pg_stack)
+    airflow.prepare("platform_check")
+    for name in worker_names(pg_stack):
+        process(pg_stack, name).stop()
+    run_id = airflow.trigger("platform_check")
+    try:
+        # The scheduler hands the first task to Celery: it waits in Redis, no worker takes it.
+        wait_for(
+            lambda: queued_messages(pg_stack) > 0,
+            timeout=120,
+            what="a task message waiting in Redis's default queue",
+        )
+        waiting = queued_messages(pg_stack)
+        print(process(pg_stack, "redis").stop())  # Redis restarts from its append-only journal
+        assert not redis.healthy(pg_stack)
+    finally:
+        platform_stack.up(pg_stack, log=print)  # Redis, then the workers
+    assert queued_messages(pg_stack) in (0, waiting)  # as journalled, or already taken
+    assert airflow.follow("platform_check", run_id, timeout=300) == "success"
+
+
+def queued_messages(settings: Settings) -> int:
+    """Messages waiting in the broker's default queue (Redis ``LLEN``)."""
+    reply = redis.request(settings, "LLEN", "default")
+    assert reply.startswith(":"), reply
+    return int(reply[1:])
+
+
+def process(settings: Settings, service: str) -> ManagedProcess:
+    return ManagedProcess(service, settings.stack_dir / "run", settings.stack_dir / "logs")

@@ -5,7 +5,8 @@ takes the ``live`` fixture, which deploys a champion when nothing serves (or res
 crash left down), and asserts about the deployment it found or the versions it registers:
 a champion goes live, a broken version fails its smoke test while the live one keeps
 serving, a new champion replaces the live one, rollback returns to it, a killed deployment
-comes back with `stack up`, and the prediction log reaches lakeFS.
+comes back with `stack up`, the prediction log reaches lakeFS, and a deployment of two
+replicas loses no request when one of them is killed under traffic.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -512,3 +514,97 @@ def test_prediction_log_reaches_lakefs(stack: Settings, world: dict, live: dict)
     spool = stack.stack_dir / "serving" / PROJECT / "prediction-log"
     assert not list(spool.glob("*.parquet")), "spool not empty after a clean shutdown"
     platform_stack.up(stack, log=print)  # leave the project served for later tests
+
+
+@contextlib.contextmanager
+def replicas_in_spec(stack: Settings, replicas: int) -> Iterator[None]:
+    """The project's spec with ``serving.replicas`` set while the block runs."""
+    import yaml
+
+    path = stack.projects_dir / f"{PROJECT}.yaml"
+    before = path.read_text()
+    spec = yaml.safe_load(before)
+    spec["serving"] = dict(spec.get("serving") or {}, replicas=replicas)
+    path.write_text(yaml.safe_dump(spec))
+    try:
+        yield
+    finally:
+        path.write_text(before)
+
+
+def replica_rows(stack: Settings, deployment: int) -> dict[str, dict]:
+    """The `stack status --json` rows of a deployment's replicas, by service."""
+    status = json.loads(mlops_cli(stack, "stack", "status", "--json").stdout)["services"]
+    return {r["service"]: r for r in status if r.get("deployment") == deployment}
+
+
+def test_a_replica_killed_under_traffic_costs_no_request(
+    stack: Settings, world: dict, live: dict
+) -> None:
+    """`serving.replicas: 2`: two processes behind the gateway, both healthy in `stack
+    status`. Replica 1 SIGKILLed while a client sends requests through the gateway: the
+    gateway takes it out and another replica answers (requests in flight on it included), so
+    no request gets a 5xx; `stack up` brings it back."""
+    import psutil
+
+    from mlops_lib.serving import deploy
+
+    version = register(stack, world, seed=16)
+    approve_champion(stack, PROJECT, version)
+    with replicas_in_spec(stack, 2):
+        built = deploy.package(PROJECT, version, settings=stack)
+        ports = deploy.start(built["id"], settings=stack)["ports"]
+        deploy.smoke_test(built["id"], settings=stack)
+        deploy.switch(built["id"], settings=stack)
+    assert ports is not None and len(set(ports)) == 2
+    replicas = replica_rows(stack, built["id"])
+    assert sorted(replicas) == [f"serving/{PROJECT}", f"serving/{PROJECT}#1"]
+    assert {r["state"] for r in replicas.values()} == {"healthy"}, replicas
+    assert sorted(r["replica_url"] for r in replicas.values()) == sorted(
+        f"http://127.0.0.1:{port}" for port in ports
+    )
+
+    codes: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+    batch = {"instances": rows(world, 2, 78)}
+
+    def traffic() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    codes.append(client.post(f"{endpoint(stack)}/predict", json=batch).status_code)
+                except httpx.HTTPError as exc:
+                    errors.append(repr(exc))
+
+    def wait_for_answers(n: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(codes) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        wait_for_answers(50)
+        killed = deploy.process(stack, active(stack), 1)
+        root = psutil.Process(killed.read_pid())
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and killed.is_running():
+            time.sleep(0.1)
+        # Long enough for the gateway to try the dead replica again (it is out for 5 s).
+        wait_for_answers(len(codes) + 200)
+    finally:
+        stop.set()
+        sender.join()
+    assert errors == [] and len(codes) >= 250
+    assert [code for code in codes if code != 200] == []
+    assert replica_rows(stack, built["id"])[f"serving/{PROJECT}#1"]["state"] == "stopped"
+    platform_stack.up(stack, log=print)
+    assert {r["state"] for r in replica_rows(stack, built["id"]).values()} == {"healthy"}
+    assert predict(stack, world)["model_version"] == str(version)
+    # The other tests kill replica 0 and expect the endpoint down: one replica serves again.
+    out = mlops_cli(stack, "deploy", "rollback", PROJECT)
+    assert out.returncode == 0, out.stdout + out.stderr

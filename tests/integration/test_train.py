@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from urllib.parse import quote
 
@@ -14,6 +15,7 @@ from mlops_lib import demo_data, platform_stack
 from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowClient
 from mlops_lib.settings import Settings
+from mlops_lib.spec import project_spec
 
 from .conftest import FAULTS_PROJECT, airflow_token, mlops_cli
 
@@ -149,6 +151,10 @@ def test_parent_run_has_a_nested_run_per_trial(stack: Settings, auto_run: dict) 
     assert families == {"linear", "random_forest", "hist_gradient_boosting"}
     assert all("cv_roc_auc" in c.data.metrics for c in children)
     assert "holdout_roc_auc" in parent.data.metrics
+    # LocalExecutor: one trial task on this host, named in every trial and on the parent.
+    workers = {c.data.tags["mlops.worker"] for c in children}
+    assert workers == {f"local@{socket.gethostname()}"}, workers
+    assert parent.data.tags["mlops.workers"] == workers.pop()
 
 
 def test_version_is_registered_with_aliases_and_model_card(stack: Settings, auto_run: dict) -> None:
@@ -213,8 +219,9 @@ def test_training_again_on_the_champions_commit_registers_nothing(
     run_id, state = train_on_event(airflow, commit)
     assert state == "success"
     states = airflow.task_states(TRAIN, run_id)
-    assert states["train"] == "skipped" and states["gate"] == "skipped", states
-    log = airflow.task_log_tail(TRAIN, run_id, "train", 1, lines=60)
+    assert states["plan_search"] == "skipped" and states["train"] == "skipped", states
+    assert states["gate"] == "skipped", states
+    log = airflow.task_log_tail(TRAIN, run_id, "plan_search", 1, lines=60)
     assert "with the same spec and code: nothing new to train on" in log
     assert len(versions_of(stack, PROJECT)) == before
 
@@ -319,7 +326,7 @@ def test_mlflow_down_mid_training_retries_without_duplicate_version(
 ) -> None:
     move_main(stack)  # something to train on, whatever the champion was trained on
     run_id = airflow.trigger(TRAIN)
-    airflow.wait_until(TRAIN, run_id, lambda states: states.get("train") == "running", timeout=300)
+    airflow.wait_until(TRAIN, run_id, lambda states: states.get("search") == "running", timeout=300)
     # Inside the search: wait until its first trial is logged to MLflow.
     client, deadline = mlflow_client(stack), time.monotonic() + 300
     parent = f"tags.dag_run_id = '{run_id}'"
@@ -342,16 +349,22 @@ def test_mlflow_down_mid_training_retries_without_duplicate_version(
     states = airflow.wait_until(
         TRAIN,
         run_id,
-        lambda states: states.get("train") in ("up_for_retry", "failed", "success"),
+        lambda states: states.get("search") in ("up_for_retry", "failed", "success"),
         timeout=600,
         poll=1,
     )
-    assert states.get("train") == "up_for_retry", states
+    assert states.get("search") == "up_for_retry", states
     platform_stack.up(stack, log=lambda _m: None)
     assert airflow.follow(TRAIN, run_id, timeout=900) == "success"
     key = f"{TRAIN}:{run_id}"
     mine = [mv for mv in versions_of(stack, PROJECT) if mv.tags.get("mlops.run_key") == key]
     assert len(mine) == 1
+    # The retry went on with the same search: one parent run, its trials within the budget.
+    experiment = client.get_experiment_by_name(PROJECT).experiment_id
+    (parent,) = client.search_runs([experiment], f"tags.dag_run_id = '{run_id}'")
+    nested = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    budget = project_spec(PROJECT, stack).training.budget.trials
+    assert 1 <= len(nested) <= budget, (len(nested), budget)
 
 
 def test_manual_approval_promotes_and_announces_the_champion(

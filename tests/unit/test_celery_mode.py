@@ -421,12 +421,12 @@ def dags() -> dict:
     return factory.generate(REPO / "projects")
 
 
-def test_train_and_package_go_to_the_training_queue_and_other_tasks_to_the_default_queue(
+def test_trials_refit_and_package_go_to_the_training_queue_and_other_tasks_to_the_default_one(
     dags: dict,
 ) -> None:
     queues = {(dag_id, t.task_id): t.queue for dag_id, dag in dags.items() for t in dag.tasks}
-    heavy = {key for key in queues if key[1] in ("train", "package")}
-    assert ("churn__train", "train") in heavy
+    heavy = {key for key in queues if key[1] in ("search", "train", "package")}
+    assert ("churn__train", "search") in heavy and ("churn__train", "train") in heavy
     assert ("churn__continuous_training", "train") in heavy
     assert ("churn__deploy", "package") in heavy
     assert {queues[key] for key in heavy} == {TRAINING_QUEUE}

@@ -1,8 +1,9 @@
 """A deployment whose compiled (ONNX) graph breaks gives way to the scikit-learn pipeline,
 in `start` (the service does not come up) and in `smoke_test` (5xx or a parity miss);
-everything else, and a pipeline that breaks too, fails the candidate. Nothing is served:
-the lineage store, the process, the ports, the HTTP answers and the MLflow model's own
-answers are fakes."""
+everything else, and a pipeline that breaks too, fails the candidate. With several
+replicas, one that breaks is enough, and all of them restart or fail together. Nothing is
+served: the lineage store, the processes, the ports, the HTTP answers and the MLflow model's
+own answers are fakes."""
 
 from __future__ import annotations
 
@@ -64,10 +65,13 @@ class World:
 
     settings: Settings
     store: FakeStore
-    # What `_serve` raises, by the runtime the deployment records (absent: it comes up).
-    serve_errors: dict[str, Exception] = field(default_factory=dict)
-    # What the candidate answers over HTTP, by runtime: a _Served or an _Unanswered.
-    answers: dict[str, Any] = field(default_factory=dict)
+    replicas: int = 1  # the spec's serving.replicas
+    # What `_serve` raises, by the runtime the deployment records, or by (runtime, replica)
+    # for one replica (absent: it comes up).
+    serve_errors: dict[Any, Exception] = field(default_factory=dict)
+    # What the candidate answers over HTTP, by runtime, or by (runtime, replica URL) for one
+    # replica: a _Served or an _Unanswered.
+    answers: dict[Any, Any] = field(default_factory=dict)
     served: list[tuple[str, int]] = field(default_factory=list)  # (runtime, port)
     stopped: list[str] = field(default_factory=list)  # runtime at each process stop
     noted: list[str] = field(default_factory=list)  # runtimes written to the model card
@@ -86,6 +90,7 @@ def _row(runtime: str) -> dict[str, Any]:
         "model_version": 3,
         "model_uri": "models:/churn/3",
         "port": None,
+        "ports": None,
         "url": "",
         "state": deploy.BUILT,
         "reason": "",
@@ -103,31 +108,39 @@ def _world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str) -> Wor
     ports = iter(range(FIRST_PORT, FIRST_PORT + 100))
 
     class FakeProcess:
-        def __init__(self, dep: dict[str, Any]) -> None:
+        def __init__(self, dep: dict[str, Any], replica: int) -> None:
             self.dep = dep
-            self.log_file = tmp_path / f"deployment-{dep['project']}-{dep['id']}.log"
+            self.log_file = tmp_path / f"{deploy.replica_name(dep, replica)}.log"
 
         def stop(self) -> str:
             world.stopped.append(self.dep["runtime"])
             return "stopped"
 
-    def serve(dep: dict[str, Any], port: int, settings: Settings) -> None:
+    def serve(dep: dict[str, Any], port: int, settings: Settings, replica: int = 0) -> None:
         world.served.append((dep["runtime"], port))
-        error = world.serve_errors.get(dep["runtime"])
+        errors = world.serve_errors
+        error = errors.get((dep["runtime"], replica), errors.get(dep["runtime"]))
         if error is not None:
             raise error
 
-    def served_answers(spec: Any, dep: dict[str, Any], rows: list, settings: Settings) -> Any:
-        answer = world.answers[dep["runtime"]]
+    def served_answers(
+        spec: Any, dep: dict[str, Any], rows: list, settings: Settings, url: str
+    ) -> Any:
+        answer = world.answers.get((dep["runtime"], url), world.answers.get(dep["runtime"]))
         if isinstance(answer, Exception):
             raise answer
         return answer
 
+    def spec(project: str, settings: Settings) -> Any:
+        return SimpleNamespace(serving=SimpleNamespace(replicas=world.replicas))
+
     monkeypatch.setattr(deploy, "lineage_store", lambda settings: world.store)
-    monkeypatch.setattr(deploy, "process", lambda settings, dep: FakeProcess(dep))
+    monkeypatch.setattr(
+        deploy, "process", lambda settings, dep, replica=0: FakeProcess(dep, replica)
+    )
     monkeypatch.setattr(deploy, "free_port", lambda host: next(ports))
     monkeypatch.setattr(deploy, "_serve", serve)
-    monkeypatch.setattr(deploy, "project_spec", lambda project, settings: SimpleNamespace())
+    monkeypatch.setattr(deploy, "project_spec", spec)
     monkeypatch.setattr(deploy, "smoke_rows", lambda spec, version, n, settings: list(ROWS))
     monkeypatch.setattr(deploy, "_served_answers", served_answers)
     monkeypatch.setattr(deploy, "_expected_answers", lambda spec, dep, rows, s: EXPECTED)
@@ -147,13 +160,29 @@ def _off(runtime: str, by: float = 1e-3) -> deploy._Served:
     return deploy._Served(runtime, list(EXPECTED["predictions"]), probabilities)
 
 
-def _started(world: World) -> None:
-    """The candidate as `start` leaves it: serving on the first port."""
+def _unanswered(reason: str) -> deploy._Unanswered:
+    """What a replica that breaks on the rows (5xx, no connection) gives."""
+    return deploy._Unanswered(reason, True)
+
+
+def _started(world: World, replicas: int = 1) -> None:
+    """The candidate as `start` leaves it: serving on the first port (its replicas on the
+    ports below it)."""
+    world.replicas = replicas
     world.store.rows[DEPLOYMENT_ID] |= {
         "state": deploy.STARTING,
         "port": STARTED_PORT,
+        "ports": _started_ports(replicas),
         "url": f"http://127.0.0.1:{STARTED_PORT}",
     }
+
+
+def _started_ports(replicas: int) -> list[int]:
+    return [STARTED_PORT - i for i in range(replicas)]
+
+
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
 
 
 SERVER_ERROR = "smoke test: /predict answered 500 on holdout rows 0-99: onnxruntime failed"
@@ -460,3 +489,111 @@ def test_an_earlier_starts_failure_in_the_same_log_is_not_this_ones(tmp_path) ->
     log_file = tmp_path / "deployment.log"
     log_file.write_text(CRASH_LOOP)
     assert deploy._ready("http://127.0.0.1:9", log_file, log_file.stat().st_size)() is False
+
+
+# Replicas start, fall back and fail together ------------------------------------------------
+
+
+def test_every_replica_starts_on_a_port_of_its_own_recorded_replica_zero_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = _world(tmp_path, monkeypatch, "onnx")
+    world.replicas = 3
+
+    ref = deploy.start(DEPLOYMENT_ID, settings=world.settings)
+
+    ports = [FIRST_PORT, FIRST_PORT + 1, FIRST_PORT + 2]
+    assert sorted(world.served) == [("onnx", port) for port in ports]
+    assert world.row["ports"] == ports
+    assert (world.row["port"], world.row["url"]) == (FIRST_PORT, _url(FIRST_PORT))
+    assert ref["ports"] == ports and ref["state"] == deploy.STARTING
+    assert world.stopped == []
+
+
+def test_one_replica_that_does_not_come_up_on_onnx_restarts_every_replica_on_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = _world(tmp_path, monkeypatch, "onnx")
+    world.replicas = 2
+    world.serve_errors[("onnx", 1)] = StackError(NOT_READY)
+
+    deploy.start(DEPLOYMENT_ID, settings=world.settings)
+
+    assert world.stopped == ["onnx", "onnx"]  # replica 0 came up, yet it restarts too
+    fresh = [FIRST_PORT + 2, FIRST_PORT + 3]
+    assert sorted(world.served)[-2:] == [("sklearn", port) for port in fresh]
+    assert world.row["ports"] == fresh and world.row["port"] == fresh[0]
+    assert world.row["runtime"] == "sklearn"
+    assert world.row["runtime_reason"].startswith("did not become ready on onnx:")
+    assert world.row["state"] == deploy.STARTING
+
+
+def test_a_replica_that_does_not_come_up_on_the_pipeline_fails_and_stops_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = _world(tmp_path, monkeypatch, "sklearn")
+    world.replicas = 3
+    world.serve_errors[("sklearn", 2)] = StackError("deployment-churn-7-r2 was not healthy")
+
+    with pytest.raises(deploy.DeploymentError, match="deployment-churn-7-r2 was not healthy"):
+        deploy.start(DEPLOYMENT_ID, settings=world.settings)
+
+    assert len(world.served) == 3  # every replica got its start
+    assert world.stopped == ["sklearn"] * 3
+    assert world.row["state"] == deploy.FAILED
+
+
+def test_an_onnx_parity_miss_on_one_replica_restarts_every_replica_on_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = _world(tmp_path, monkeypatch, "onnx")
+    _started(world, replicas=2)
+    first, second = (_url(port) for port in _started_ports(2))
+    world.answers |= {
+        ("onnx", first): _right("onnx"),
+        ("onnx", second): _off("onnx"),
+        "sklearn": _right("sklearn"),
+    }
+
+    result = deploy.smoke_test(DEPLOYMENT_ID, settings=world.settings)
+
+    assert result["runtime"] == "sklearn"
+    reason = world.row["runtime_reason"]
+    assert reason.startswith(f"parity on {len(ROWS)} served holdout rows: replica 1: ")
+    assert world.stopped == ["onnx", "onnx"]
+    assert sorted(world.served) == [("sklearn", FIRST_PORT), ("sklearn", FIRST_PORT + 1)]
+    assert world.row["ports"] == [FIRST_PORT, FIRST_PORT + 1]
+    assert world.noted == ["sklearn"]
+
+
+def test_a_pipeline_replica_that_does_not_answer_fails_the_deployment_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = _world(tmp_path, monkeypatch, "sklearn")
+    _started(world, replicas=3)
+    third = _url(_started_ports(3)[2])
+    refused = "smoke test request failed: connection refused"
+    world.answers |= {"sklearn": _right("sklearn"), ("sklearn", third): _unanswered(refused)}
+
+    with pytest.raises(deploy.DeploymentError, match="connection refused"):
+        deploy.smoke_test(DEPLOYMENT_ID, settings=world.settings)
+
+    assert world.row["reason"] == f"replica 2 ({third}): {refused}"
+    assert world.row["state"] == deploy.FAILED
+    assert world.stopped == ["sklearn"] * 3
+    assert world.served == [] and world.noted == []
+
+
+def test_replicas_that_all_answer_right_pass_with_the_largest_difference_of_any(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = _world(tmp_path, monkeypatch, "onnx")
+    _started(world, replicas=2)
+    first, second = (_url(port) for port in _started_ports(2))
+    world.answers |= {("onnx", first): _right("onnx"), ("onnx", second): _off("onnx", by=1e-7)}
+
+    result = deploy.smoke_test(DEPLOYMENT_ID, settings=world.settings)
+
+    assert result["runtime"] == "onnx"
+    assert 0 < result["max_abs_diff"] < deploy.TOLERANCE["onnx"]
+    assert world.served == [] and world.stopped == []

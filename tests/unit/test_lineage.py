@@ -315,3 +315,47 @@ def test_a_failure_of_a_stage_that_records_no_success_stays_unresolved(tmp_path:
     s.record_dataset(**REQUIRED["record_dataset"])
     _training(s, "m", "p__ingest_labels")
     assert s.last_failure("p")["resolved"] is False  # type: ignore[index]
+
+
+def test_deployment_replica_ports_round_trip_and_default_to_none(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    dep = s.record_deployment(project="p", bento_tag="mlops-p:a", model_version=1)
+    assert dep["ports"] is None
+    placed = s.update_deployment(dep["id"], ports=[4001, 4002, 4003], port=4001)
+    assert placed["ports"] == [4001, 4002, 4003] and placed["port"] == 4001
+    assert s.deployment(dep["id"])["ports"] == [4001, 4002, 4003]
+    assert s.update_deployment(dep["id"], state="active")["ports"] == [4001, 4002, 4003]
+    moved = s.record_deployment(project="p", bento_tag="mlops-p:b", model_version=2, ports=[5000])
+    assert [d["ports"] for d in s.deployments("p")] == [[5000], [4001, 4002, 4003]]
+    assert moved["ports"] == [5000]
+
+
+def test_the_replica_ports_migration_keeps_the_deployments_it_finds(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from mlops_lib.lineage.store import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'lineage.db'}"
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, "0007")  # a store from before replicas, with a live deployment
+    with create_engine(url).begin() as db:
+        db.execute(
+            text(
+                "INSERT INTO deployments (project, bento_tag, model_tag, model_version, "
+                "model_uri, port, url, state, reason, dag_run_id, runtime, runtime_reason, "
+                "created_at, updated_at) VALUES ('p', 'mlops-p:a', '', 1, '', 4000, "
+                "'http://127.0.0.1:4000', 'active', '', '', 'onnx', '', "
+                "'2026-11-29 00:00:00', '2026-11-29 00:00:00')"
+            )
+        )
+    migrate(url)
+    columns = {c["name"] for c in inspect(create_engine(url)).get_columns("deployments")}
+    assert "ports" in columns
+    s = LineageStore(create_engine(url))
+    (live,) = s.deployments("p", "active")
+    assert (live["port"], live["ports"]) == (4000, None)
+    assert s.update_deployment(live["id"], ports=[4000, 4001])["ports"] == [4000, 4001]

@@ -102,3 +102,24 @@ def test_column_names_the_prediction_log_uses_are_refused(name: str) -> None:
     with pytest.raises(SpecError) as err:
         parse_spec(data)
     assert f"column names ['{name}'] are reserved" in str(err.value)
+
+
+def test_serving_replicas_default_to_one_and_go_up_to_eight() -> None:
+    data = churn()
+    data["serving"].pop("replicas", None)
+    assert parse_spec(data).serving.replicas == 1
+    data["serving"]["replicas"] = 8
+    assert parse_spec(data).serving.replicas == 8
+
+
+@pytest.mark.parametrize(
+    ("replicas", "expected"),
+    [(0, "greater than or equal to 1"), (9, "less than or equal to 8"), ("two", "integer")],
+)
+def test_serving_replicas_outside_one_to_eight_are_refused(replicas: object, expected: str) -> None:
+    data = churn()
+    data["serving"]["replicas"] = replicas
+    with pytest.raises(SpecError) as err:
+        parse_spec(data)
+    problem = next(p for p in err.value.problems if p.startswith("serving.replicas: "))
+    assert expected in problem

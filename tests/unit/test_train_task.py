@@ -34,49 +34,62 @@ def dag():
     return factory.build_train(load_spec(CHURN))
 
 
-def _train_task(dag, monkeypatch: pytest.MonkeyPatch, error: Exception):
-    """The train task's callable, with training raising ``error``, and what training got."""
+RUN = SimpleNamespace(dag_id="churn__train", run_type="manual")
+PLAN = {"project": "churn", "commit": "c0ffee", "study": "churn.r1", "registered": None}
+
+
+def _failing(monkeypatch: pytest.MonkeyPatch, function: str, error: Exception) -> dict:
+    """Make a training step raise ``error``; returns what the step was called with."""
     called: dict = {}
 
-    def train(project: str, commit: str, **kw) -> dict:
-        called.update(kw, project=project, commit=commit)
+    def step(*args, **kw) -> dict:
+        called.update(kw, args=args)
         raise error
 
-    monkeypatch.setattr(mlops_lib.training, "train", train)
-    run = SimpleNamespace(dag_id="churn__train", run_type="manual")
-    task = dag.task_dict["train"].python_callable
-    return lambda: task("c0ffee", None, dag_run=run, run_id="manual__1"), called
+    monkeypatch.setattr(mlops_lib.training, function, step)
+    return called
 
 
 @pytest.mark.parametrize(
-    "error",
+    ("task_id", "function", "error"),
     [
-        TrainingError("12 labelled rows at lakeFS churn@c0ffee, fewer than training.min_rows=1000"),
-        SearchFailed("every AutoML trial failed on f1: linear: ValueError: bad input"),
+        (
+            "search",
+            "search_trials",
+            TrainingError("12 labelled rows at lakeFS churn@c0ffee, fewer than min_rows=1000"),
+        ),
+        (
+            "train",
+            "finish_training",
+            SearchFailed("every AutoML trial failed on f1: linear: ValueError: bad input"),
+        ),
     ],
     ids=["untrainable_data", "every_trial_failed"],
 )
-def test_a_deterministic_training_failure_fails_the_train_task_without_retries(
-    dag, monkeypatch: pytest.MonkeyPatch, error: TrainingError
+def test_a_deterministic_training_failure_fails_its_task_without_retries(
+    dag, monkeypatch: pytest.MonkeyPatch, task_id: str, function: str, error: Exception
 ) -> None:
-    assert dag.task_dict["train"].retries == 2  # the spec's: what any other error gets
-    train, _ = _train_task(dag, monkeypatch, error)
+    task = dag.task_dict[task_id]
+    assert task.retries == 2  # the spec's: what any other error gets
+    _failing(monkeypatch, function, error)
+    monkeypatch.setattr("airflow.sdk.get_current_context", dict)
+    args = {"search": {"plan": PLAN, "shard": 0}, "train": {"plan": PLAN, "searched": []}}
     with pytest.raises(AirflowFailException) as failed:
-        train()
+        task.python_callable(**args[task_id])
     assert str(failed.value) == str(error) and failed.value.__cause__ is error
 
 
-def test_a_transient_training_failure_is_left_to_the_retries(
+def test_a_transient_failure_opening_the_search_is_left_to_the_retries(
     dag, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     refused = ConnectionError("MLflow at http://127.0.0.1:5000 refused the connection")
-    train, called = _train_task(dag, monkeypatch, refused)
+    called = _failing(monkeypatch, "open_search", refused)
+    plan = dag.task_dict["plan_search"].python_callable
     with pytest.raises(ConnectionError) as failed:
-        train()
+        plan("c0ffee", None, dag_run=RUN, run_id="manual__1")
     assert failed.value is refused  # raised as is: the task is retried
     assert called == {
-        "project": "churn",
-        "commit": "c0ffee",
+        "args": ("churn", "c0ffee"),
         "dag_id": "churn__train",
         "run_id": "manual__1",
         "trigger": "manual",
@@ -84,13 +97,23 @@ def test_a_transient_training_failure_is_left_to_the_retries(
     }
 
 
-def test_training_again_on_the_champion_commit_skips_the_train_task(
+def test_trials_and_the_refit_run_in_the_training_queue_as_one_mapped_search_per_parallel_task(
+    dag,
+) -> None:
+    search = dag.task_dict["search"]
+    assert search.queue == dag.task_dict["train"].queue == "training"
+    assert dag.task_dict["plan_search"].queue == "default"
+    assert search.op_kwargs_expand_input.value["shard"] == [0]  # churn: training.parallel 1
+
+
+def test_training_again_on_the_champion_commit_skips_the_search(
     dag, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nothing = mlops_lib.training.NothingToTrain("the champion was trained on c0ffee already")
-    train, _ = _train_task(dag, monkeypatch, nothing)
+    _failing(monkeypatch, "open_search", nothing)
+    plan = dag.task_dict["plan_search"].python_callable
     with pytest.raises(AirflowSkipException, match="trained on c0ffee already"):
-        train()
+        plan("c0ffee", None, dag_run=RUN, run_id="manual__1")
 
 
 def test_a_commit_that_is_not_on_main_fails_resolve_data_without_retries(
