@@ -44,8 +44,11 @@ def up(settings: Settings, *, log: Log = print) -> list[ServiceStatus]:
 
 
 def down(settings: Settings, *, log: Log = print) -> dict[str, str]:
-    """Stop the deployments, then the stack."""
-    return manager.down(settings, log=log, hooks=SERVING)
+    """Stop the deployments, then the stack, then any deployment a deploy task still
+    running at the stop had started meanwhile."""
+    stopped = manager.down(settings, log=log, hooks=SERVING)
+    deploy.stop_all(settings, log_line=log)
+    return stopped
 
 
 def status(settings: Settings) -> list[ServiceStatus]:

@@ -3,6 +3,7 @@ it, Redis from Debian's package as the broker and two Celery workers that run th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -30,12 +31,14 @@ WORKERS, TRIALS = 2, 8
 
 
 def parallel_projects(folder: Path) -> Path:
-    """The test projects, churn searching in two trial tasks at once."""
+    """The test projects, churn searching in two trial tasks at once and served by two
+    replicas."""
     import yaml
 
     projects = conftest.test_projects(folder)
     churn = yaml.safe_load((projects / "churn.yaml").read_text())
     churn["training"].update(parallel=WORKERS, budget={"trials": TRIALS, "seconds": 900})
+    churn["serving"] = dict(churn.get("serving") or {}, replicas=2)
     (projects / "churn.yaml").write_text(yaml.safe_dump(churn))
     return projects
 
@@ -109,24 +112,22 @@ def test_tasks_run_on_the_celery_workers(pg_stack: Settings) -> None:
     client.prepare("platform_check")
     run_id, state = client.run("platform_check", timeout=300)
     assert state == "success"
-    logs = {name: worker_log(pg_stack, name) for name in worker_names(pg_stack)}
     for ti in client.task_instances("platform_check", run_id):
         assert ti["queue"] == "default", ti
-        ran_on = [
-            name
-            for name, text in logs.items()
-            if f"task_id='{ti['task_id']}'" in text and run_id in text
-        ]
-        assert len(ran_on) == 1, (ti["task_id"], ran_on)  # one worker executed it
+        workers = ran_on(pg_stack, ti["task_id"], run_id)
+        assert len(workers) == 1, (ti["task_id"], workers)  # one worker executed it
 
 
 def ran_on(settings: Settings, task_id: str, run_id: str) -> list[str]:
-    """The workers whose log shows they executed the task of the run."""
+    """The workers whose log shows they executed the task of the run (on one line: a log
+    holds the tasks of other runs too)."""
     return [
         name
         for name in worker_names(settings)
-        if f"task_id='{task_id}'" in worker_log(settings, name)
-        and run_id in worker_log(settings, name)
+        if any(
+            f"task_id='{task_id}'" in line and run_id in line
+            for line in worker_log(settings, name).splitlines()
+        )
     ]
 
 
@@ -143,9 +144,11 @@ def ingest_batch(settings: Settings, folder: Path, seed: int) -> None:
     ingest_now("churn", source=str(batch), settings=settings)
 
 
-def test_one_search_runs_its_trials_on_both_workers_and_mlflow_names_each(
+def test_the_loop_on_two_workers_trials_on_both_and_the_champion_served_by_two_replicas(
     pg_stack: Settings, tmp_path: Path
 ) -> None:
+    """ingest -> train (one search's trials on both workers, each named in MLflow) ->
+    deploy (two replicas behind the gateway), every task on a Celery worker."""
     from mlops_lib.tracking import connect
 
     ingest_batch(pg_stack, tmp_path, seed=60)
@@ -168,6 +171,33 @@ def test_one_search_runs_its_trials_on_both_workers_and_mlflow_names_each(
     assert workers == {celery_name(name) for name in worker_names(pg_stack)}, workers
     assert parent.data.tags["mlops.workers"] == ",".join(sorted(workers))
     assert parent.data.tags["mlops.trial_tasks"] == str(WORKERS)
+    deployed_on_two_replicas(pg_stack, airflow)
+
+
+def deployed_on_two_replicas(settings: Settings, airflow: AirflowClient) -> None:
+    import httpx
+
+    from mlops_lib import demo_data
+
+    airflow.prepare("churn__deploy", timeout=180)
+    run_id = airflow.trigger("churn__deploy")
+    assert airflow.follow("churn__deploy", run_id, timeout=600) == "success"
+    served = {
+        r["service"]: r
+        for r in platform_stack.status(settings)
+        if r["service"].startswith("serving/churn")
+    }
+    assert sorted(served) == ["serving/churn", "serving/churn#1"], served
+    assert {r["state"] for r in served.values()} == {"healthy"}, served
+    from mlops_lib.spec import project_spec
+
+    features = project_spec("churn", settings).features
+    frame = demo_data.generate("clean", rows=3, seed=62)[features]
+    instances = json.loads(frame.to_json(orient="records", date_format="iso"))
+    answer = httpx.post(
+        f"{settings.serving_base_url}/churn/predict", json={"instances": instances}, timeout=30
+    )
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 3, answer.text
 
 
 def test_a_worker_killed_mid_search_has_its_trials_task_retried_on_the_other_one(
