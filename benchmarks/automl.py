@@ -45,15 +45,20 @@ def benchmark_spec(trials: int) -> ProjectSpec:
     return spec.model_copy(update={"training": spec.training.model_copy(update={"budget": budget})})
 
 
-def _trial_process(journal: str, shard: int, trials: int, rows: int) -> int:
-    """One trial task: read the data, run trials of the shared study; returns how many."""
+def _trial_process(journal: str, shard: int, trials: int, rows: int, threads: int) -> int:
+    """One trial task: read the data, run trials of the shared study with ``threads``
+    OpenMP threads (HistGradientBoosting's; one worker per core keeps them from competing);
+    returns how many it ran."""
+    from threadpoolctl import threadpool_limits
+
     spec = benchmark_spec(trials)
     train, _ = split(demo_data.generate("clean", rows=rows, seed=1), spec)
     X, y = model_input(train, spec), model_target(train, spec)
-    return len(run_trials(spec, storage(Path(journal)), STUDY, X, y, shard=shard))
+    with threadpool_limits(limits=threads):
+        return len(run_trials(spec, storage(Path(journal)), STUDY, X, y, shard=shard))
 
 
-def measure(processes: int, trials: int, rows: int, folder: Path) -> dict:
+def measure(processes: int, trials: int, rows: int, folder: Path, threads: int) -> dict:
     journal = folder / f"study-{processes}.log"
     spec = benchmark_spec(trials)
     create_search(spec, storage(journal), STUDY)
@@ -67,6 +72,7 @@ def measure(processes: int, trials: int, rows: int, folder: Path) -> dict:
                 range(processes),
                 [trials] * processes,
                 [rows] * processes,
+                [threads] * processes,
             )
         )
     wall = time.perf_counter() - started
@@ -79,6 +85,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--processes", default="1,2")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="OpenMP threads per process (0: CPUs / processes)"
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.processes.split(",")]
     cpus = os.cpu_count() or 1
@@ -91,13 +100,14 @@ def main() -> None:
     first = None
     with tempfile.TemporaryDirectory(prefix="mlops-automl-bench-") as tmp:
         for n in counts:
-            out = measure(n, args.trials, args.rows, Path(tmp))
+            threads = args.threads or max(1, cpus // n)
+            out = measure(n, args.trials, args.rows, Path(tmp), threads)
             first = first or out["wall"] * counts[0]
             busy = sum(t.seconds for t in out["trials"])
             print(
                 f"{n:>9} {out['wall']:>8.1f} {'/'.join(map(str, out['shards'])):>14} "
                 f"{first / out['wall']:>8.2f}x {min(n, cpus):>8}x {out['best']:>16.4f} "
-                f"{busy:>13.1f}"
+                f"{busy:>13.1f}  ({threads} thread(s) each)"
             )
 
 
