@@ -9,6 +9,7 @@ storage, run its trials (:func:`run_trials`) and the budget holds across all of 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,17 +161,17 @@ class _Failures:
 # What a trial's data or parameters can raise; anything else is a fault to retry, not data.
 TRIAL_ERRORS = (ValueError, TypeError, ArithmeticError)
 # Study attributes and trial attributes the platform keeps in the Optuna storage.
-DEADLINE_ATTR = "mlops.deadline"
+OPENED_ATTR = "mlops.opened"
 ERROR_ATTR, WORKER_ATTR, STD_ATTR, SECONDS_ATTR = "error", "worker", "cv_std", "fit_seconds"
-OVER_BUDGET_ATTR = "over_budget"
+OVER_BUDGET_ATTR, STARTED_ATTR = "over_budget", "started_at"
 
 
-def study_storage(settings: Settings) -> Any:
-    """Where searches keep their studies, shared by every process that runs trials.
+def study_storage(settings: Settings, name: str) -> Any:
+    """Where the search ``name`` keeps its study, shared by every process that runs trials.
 
     PostgreSQL (Optuna's RDB storage) on the postgres backend, so trial tasks on any
-    Celery worker share one study; otherwise Optuna's journal file under the stack folder,
-    safe for several processes of one machine (LocalExecutor)."""
+    Celery worker share one study; otherwise an Optuna journal file of its own under the
+    stack folder, safe for several processes of one machine (LocalExecutor)."""
     import optuna
 
     if settings.optuna_storage_url:
@@ -182,7 +183,7 @@ def study_storage(settings: Settings) -> Any:
 
     folder = settings.stack_dir / "optuna"
     folder.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(folder / "studies.log")))
+    return optuna.storages.JournalStorage(JournalFileBackend(str(folder / f"{name}.log")))
 
 
 def direction(spec: ProjectSpec) -> str:
@@ -191,18 +192,18 @@ def direction(spec: ProjectSpec) -> str:
 
 def create_search(spec: ProjectSpec, storage: Any, name: str) -> None:
     """The study of one search (idempotent): every family gets one trial with defaults
-    first, and the budget's seconds run from the first creation."""
+    first."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=name, storage=storage, direction=direction(spec), load_if_exists=True
     )
-    if DEADLINE_ATTR in study.user_attrs:
+    if OPENED_ATTR in study.user_attrs:
         return
     for family in spec.training.families:
         study.enqueue_trial({"family": family}, skip_if_exists=True)
-    study.set_user_attr(DEADLINE_ATTR, time.time() + spec.training.budget.seconds)
+    study.set_user_attr(OPENED_ATTR, time.time())
 
 
 def _load(spec: ProjectSpec, storage: Any, name: str, shard: int) -> Any:
@@ -227,11 +228,12 @@ def run_trials(
     on_trial: Callable[[Trial], None] | None = None,
 ) -> list[Trial]:
     """Run trials of a shared study until its budget is spent: trials counted across every
-    process that runs them, seconds from the study's creation. Returns this process's."""
+    process that runs them, seconds from the first trial any of them started (a task that
+    waited in a queue loses nothing). Returns this process's."""
     study = _load(spec, storage, name, shard)
-    deadline, budget = study.user_attrs[DEADLINE_ATTR], spec.training.budget.trials
+    budget = spec.training.budget.trials
     mine: list[Trial] = []
-    while time.time() < deadline and _started(study) < budget:
+    while time.time() < _deadline(spec, study) and _started(study) < budget:
         if _every_family_failed(spec, study):
             break
         trial = study.ask()
@@ -245,6 +247,13 @@ def run_trials(
             if on_trial:
                 on_trial(done)
     return mine
+
+
+def _deadline(spec: ProjectSpec, study: Any) -> float:
+    """When the budget's seconds run out: from the first trial any process started."""
+    starts = [t.user_attrs.get(STARTED_ATTR) for t in study.get_trials(deepcopy=False)]
+    first = min((s for s in starts if s is not None), default=time.time())
+    return first + spec.training.budget.seconds
 
 
 def _started(study: Any) -> int:
@@ -265,12 +274,13 @@ def _run_trial(
     """One trial told to the study: its score, or its error (None) when the data or the
     parameters make it fail; any other error fails the trial and propagates."""
     t = spec.training
-    family = trial.suggest_categorical("family", list(t.families))
-    params = _suggest(trial, family, spec.target.task)
-    trial.set_user_attr(WORKER_ATTR, worker)
-    t0 = time.monotonic()
-    pipe = build_pipeline(spec, make_estimator(family, params, spec.target.task, t.seed))
-    try:
+    try:  # from here on the trial is told, whatever happens (else it stays RUNNING)
+        trial.set_user_attr(STARTED_ATTR, time.time())
+        family = trial.suggest_categorical("family", list(t.families))
+        params = _suggest(trial, family, spec.target.task)
+        trial.set_user_attr(WORKER_ATTR, worker)
+        t0 = time.monotonic()
+        pipe = build_pipeline(spec, make_estimator(family, params, spec.target.task, t.seed))
         scores = _cross_validate(spec, pipe, X, y)
     except TRIAL_ERRORS as exc:  # recorded; the search decides whether to stop
         first = (str(exc).splitlines() or [""])[0]
@@ -278,7 +288,8 @@ def _run_trial(
         study.tell(trial, state=_state("FAIL"))
         return None
     except BaseException:
-        study.tell(trial, state=_state("FAIL"))
+        with contextlib.suppress(Exception):  # the storage itself may be what failed
+            study.tell(trial, state=_state("FAIL"))
         raise
     result = Trial(
         trial.number,
@@ -331,7 +342,10 @@ def search_result(spec: ProjectSpec, storage: Any, name: str) -> SearchResult:
         failures = _failures(spec, study)
         if failures.causes:
             raise failures.error(spec.training.metric)
-        raise RuntimeError("the AutoML search finished no trial within its budget")
+        raise SearchFailed(
+            "the AutoML search finished no trial within its budget "
+            f"({spec.training.budget.trials} trials, {spec.training.budget.seconds} s)"
+        )
     pick = min if direction(spec) == "minimize" else max
     best = pick(trials, key=lambda r: r.cv_score)
     seconds = sum(r.seconds for r in trials)

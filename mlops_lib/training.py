@@ -9,12 +9,13 @@ only: commit ids, MLflow run ids, study names, model URIs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -240,7 +241,7 @@ def open_search(
     parent = _parent_run(spec, client, plan, settings)
     plan["mlflow_run_id"] = parent
     plan["study"] = f"{project}.{parent}"
-    create_search(spec, study_storage(settings), plan["study"])
+    create_search(spec, study_storage(settings, plan["study"]), plan["study"])
     return plan
 
 
@@ -271,12 +272,13 @@ def search_trials(
     if plan["registered"] is not None:
         return {"shard": shard, "worker": worker, "trials": 0, "seconds": 0.0}
     spec = project_spec(project, settings)
-    train_rows, _ = _split(spec, plan["commit"], settings)
+    with _ends_failed_on_bad_data(plan, settings):
+        train_rows, _ = _split(spec, plan["commit"], settings)
     X, y = model_input(train_rows, spec), model_target(train_rows, spec)
     log_trial = _trial_logger(spec, connect_mlflow(settings), plan["mlflow_run_id"], shard)
     done = run_trials(
         spec,
-        study_storage(settings),
+        study_storage(settings, plan["study"]),
         plan["study"],
         X,
         y,
@@ -287,6 +289,18 @@ def search_trials(
     seconds = time.monotonic() - started
     log.info("shard %d on %s: %d trials in %.0fs", shard, worker, len(done), seconds)
     return {"shard": shard, "worker": worker, "trials": len(done), "seconds": round(seconds, 2)}
+
+
+@contextlib.contextmanager
+def _ends_failed_on_bad_data(plan: SearchPlan, settings: Settings) -> Iterator[None]:
+    """A training failure no retry can fix (untrainable data, every trial failed) ends the
+    MLflow parent run FAILED; a transient one leaves it running for the retry."""
+    try:
+        yield
+    except TrainingError:
+        with contextlib.suppress(Exception):  # the failure itself is what matters
+            connect_mlflow(settings).set_terminated(plan["mlflow_run_id"], "FAILED")
+        raise
 
 
 def _trial_logger(spec: ProjectSpec, client: Any, parent: str, shard: int) -> Callable:
@@ -343,7 +357,8 @@ def finish_training(
             spec, existing, plan["commit"], client, run=run, settings=settings
         )
     commit, parent = plan["commit"], plan["mlflow_run_id"]
-    result = search_result(spec, study_storage(settings), plan["study"])
+    with _ends_failed_on_bad_data(plan, settings):
+        result = search_result(spec, study_storage(settings, plan["study"]), plan["study"])
     train_rows, held = _split(spec, commit, settings)
     mlflow.set_experiment(project)
     with mlflow.start_run(run_id=parent):

@@ -421,7 +421,7 @@ def start(deployment_id: int, settings: Settings | None = None) -> DeploymentRef
         if dep["runtime"] != "onnx":
             raise _fail(dep, f"did not become ready: {exc}", settings) from exc
         dep = _fall_back(dep, f"did not become ready on onnx: {_cause_of(exc)}", settings)
-    except RuntimeError as exc:  # a setting it needs is missing: no runtime would do better
+    except Exception as exc:  # a missing setting, no process: no runtime would do better
         raise _fail(dep, f"did not become ready: {exc}", settings) from exc
     log.info(
         "%s: serving on %s (log %s)",

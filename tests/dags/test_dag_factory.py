@@ -93,7 +93,9 @@ def test_deploy_monitor_and_continuous_training_dags_are_wired(tmp_path: Path) -
     assert dags["churn__monitor"]["outlets"]["monitor"] == ["churn_drift"]
     ct = dags["churn__continuous_training"]["tasks"]
     assert ct["wait_for_drift"] == ["claim"]
-    assert ct["claim"] == ["resolve_data", "train"]
+    assert ct["claim"] == ["plan_search", "resolve_data"]
+    assert ct["resolve_data"] == ["plan_search"]
+    assert ct["plan_search"] == ["search", "train"] and ct["search"] == ["train"]
     assert ct["train"] == ["gate"] and ct["gate"] == ["promote"]
     assert dags["churn__continuous_training"]["outlets"]["promote"] == ["churn_champion"]
     assert dags["churn__ingest_labels"]["tasks"] == {"ingest_labels": []}

@@ -283,6 +283,11 @@ def test_untrainable_data_fails_naming_the_cause(stack: Settings, fault: str, me
     assert message in str(err.value)
     assert commit[:12] in str(err.value)
     assert len(versions_of(stack, FAULTS_PROJECT)) == before
+    # Its MLflow run ends FAILED (no retry can fix the data), not left running.
+    client = mlflow_client(stack)
+    experiment = client.get_experiment_by_name(FAULTS_PROJECT).experiment_id
+    (run,) = client.search_runs([experiment], f"tags.`mlops.run_key` = 'faults:{fault}'")
+    assert run.info.status == "FAILED", run.info
 
 
 def test_asset_event_naming_a_commit_off_main_is_refused_without_training(

@@ -14,8 +14,9 @@ import optuna
 import pytest
 
 from mlops_lib.automl import (
-    DEADLINE_ATTR,
+    OPENED_ATTR,
     OVER_BUDGET_ATTR,
+    SearchFailed,
     create_search,
     run_trials,
     search_result,
@@ -24,6 +25,8 @@ from mlops_lib.datasets import split
 from mlops_lib.features import model_input
 
 from .test_metrics import wine_like, wine_spec
+
+real_time = time.time
 
 
 def journal(path: Path):
@@ -75,11 +78,11 @@ def test_every_family_gets_its_default_trial_first_and_opening_again_changes_not
     spec = wine_spec(families=["linear", "random_forest"], budget={"trials": 2, "seconds": 60})
     storage = journal(tmp_path / "studies.log")
     create_search(spec, storage, "wine.run")
-    deadline = optuna.load_study(study_name="wine.run", storage=storage).user_attrs[DEADLINE_ATTR]
+    opened = optuna.load_study(study_name="wine.run", storage=storage).user_attrs[OPENED_ATTR]
     time.sleep(0.01)
     create_search(spec, storage, "wine.run")  # a retried plan_search
     study = optuna.load_study(study_name="wine.run", storage=storage)
-    assert study.user_attrs[DEADLINE_ATTR] == deadline
+    assert study.user_attrs[OPENED_ATTR] == opened
     waiting = [t.system_attrs["fixed_params"] for t in study.trials if t.state.name == "WAITING"]
     assert waiting == [{"family": "linear"}, {"family": "random_forest"}]
     train, _ = split(wine_like(), spec)
@@ -87,17 +90,33 @@ def test_every_family_gets_its_default_trial_first_and_opening_again_changes_not
     assert [t.family for t in done] == ["linear", "random_forest"]  # a budget of 2: both
 
 
-def test_a_trial_task_started_after_the_deadline_runs_nothing_and_the_search_says_so(
-    tmp_path: Path,
+def test_the_seconds_budget_runs_from_the_first_trial_of_any_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import mlops_lib.automl
+
     spec = wine_spec(budget={"trials": 5, "seconds": 10})
     storage = journal(tmp_path / "studies.log")
     create_search(spec, storage, "wine.run")
-    study = optuna.load_study(study_name="wine.run", storage=storage)
-    study.set_user_attr(DEADLINE_ATTR, time.time() - 1)  # the budget's seconds are spent
     train, _ = split(wine_like(), spec)
-    assert run_trials(spec, storage, "wine.run", model_input(train, spec), train.cultivar) == []
-    with pytest.raises(RuntimeError, match="finished no trial within its budget"):
+    X, y = model_input(train, spec), train.cultivar
+    clock = {"offset": 3600.0}  # the trial tasks waited an hour in a queue: nothing is lost
+    monkeypatch.setattr(mlops_lib.automl.time, "time", lambda: real_time() + clock["offset"])
+
+    def spend_the_budget(trial) -> None:
+        clock["offset"] += 11  # the first trial took longer than the 10 s budget
+
+    first = run_trials(spec, storage, "wine.run", X, y, on_trial=spend_the_budget)
+    assert [t.number for t in first] == [0]
+    assert run_trials(spec, storage, "wine.run", X, y) == []  # another task, too late
+    assert [t.number for t in search_result(spec, storage, "wine.run").trials] == [0]
+
+
+def test_a_search_that_finished_no_trial_fails_without_retries(tmp_path: Path) -> None:
+    spec = wine_spec(budget={"trials": 5, "seconds": 10})
+    storage = journal(tmp_path / "studies.log")
+    create_search(spec, storage, "wine.run")
+    with pytest.raises(SearchFailed, match="finished no trial within its budget"):
         search_result(spec, storage, "wine.run")
 
 
