@@ -11,8 +11,13 @@ arguments also carry the project spec, so a Bento serves exactly what it was bui
 columns (``columns`` + ``data``), and scores them in the same process: with the compiled
 ONNX graph the Bento carries (``compiled/model.onnx``, parity-checked when it was packaged)
 or, as the fallback, with the fitted scikit-learn pipeline, whose calls are batched across
-concurrent requests. Every served row goes to the prediction log (buffered, flushed in the
-background to lakeFS). The ``X-MLOps-Runtime`` response header says which runtime answered.
+concurrent requests. A model that takes features from the feature store gets them from the
+project's feature server for the join keys each request sends (required then): an unknown
+key is answered 422 naming the key field and values (``unknown_entity: reject``), a feature
+server that cannot answer 503 naming the feature store
+(:mod:`mlops_lib.serving.store_features`). Every served row goes to the prediction log
+(buffered, flushed in the background to lakeFS), with the store features the model took.
+The ``X-MLOps-Runtime`` response header says which runtime answered.
 """
 
 import gc
@@ -32,6 +37,7 @@ from mlops_lib.serving.schema import (
     instance_row,
     validate_columns,
 )
+from mlops_lib.serving.store_features import LOOKUP_ERRORS, StoreFeatures, lookup_failure
 from mlops_lib.serving.timeouts import release_timers
 from mlops_lib.spec import ProjectSpec
 
@@ -98,6 +104,7 @@ class ModelService:
         chosen = scorer_for(SPEC, model, HERE, settings.serving_runtime)
         self.runtime, self.scorer = chosen.runtime, chosen.scorer
         self.predictor = Predictor(SPEC, model, str(ARGS.model_version))
+        self.store_features = StoreFeatures.of(SPEC, settings)  # None: no store features
         self.prediction_log = self._prediction_log(settings)
         self._dropped_exported = 0
         # What is loaded now lives as long as the process: out of the collector's sight, a
@@ -116,6 +123,7 @@ class ModelService:
             flush_seconds=settings.prediction_log_flush_seconds,
             max_rows=settings.prediction_log_max_rows,
             spool_max_bytes=int(settings.prediction_log_spool_max_mb * 1e6),
+            column_types={name: SPEC.input_column(name).type for name in SPEC.store_features},
         ).start()
 
     @bentoml.api(route="/predict")
@@ -133,6 +141,8 @@ class ModelService:
         Rows come as ``instances`` (``[{column: value}, ...]``, answered with a
         ``{class: p}`` per row) or in the columnar form, ``columns`` and ``data``
         (answered with ``probabilities: {"columns": [...], "data": [[...], ...]}``).
+        A model that takes store features needs each row's join key (its entity's key,
+        e.g. ``customer_id``); the features are looked up by it, never sent.
         Requests with this deployment's token in ``X-MLOps-Probe`` (the deploy DAG's smoke
         test) are answered but not logged: they are not production traffic. Without the
         token the header changes nothing."""
@@ -149,6 +159,12 @@ class ModelService:
             except ColumnarError as exc:
                 ctx.response.status_code = 400
                 return {"detail": exc.errors}
+        if self.store_features is not None:
+            try:
+                sent = await self.store_features.add(sent)
+            except LOOKUP_ERRORS as exc:
+                ctx.response.status_code, body = lookup_failure(exc, columnar=instances is None)
+                return body
         scores = await self.scorer.scores_async(sent)
         answer = (
             self.predictor.response if instances is not None else self.predictor.columnar_response
@@ -175,6 +191,12 @@ class ModelService:
     def close_prediction_log(self) -> None:
         """Flush and ship what the prediction log still holds."""
         self.prediction_log.close()
+
+    @bentoml.on_shutdown
+    async def close_store_features(self) -> None:
+        """Close the keep-alive connections to the feature server."""
+        if self.store_features is not None:
+            await self.store_features.aclose()
 
 
 # The answer is always JSON. Said once here, BentoML need not derive the media type from the

@@ -2,7 +2,8 @@
 
 For each ``projects/<name>.yaml`` it generates ``<name>__ingest``, ``<name>__train``,
 ``<name>__deploy``, ``<name>__monitor``, ``<name>__ingest_labels`` and
-``<name>__continuous_training``. Tasks only wire: each
+``<name>__continuous_training``, and ``<name>__features`` for a spec with feature views.
+Tasks only wire: each
 calls one ``mlops_lib`` function and passes references through XCom. A broken spec
 becomes a paused ``<name>__invalid_spec`` DAG whose docs and only task show the errors;
 the other projects are unaffected.
@@ -170,8 +171,10 @@ def build_ingest(spec: ProjectSpec) -> DAG:
 TRAIN_DOC = """
 ### {name}: train
 
-Runs on every accepted batch (the `{name}_dataset` asset) and on demand. Trains on exactly the
-lakeFS commit named in the triggering asset event (else `main`'s head):
+Runs on every accepted batch (the `{name}_dataset` asset; for a project with feature views,
+the `{name}_features` asset once they are computed for it) and on demand. Trains on exactly
+the lakeFS commit named in the triggering asset event (else `main`'s head); with feature
+views, each labelled row is joined point-in-time with them (Feast's historical retrieval):
 
 * `resolve_data`: the commit id;
 * `plan_search`: opens the AutoML search ({families}; budget {trials} trials / {seconds} s,
@@ -206,6 +209,92 @@ lakeFS commit named in the triggering asset event (else `main`'s head):
 * `promote` skipped: the challenger lost or awaits `mlops model approve {name} <version>`;
   see the version's `gate_reason` tag or `mlops lineage {name}`.
 """
+
+
+FEATURES_DOC = """
+### {name}: features
+
+Runs on every accepted batch (the `{name}_dataset` asset) and on demand: the Feast feature
+views of the spec ({views}) computed from the event tables ({sources}), versioned in lakeFS
+repository `{repo}` beside the dataset.
+
+* `build_views`: reads each event table's files, checks them against their declared
+  columns, computes every view (latest values and windowed aggregates per entity at each of
+  its event times) and commits the tables under `features/{name}/` on a branch
+  `features-<run id>`, merged into `main`;
+* `publish_views`: generates the Feast repo of that commit (`.stack/features/{name}/commits/
+  <commit>/`), applies it, materializes the last {ttl} days into the online store, points
+  the feature server (`feast serve`) at it (starting it when it is not running) and emits
+  the asset `{name}_features` with the commit id: training runs on it, its training sets
+  joined point-in-time with these views.
+
+**When it fails**
+
+* `build_views` failed with *invalid rows in source*: the task log lists every violation
+  (column, rows, examples); `main` is unchanged. Fix the event files and trigger again.
+* `publish_views` failed: Feast's error is in the log (its environment is
+  `feature_store/.venv`, made by `make setup`); the online store keeps the previous commit's
+  values and the feature server keeps serving them.
+"""
+
+
+def features_asset(spec: ProjectSpec) -> Asset:
+    """The project's feature views on lakeFS main (events carry the commit id)."""
+    return Asset(
+        name=f"{spec.name}_features",
+        uri=f"lakefs://{repo_name(spec.name)}/main/features/{spec.name}",
+    )
+
+
+def build_features(spec: ProjectSpec) -> DAG:
+    """``<project>__features``: views from the event tables, materialized and served."""
+    project = spec.name
+    store = spec.feature_store
+    assert store is not None
+    asset = features_asset(spec)
+
+    @dag(
+        dag_id=f"{project}__features",
+        schedule=[dataset_asset(spec)],
+        catchup=False,
+        tags=["mlops", "features", f"project:{project}", *spec.airflow.tags],
+        doc_md=FEATURES_DOC.format(
+            name=project,
+            views=", ".join(store.views),
+            sources=", ".join(store.sources),
+            repo=repo_name(project),
+            ttl=max(v.ttl_days for v in store.views.values()),
+        ),
+        default_args=default_args(spec),
+        max_active_runs=1,
+    )
+    def features_dag() -> None:
+        @task
+        def build_views(**context) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from mlops_lib.feature_store.store import build_views as run
+            from mlops_lib.feature_store.views import FeatureSourceError
+
+            try:
+                return run(project, context["run_id"])
+            except FeatureSourceError as exc:  # bad rows do not get better by retrying
+                raise AirflowFailException(str(exc)) from exc
+
+        @task(outlets=[asset])
+        def publish_views(built: dict, **context) -> dict:
+            from mlops_lib.feature_store.store import publish_views as run
+
+            out = run(project, built)
+            context["outlet_events"][asset].extra = {
+                "commit_id": out["commit_id"],
+                "registry_hash": out["registry_hash"],
+            }
+            return out
+
+        publish_views(build_views())
+
+    return features_dag()
 
 
 def champion_asset(spec: ProjectSpec) -> Asset:
@@ -302,12 +391,13 @@ def training_chain(spec: ProjectSpec, commit: Any, drift: Any | None = None) -> 
 def build_train(spec: ProjectSpec) -> DAG:
     """``<project>__train``: resolve commit, AutoML + register, gate, promote."""
     project = spec.name
-    dataset = dataset_asset(spec)
+    # A project with features trains once its views are computed for the new data.
+    data = features_asset(spec) if spec.feature_store else dataset_asset(spec)
     t = spec.training
 
     @dag(
         dag_id=f"{project}__train",
-        schedule=[dataset],
+        schedule=[data],
         catchup=False,
         tags=["mlops", "train", f"project:{project}", *spec.airflow.tags],
         doc_md=TRAIN_DOC.format(
@@ -706,8 +796,9 @@ def generate(projects_dir: Path) -> dict[str, DAG]:
     specs, errors = discover(projects_dir)
     dags: dict[str, DAG] = {}
     for spec in specs.values():
+        builders = [build_ingest, build_features] if spec.feature_store else [build_ingest]
         for builder in (
-            build_ingest,
+            *builders,
             build_train,
             build_deploy,
             build_monitor,

@@ -374,6 +374,8 @@ def demo_data(scenario: str, out: Path, rows: int | None, seed: int) -> None:
 
     Scenarios: clean, drifted, corrupted, and the single faults missing_column,
     wrong_type, nulls, out_of_range, duplicate_keys, unknown_category, empty.
+    Every scenario but empty also writes the customers' events to events/<name>.parquet
+    beside the batch.
     """
     from mlops_lib import demo_data as dd
 
@@ -385,6 +387,10 @@ def demo_data(scenario: str, out: Path, rows: int | None, seed: int) -> None:
     except ValueError as exc:
         _fail(exc)
     console.print(f"wrote {len(df)} rows ({scenario}) to {out}")
+    if scenario != "empty":  # the customers' events, which the feature views come from
+        events = dd.generate_events(df, seed=seed)
+        path = dd.write(events, dd.events_path(out))
+        console.print(f"wrote {len(events)} events to {path}")
 
 
 @main.command("run")
@@ -577,6 +583,75 @@ def deploy_rollback(project_name: str) -> None:
         f"{project_name}: deployment {out['id']} (model v{out['model_version']}, "
         f"{out['bento_tag']}) serves {out['endpoint']} again; rolled back {out['previous']}"
     )
+
+
+@main.group()
+def features() -> None:
+    """Feature views of the projects (Feast): the `<project>__features` DAG computes them."""
+
+
+@features.command("plan")
+@click.argument("project_name", metavar="PROJECT")
+def features_plan(project_name: str) -> None:
+    """What `apply` would change in PROJECT's published feature registry."""
+    from mlops_lib.feature_store.runner import FeatureStoreError
+    from mlops_lib.feature_store.store import FeatureTablesMissing, plan
+
+    try:
+        console.print(plan(project_name, _settings()), markup=False)
+    except (FeatureStoreError, FeatureTablesMissing, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@features.command("apply")
+@click.argument("project_name", metavar="PROJECT")
+def features_apply(project_name: str) -> None:
+    """Register PROJECT's views as computed at lakeFS main's head and materialize them."""
+    from mlops_lib.feature_store.runner import FeatureStoreError
+    from mlops_lib.feature_store.store import FeatureTablesMissing, apply
+
+    try:
+        out = apply(project_name, _settings())
+    except (FeatureStoreError, FeatureTablesMissing, FileNotFoundError) as exc:
+        _fail(exc)
+    console.print(
+        f"{project_name}: views {', '.join(out['feature_views'])} at commit "
+        f"{out['commit_id'][:12]} (registry {out['registry_hash']}), materialized to "
+        f"{out['materialized_to'][:19]}; served at {out['server_url']}"
+    )
+
+
+@features.command("list")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def features_list(project_name: str, as_json: bool) -> None:
+    """PROJECT's published entities and feature views, with their commit and freshness."""
+    from mlops_lib.feature_store.runner import FeatureStoreError
+    from mlops_lib.feature_store.store import describe
+
+    try:
+        listed = describe(project_name, _settings())
+    except (FeatureStoreError, FileNotFoundError) as exc:
+        _fail(exc)
+    if as_json:
+        console.print_json(json.dumps(listed))
+        return
+    if not listed["commit_id"]:
+        console.print(f"{project_name}: no feature views published yet")
+        return
+    table = Table(title=f"{project_name} feature views @ {listed['commit_id'][:12]}")
+    for column in ("view", "entities", "features", "ttl (days)", "materialized to"):
+        table.add_column(column)
+    for view in listed["feature_views"]:
+        intervals = view["materialization_intervals"]
+        table.add_row(
+            view["name"],
+            ", ".join(view["entities"]),
+            ", ".join(f["name"] for f in view["features"]),
+            f"{(view['ttl_seconds'] or 0) / 86400:g}",
+            str(intervals[-1][1])[:19] if intervals else "never",
+        )
+    console.print(table)
 
 
 @main.command("serve")

@@ -83,9 +83,18 @@ def _check_classes(y: pd.Series, spec: ProjectSpec, where: str) -> None:
 
 
 def trainable(spec: ProjectSpec, commit: str, settings: Settings | None = None) -> pd.DataFrame:
-    """The data at exactly this commit, checked to be able to train a model."""
-    df = read_dataset(spec.name, commit, settings or get_settings())
+    """The data at exactly this commit, checked to be able to train a model; with the
+    model's store features joined point-in-time from the same commit's feature views."""
+    settings = settings or get_settings()
+    df = read_dataset(spec.name, commit, settings)
     check_trainable(df, spec, commit)
+    if spec.store_features:
+        from mlops_lib.feature_store.store import FeatureTablesMissing, training_set  # Feast run
+
+        try:
+            df = training_set(df, spec, commit, settings)
+        except FeatureTablesMissing as exc:
+            raise TrainingError(str(exc)) from exc
     return df
 
 

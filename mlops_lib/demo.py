@@ -1,6 +1,8 @@
 """`mlops demo`: the whole life cycle on the real stack, driven by the Airflow scheduler.
 
-The scenario: a clean batch is ingested, trained, promoted and deployed; traffic goes to
+The scenario: a clean batch is ingested; the customers' events become Feast feature views
+on the new commit (materialized and served online); the batch is trained on with
+point-in-time features, promoted and deployed (the service looks features up by customer); traffic goes to
 the served endpoint; a corrupted batch is rejected with lakeFS ``main`` unchanged; drifted
 traffic is served and its labels arrive; the monitor detects the drift; continuous training
 produces a new champion and the deploy DAG serves it. Every DAG stage triggers (or waits
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -23,10 +26,12 @@ from rich.table import Table
 from mlops_lib import demo_data, platform_stack
 from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowApiError, AirflowClient
+from mlops_lib.feature_store.store import published
 from mlops_lib.labels import wait_logged
 from mlops_lib.lineage import lineage_store
 from mlops_lib.registry import champion_version
 from mlops_lib.settings import Settings, reload_settings
+from mlops_lib.sources import local_path
 from mlops_lib.spec import project_spec
 from mlops_lib.traffic import TrafficError, send
 
@@ -112,7 +117,42 @@ class _Steps:
         )
         self.labels_file = data_dir / "churn-labels.csv"
         sc.console.print(f"demo batches written to {data_dir}")
+        self.events_dir = self._write_events()
         self.endpoint = f"{self.settings.serving_base_url}/{DEMO_PROJECT}/predict"
+
+    def _write_events(self) -> Path:
+        """The customers' events (tickets, payments) of the batch and of the traffic's
+        customers, where the spec's feature source reads them."""
+        store = self.spec.feature_store
+        assert store is not None, "the demo spec has feature views"
+        pattern = local_path(store.sources["customer_events"].path, self.settings)
+        folder = pattern.parent
+        for name, (scenario, rows, seed) in {
+            "batch": ("clean", CLEAN_BATCH_ROWS, 1),
+            "clean-traffic": ("clean", CLEAN_TRAFFIC_ROWS, 11),
+            "drifted-traffic": ("drifted", DRIFTED_TRAFFIC_ROWS, 12),
+        }.items():
+            frame = demo_data.generate(scenario, rows=rows, seed=seed)
+            demo_data.write(demo_data.generate_events(frame, seed=seed), folder / f"{name}.parquet")
+        self.sc.console.print(f"customer events written to {folder}")
+        return folder
+
+    def features_served(self) -> tuple[bool, str]:
+        from mlops_lib.feature_store.online import OnlineFeatureClient  # HTTP client
+
+        current = published(DEMO_PROJECT, self.settings)
+        if current is None:
+            return False, "no feature views published"
+        key = demo_data.generate("clean", rows=1, seed=11)["customer_id"].tolist()
+        online = OnlineFeatureClient(self.spec, self.settings).fetch_sync(key)
+        values = ", ".join(
+            f"{name.split('__', 1)[1]}={column[0]:g}" for name, column in online.columns.items()
+        )
+        return True, (
+            f"views {', '.join(current['feature_views'])} at {current['commit_id'][:12]} "
+            f"(registry {current['registry_hash']}) served at {current['server_url']}; "
+            f"customer {key[0]}: {values}"
+        )
 
     def remember_head(self) -> tuple[bool, str]:
         self.mem["main"] = vc.head(DEMO_PROJECT, settings=self.settings)
@@ -227,7 +267,13 @@ def _stages(sc: Scenario) -> list[Stage]:
             check=steps.remember_head,
         ),
         Stage(
-            "train on it (asset-triggered)",
+            "compute, materialize and serve features (asset-triggered)",
+            f"{DEMO_PROJECT}__features",
+            trigger=False,
+            check=steps.features_served,
+        ),
+        Stage(
+            "train on it with point-in-time features (asset-triggered)",
             f"{DEMO_PROJECT}__train",
             trigger=False,
             check=steps.champion_exists,
@@ -360,7 +406,7 @@ def run_demo(settings: Settings, *, console: Console) -> DemoResult:
             previous_start = started_wall
         console.print(("[green]" if ok else "[red]") + f"{stage.name}: {note or state}[/]")
         outcomes.append(Outcome(stage.name, run_id, state, time.monotonic() - started, ok, note))
-        if not ok and stage.name.startswith(("ingest", "train", "deploy the champion")):
+        if not ok and stage.name.startswith(("ingest", "compute", "train", "deploy the champ")):
             break  # later stages need this one
 
     _summary(sc, outcomes)

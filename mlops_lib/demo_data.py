@@ -3,7 +3,9 @@
 Scenarios: ``clean``; ``drifted`` (covariate shift in several features and a changed
 relation to the target); ``corrupted`` (every fault at once); and one scenario per single
 fault (``missing_column``, ``wrong_type``, ``nulls``, ``out_of_range``, ``duplicate_keys``,
-``unknown_category``, ``empty``).
+``unknown_category``, ``empty``). Each batch has an events table beside it
+(:func:`generate_events`, :func:`events_path`): the customers' support tickets, payments and
+late payments before their snapshot, which the feature store's views are computed from.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 CONTRACTS = ["month_to_month", "one_year", "two_year"]
@@ -138,6 +141,108 @@ def _apply_faults(df: pd.DataFrame, scenario: str, rng) -> pd.DataFrame:
     if scenario == "empty":
         df = df.iloc[0:0]
     return df.reset_index(drop=True) if len(df) else df
+
+
+def generate_events(batch: pd.DataFrame, *, seed: int = 7, days: int = 90) -> pd.DataFrame:
+    """The events of a batch's customers in the ``days`` days before each row's
+    ``event_time`` (deterministic for a seed): ``ticket`` (no amount), more with more
+    ``support_calls`` and many more in the last 30 days of a churner; monthly ``payment`` of
+    about ``monthly_charges``; ``late_payment`` (the owed amount), likelier for churners.
+    Columns customer_id, event_time, kind, amount; in batch order, then by time."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng([seed, 0xE7E7])
+    customers = _event_customers(batch)
+    span = days * DAY_SECONDS
+    churner = customers["churned"].to_numpy() == 1
+    tickets = rng.poisson(0.3 + 0.5 * customers["support_calls"].to_numpy())
+    recent = rng.poisson(np.where(churner, 1.5, 0.2))
+    payments = _payments(rng, customers, span)
+    parts = [
+        _events_before(rng, customers, tickets, span),
+        _events_before(rng, customers, recent, min(span, 30 * DAY_SECONDS)),
+        payments,
+        _late_payments(rng, customers, payments, np.where(churner, 0.25, 0.05)),
+    ]
+    events = pd.concat(parts, ignore_index=True).sort_values(["row", "seconds"], kind="stable")
+    stamps = pd.to_datetime(events["seconds"].to_numpy(), unit="s", utc=True)
+    return pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"].to_numpy()[events["row"]],
+            "event_time": stamps.as_unit("us"),  # the batch's unit (Parquet has no seconds)
+            "kind": events["kind"].to_numpy(),
+            "amount": events["amount"].to_numpy("float64"),
+        }
+    )
+
+
+DAY_SECONDS = 86_400
+
+
+def _event_customers(batch: pd.DataFrame) -> pd.DataFrame:
+    """What events are drawn from, per batch row, robust to a faulty batch (a renamed,
+    mistyped or null column falls back to a typical value); times in epoch seconds."""
+    import pandas as pd
+
+    def number(name: str, default: float) -> pd.Series:
+        values = batch[name] if name in batch else pd.Series(default, index=batch.index)
+        return pd.to_numeric(values, errors="coerce").fillna(default).astype("float64")
+
+    times = pd.to_datetime(batch["event_time"], utc=True).dt.tz_convert(None)
+    return pd.DataFrame(
+        {
+            "customer_id": batch["customer_id"].to_numpy(),
+            "event_time": times.to_numpy("datetime64[s]").view("int64"),
+            "support_calls": number("support_calls", 1.5).clip(0, 30).to_numpy(),
+            "monthly_charges": number("monthly_charges", 60.0).clip(0, 200).to_numpy(),
+            "churned": number("churned", 0).to_numpy(),
+        }
+    )
+
+
+def _events_before(
+    rng: np.random.Generator, customers: pd.DataFrame, counts: np.ndarray, span: int
+) -> pd.DataFrame:
+    """``counts[i]`` tickets of batch row i, uniformly in the ``span`` seconds before its
+    snapshot (at least a second before it)."""
+    import numpy as np
+    import pandas as pd
+
+    rows = np.repeat(np.arange(len(customers)), counts)
+    seconds = customers["event_time"].to_numpy()[rows] - rng.integers(1, span, len(rows))
+    return pd.DataFrame({"row": rows, "seconds": seconds, "kind": "ticket", "amount": np.nan})
+
+
+def _payments(rng: np.random.Generator, customers: pd.DataFrame, span: int) -> pd.DataFrame:
+    """A payment every 30 days inside the span, of about the monthly charge."""
+    import numpy as np
+    import pandas as pd
+
+    n, month = len(customers), 30 * DAY_SECONDS
+    first = rng.integers(1, min(span, month), n)  # seconds before the snapshot
+    ago = first[:, None] + month * np.arange(-(-span // month))[None, :]
+    rows, which = np.nonzero(ago < span)
+    charge = customers["monthly_charges"].to_numpy()[rows]
+    amount = (charge * rng.normal(1.0, 0.03, len(rows))).clip(0, 10_000).round(2)
+    seconds = customers["event_time"].to_numpy()[rows] - ago[rows, which]
+    return pd.DataFrame({"row": rows, "seconds": seconds, "kind": "payment", "amount": amount})
+
+
+def _late_payments(
+    rng: np.random.Generator, customers: pd.DataFrame, payments: pd.DataFrame, p: np.ndarray
+) -> pd.DataFrame:
+    """A notice for the owed amount 1-10 days after a payment, with probability ``p`` of
+    the payment's batch row; notices that would come at or after the snapshot are dropped."""
+    late = payments[rng.random(len(payments)) < p[payments["row"]]]
+    after = rng.integers(DAY_SECONDS, 10 * DAY_SECONDS, len(late))
+    late = late.assign(kind="late_payment", seconds=late["seconds"] + after)
+    return late[late["seconds"] < customers["event_time"].to_numpy()[late["row"]]]
+
+
+def events_path(out: Path) -> Path:
+    """Where the events table of a batch written to ``out`` goes."""
+    return out.parent / "events" / f"{out.stem}.parquet"
 
 
 def write(df: pd.DataFrame, out: Path) -> Path:

@@ -90,11 +90,12 @@ def datetime_part_columns(parts: dict[str, list[str]]) -> list[str]:
 
 
 def column_groups(spec: ProjectSpec) -> tuple[list[str], list[str]]:
-    """Numeric and categorical model inputs (derived features and datetime parts are
-    numeric; a datetime feature without parts is not a model input)."""
+    """Numeric and categorical model inputs (derived features, datetime parts and the
+    feature store's features are numeric; a datetime feature without parts is not a model
+    input)."""
     numeric, categorical = datetime_part_columns(datetime_parts(spec)), []
-    for name in spec.features:
-        kind = spec.schema.columns[name].type
+    for name in spec.model_inputs:  # the request's features, then the feature store's
+        kind = spec.input_column(name).type
         if kind in ("int", "float", "bool"):
             numeric.append(name)
         elif kind in ("string", "category"):
@@ -153,18 +154,36 @@ def build_pipeline(spec: ProjectSpec, estimator: Any) -> Pipeline:
 
 
 def model_input(df: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
-    """The raw feature columns the pipeline takes (as served), in spec order."""
-    return input_frame({name: df[name] for name in spec.features}, spec, index=df.index)
+    """The raw model inputs the pipeline takes (as served), in spec order: the feature
+    columns, then the feature store's (``spec.store_features``; one the frame lacks is
+    missing on every row, see :func:`input_frame`)."""
+    columns = {name: df[name] for name in spec.features}
+    columns |= {name: df[name] for name in spec.store_features if name in df.columns}
+    return input_frame(columns, spec, index=df.index)
 
 
 def input_frame(columns: Mapping[str, Any], spec: ProjectSpec, index: Any = None) -> pd.DataFrame:
-    """Feature columns as the pipeline takes them: numbers as float64, categories as objects
+    """Model inputs as the pipeline takes them: numbers as float64, categories as objects
     with None for a gap, dates parsed as their column's format says. A column is a Series
-    (a batch) or a list of validated values (a request: no pandas round trip per row)."""
+    (a batch) or a list of validated values (a request: no pandas round trip per row).
+
+    Every feature column must be there. A store feature (``<view>__<feature>``) that is not
+    is missing (NaN) on every row, as for an entity the online store does not know: the
+    pipeline imputes it. Without a feature store this is exactly the feature columns."""
     import pandas as pd
 
     data = {n: _input_column(columns[n], spec.schema.columns[n]) for n in spec.features}
+    if spec.store_features:
+        rows = len(index) if index is not None else _rows(columns, spec)
+        for name in spec.store_features:
+            values = columns[name] if name in columns else [None] * rows
+            data[name] = _input_column(values, spec.input_column(name))
     return pd.DataFrame(data, index=index)
+
+
+def _rows(columns: Mapping[str, Any], spec: ProjectSpec) -> int:
+    present = [n for n in spec.model_inputs if n in columns]
+    return len(columns[present[0]]) if present else 0
 
 
 def _input_column(values: Any, col: Column) -> Any:

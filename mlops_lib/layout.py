@@ -19,7 +19,13 @@ One repository per project (``<project>`` with ``_`` -> ``-``), two long-lived b
     ``n`` prediction-log files (made again when files of the window are shipped late);
   * ``reports/<stamp>/report.{json,html}`` drift reports.
 
-Ingest runs work on short-lived branches ``ingest-<run id>``. Nothing here does I/O.
+* ``features/<project>/`` on ``main``, written by the features DAG from one run's event
+  files: ``sources/<source>/data.parquet`` each event table as landed, and
+  ``views/<view>/data.parquet`` each feature view computed from them (what Feast's offline
+  store reads, at an exact commit).
+
+Ingest runs work on short-lived branches ``ingest-<run id>``, feature runs on
+``features-<run id>``. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -65,6 +71,26 @@ def lakefs_uri(project: str, ref: str, path: str = "") -> str:
 def ingest_branch_name(run_id: str) -> str:
     """Branch of one ingest run: ``ingest-<run id>`` (lakeFS branch ids allow no '/' or ':')."""
     return "ingest-" + _BRANCH_SAFE.sub("-", run_id).strip("-")[:200]
+
+
+def features_branch_name(run_id: str) -> str:
+    """Branch of one features run: ``features-<run id>``."""
+    return "features-" + _BRANCH_SAFE.sub("-", run_id).strip("-")[:200]
+
+
+# Feature tables on main ---------------------------------------------------------------
+def features_prefix(project: str) -> str:
+    return f"features/{project}"
+
+
+def feature_source_path(project: str, source: str) -> str:
+    """One event table of the feature store, as the features DAG landed it."""
+    return f"{features_prefix(project)}/sources/{source}/{DATA_FILE}"
+
+
+def feature_view_path(project: str, view: str) -> str:
+    """One feature view's table (entity key, ``event_timestamp``, its features)."""
+    return f"{features_prefix(project)}/views/{view}/{DATA_FILE}"
 
 
 # Datasets on main ------------------------------------------------------------------

@@ -1,22 +1,26 @@
-"""What the MLOps page shows: per project, its models, data, drift, deployments and last
-failure.
+"""What the MLOps page shows: per project, its models, data, drift, deployments, last
+failure and feature views.
 
-One read-only function per view, from the registry (MLflow aliases), the lineage store and
-lakeFS; the Airflow UI plugin renders it and links into MLflow, lakeFS and the service.
+One read-only function per view, from the registry (MLflow aliases), the lineage store,
+lakeFS and the feature store; the Airflow UI plugin renders it and links into MLflow,
+lakeFS, Airflow and the service.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 from urllib.parse import quote
 
 from mlops_lib import versioning as vc
+from mlops_lib.feature_store import server as feature_server
+from mlops_lib.feature_store import store as feature_store
 from mlops_lib.layout import repo_name
 from mlops_lib.lineage import LastFailure, LineageStore, lineage_store
 from mlops_lib.registry import CHALLENGER, CHAMPION, _client
 from mlops_lib.settings import Settings, get_settings
-from mlops_lib.spec import discover
+from mlops_lib.spec import ProjectSpec, discover, project_spec
 
 
 def links(settings: Settings, project: str) -> dict[str, str]:
@@ -35,6 +39,11 @@ def version_link(settings: Settings, project: str, version: int | str) -> str:
 
 def commit_link(settings: Settings, project: str, commit: str) -> str:
     return f"{settings.lakefs_url}/repositories/{repo_name(project)}/commits/{commit}"
+
+
+def dag_link(settings: Settings, dag_id: str) -> str:
+    """The Airflow UI page of one DAG."""
+    return f"{settings.airflow_base_url}/dags/{quote(dag_id)}"
 
 
 def dag_run_link(settings: Settings, dag_id: str, run_id: str) -> str:
@@ -78,8 +87,72 @@ def _alias_versions(project: str, settings: Settings) -> dict[str, dict[str, Any
     return out
 
 
-def project_overview(project: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Everything the page shows about one project (JSON-ready)."""
+def feature_views(
+    project: str, settings: Settings, spec: ProjectSpec | None = None
+) -> dict[str, Any] | None:
+    """The project's feature views as the page shows them: each view's features and TTL
+    from the spec, the commit the online store was last materialized from and how fresh it
+    is, the registry hash and the feature server's state. None without ``features:``;
+    ``published`` None while the ``<project>__features`` DAG has not published a commit."""
+    spec = spec or project_spec(project, settings)
+    if spec.feature_store is None:
+        return None
+    current = feature_store.published(project, settings)
+    views = [
+        {
+            "name": name,
+            "description": view.description,
+            "ttl_days": view.ttl_days,
+            "features": [
+                {
+                    "name": fname,
+                    "aggregate": f.aggregate,
+                    "column": f.column,
+                    "days": f.days,
+                    "where": dict(f.where),
+                }
+                for fname, f in view.features.items()
+            ],
+            "published": current is not None and name in current["feature_views"],
+        }
+        for name, view in spec.feature_store.views.items()
+    ]
+    out: dict[str, Any] = {"dag_id": f"{project}__features", "views": views, "published": None}
+    if current is None:
+        return out
+    materialized_to = current["materialized_to"]
+    out["published"] = {
+        "commit_id": current["commit_id"],
+        "registry_hash": current["registry_hash"],
+        "materialized_to": materialized_to,
+        "age_seconds": _age_seconds(materialized_to),
+        "server_url": current["server_url"],
+        "server_healthy": feature_server.healthy(settings, project),
+    }
+    return out
+
+
+def _age_seconds(iso: str) -> float:
+    """Seconds from an ISO time (UTC when it names no zone) to now."""
+    at = datetime.fromisoformat(iso)
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - at).total_seconds()
+
+
+def _feature_views_or_error(
+    project: str, settings: Settings, spec: ProjectSpec | None
+) -> dict[str, Any] | None:
+    try:
+        return feature_views(project, settings, spec)
+    except Exception as exc:  # the page stays up; the section says what could not be read
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def project_overview(
+    project: str, settings: Settings | None = None, spec: ProjectSpec | None = None
+) -> dict[str, Any]:
+    """Everything the page shows about one project (JSON-ready). ``spec``: the project's,
+    when the caller has it (read from the projects folder otherwise)."""
     settings = settings or get_settings()
     store = lineage_store(settings)
     reports = store.drift_reports(project, limit=5)
@@ -103,6 +176,7 @@ def project_overview(project: str, settings: Settings | None = None) -> dict[str
         "drift_reports": reports,
         "deployments": store.deployments(project, limit=5),
         "last_failure": last_failure(store, project, settings),
+        "features": _feature_views_or_error(project, settings, spec),
     }
 
 
@@ -110,7 +184,7 @@ def overview(settings: Settings | None = None) -> list[dict[str, Any]]:
     """The overview of every valid project spec, in name order."""
     settings = settings or get_settings()
     specs, _ = discover(settings.projects_dir)
-    return [project_overview(name, settings) for name in sorted(specs)]
+    return [project_overview(name, settings, specs[name]) for name in sorted(specs)]
 
 
 # HTML -------------------------------------------------------------------------------------
@@ -134,6 +208,66 @@ def render_failure(f: FailureView | None) -> str:
         f"{escape(f['task_id'])}): {escape(f['cause'])} · {escape(str(f['failed_at'])[:19])}"
         f"{note}</p>"
     )
+
+
+def _ago(seconds: float) -> str:
+    """An age in the largest unit that keeps it at least 2: ``90 s``, ``5 min``, ``3 h``."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{max(int(seconds), 0)} s ago"
+
+
+def _feature_text(f: dict[str, Any]) -> str:
+    """One feature as its spec says it: ``tickets_30d: count over 30 days where kind=ticket``."""
+    what = f["aggregate"] + (f" of {f['column']}" if f["column"] else "")
+    window = f" over {f['days']} days" if f["days"] else ""
+    where = " and ".join(f"{k}={v}" for k, v in f["where"].items())
+    return f"{f['name']}: {what}{window}" + (f" where {where}" if where else "")
+
+
+def render_features(fs: dict[str, Any] | None, settings: Settings, project: str) -> str:
+    """The feature views section: per view its features, TTL, the commit it was computed
+    from, freshness and registry hash, then the feature server; nothing without views."""
+    if not fs:
+        return ""
+    if "error" in fs:
+        return (
+            "<h3>Feature views</h3>"
+            f'<p class="error">feature store not readable: {escape(fs["error"][:200])}</p>'
+        )
+    pub = fs["published"]
+    rows = []
+    for v in fs["views"]:
+        features = "<br>".join(escape(_feature_text(f)) for f in v["features"])
+        if pub and v["published"]:
+            commit = pub["commit_id"]
+            computed = (
+                f"<td>{_a(commit_link(settings, project, commit), _short(commit))}</td>"
+                f"<td>{_ago(pub['age_seconds'])} ({escape(str(pub['materialized_to'])[:19])})"
+                f"</td><td>{escape(pub['registry_hash'])}</td>"
+            )
+        else:
+            computed = "<td colspan=3>not computed yet</td>"
+        rows.append(
+            f"<tr><td>{escape(v['name'])}</td><td>{features}</td>"
+            f"<td>{v['ttl_days']:g} days</td>{computed}</tr>"
+        )
+    run = _a(dag_link(settings, fs["dag_id"]), fs["dag_id"])
+    if pub:
+        state = "healthy" if pub["server_healthy"] else "down"
+        url = pub["server_url"]
+        status = (
+            f'<p class="server {state}">feature server: {state} · '
+            f"{_a(url, url) if url else '-'}</p>"
+        )
+        if not all(v["published"] for v in fs["views"]):
+            status += f"<p>Views not computed yet: run {run}.</p>"
+    else:
+        status = f"<p>Feature views not computed yet: run {run}.</p>"
+    columns = ("view", "features", "TTL", "computed from", "fresh", "registry")
+    head = "".join(f"<th>{h}</th>" for h in columns)
+    return f"<h3>Feature views</h3><table><tr>{head}</tr>{''.join(rows)}</table>{status}"
 
 
 def render_project(p: dict[str, Any], settings: Settings, report_href: str) -> str:
@@ -190,6 +324,7 @@ def render_project(p: dict[str, Any], settings: Settings, report_href: str) -> s
         else "<p>No drift report yet.</p>"
     )
     ln = p["links"]
+    features = render_features(p.get("features"), settings, name)
 
     def table(head: str, rows: list[str]) -> str:
         cols = "".join(f"<th>{h}</th>" for h in head.split("|"))
@@ -206,7 +341,7 @@ def render_project(p: dict[str, Any], settings: Settings, report_href: str) -> s
 {table("report|model|rows|policy|drifted features|live metric|retraining|outcome|created", reports)}
 <details open><summary>Latest drift report</summary>{chart}</details>
 <h3>Lineage</h3>{table("version|data commit|batch rows|family|holdout|gate", lineage)}
-<h3>Deployments</h3>{table("deployment|version|state|bento|reason|created", deployments)}
+<h3>Deployments</h3>{table("deployment|version|state|bento|reason|created", deployments)}{features}
 </section>"""
 
 
@@ -226,6 +361,7 @@ th{{background:#f7fafc}} tr.fired td:nth-child(4){{color:#c53030;font-weight:bol
 iframe.report{{width:100%;height:520px;border:1px solid #e2e8f0}}
 section{{margin-bottom:2.5em}} .links a{{margin-right:.3em}}
 .failure{{color:#c53030;font-weight:600}} .failure.resolved{{color:#718096;font-weight:normal}}
+.error,.server.down{{color:#c53030}} .server.healthy{{color:#2f855a}}
 </style></head><body>
 <h1>MLOps</h1><p>Projects: {nav or "none"}</p>
 {sections or "<p>No valid project specs.</p>"}

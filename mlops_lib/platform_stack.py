@@ -8,6 +8,7 @@ the demo and the tests start and stop the platform here.
 
 from __future__ import annotations
 
+from mlops_lib.feature_store import server as feature_server
 from mlops_lib.serving import deploy
 from mlops_lib.settings import Settings
 from mlops_lib.stack import manager
@@ -30,11 +31,22 @@ def _serving_status(settings: Settings) -> list[ServiceStatus]:
         ]
 
 
+def _after_up(settings: Settings, log: Log) -> None:
+    feature_server.restore(settings, log)
+    deploy.restore(settings, log_line=log)
+
+
+def _before_down(settings: Settings, log: Log) -> None:
+    deploy.stop_all(settings, log_line=log)
+    feature_server.stop_all(settings, log)
+
+
 SERVING = StackHooks(
-    # Deployments that were serving before a stop or crash come back behind the gateway.
-    after_up=lambda settings, log: deploy.restore(settings, log_line=log),
-    before_down=lambda settings, log: deploy.stop_all(settings, log_line=log),
-    status=_serving_status,
+    # Feature servers and the deployments that were serving before a stop or crash come
+    # back (the deployments behind the gateway).
+    after_up=_after_up,
+    before_down=_before_down,
+    status=lambda settings: feature_server.status(settings) + _serving_status(settings),
 )
 
 
@@ -48,6 +60,7 @@ def down(settings: Settings, *, log: Log = print) -> dict[str, str]:
     running at the stop had started meanwhile."""
     stopped = manager.down(settings, log=log, hooks=SERVING)
     deploy.stop_all(settings, log_line=log)
+    feature_server.stop_all(settings, log)
     return stopped
 
 

@@ -25,6 +25,7 @@ from mlops_lib.spec import (
     MaxNullFractionRule,
     MinRowsRule,
     ProjectSpec,
+    Schema,
     UniqueKeyRule,
 )
 
@@ -385,6 +386,14 @@ SCHEMA_STEPS: tuple[tuple[str, SchemaStep], ...] = (
     ("finite", _check_finite),
     ("allowed_values", _check_allowed_values),
 )
+
+
+def check_columns(df: pd.DataFrame, columns: dict[str, Column]) -> list[Violation]:
+    """The schema steps alone on a table that ``columns`` declares rather than a project's
+    schema (e.g. an event source of the feature store)."""
+    holder = ProjectSpec.model_construct(schema_=Schema.model_construct(columns=columns))
+    ctx = _context(df, holder, None, datetime.now(UTC))
+    return [v for _, step in SCHEMA_STEPS for v in step(ctx)]
 
 
 # --- Rule checkers: one per ``rule:`` kind of the spec, looked up by the rule's tag. ---

@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     )
     redis_port: int = Field(default=6379, description="Redis, the Celery broker (celery mode).")
 
+    # Feature store (Feast, in its own environment)
+    feature_server_port: int = Field(
+        default=6566,
+        description="First port of the Feast feature servers (one per project with features).",
+    )
+    feature_lookup_timeout: float = Field(
+        default=2.0, gt=0, description="Seconds a serving request waits for online features."
+    )
+
     @field_validator("celery_queues")
     @classmethod
     def _queue_names(cls, value: str) -> str:

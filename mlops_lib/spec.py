@@ -290,6 +290,167 @@ class AirflowOptions(_Strict):
     ingest_schedule: str | None = None
 
 
+# Feature store ---------------------------------------------------------------------
+# What a feature view's feature computes from its source's rows per entity: the latest
+# value (``last``) or an aggregate over the rows of the last ``days`` days.
+Aggregate = Literal["last", "count", "sum", "mean", "min", "max"]
+# The model input a feature becomes: ``<view>__<feature>`` (Feast's full feature name).
+STORE_FEATURE_SEPARATOR = "__"
+
+
+class FeatureEntity(_Strict):
+    """What features are about (Feast's entity): its join key is a column of the dataset
+    (the labelled rows) and of each source that feeds a view of it."""
+
+    join_key: str
+    description: str = ""
+
+
+class FeatureSource(_Strict):
+    """An event table (CSV/Parquet files or a glob, like ``source.path``): typed columns, one
+    of them the time each row happened. The features DAG lands it in lakeFS."""
+
+    path: str = Field(description="CSV or Parquet file, folder or glob.")
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    timestamp: str = Field(description="The datetime column: when each row happened.")
+    columns: dict[str, Column]
+
+    @model_validator(mode="after")
+    def _timestamp(self) -> FeatureSource:
+        col = self.columns.get(self.timestamp)
+        if col is None:
+            raise ValueError(f"timestamp {self.timestamp!r} is not one of the columns")
+        if col.type != "datetime":
+            raise ValueError(f"timestamp column {self.timestamp!r} must have type datetime")
+        return self
+
+
+class ViewFeature(_Strict):
+    """One feature of a view: ``aggregate`` of ``column`` over the entity's source rows of the
+    last ``days`` days (``count`` needs no column; ``last`` takes the latest value, no window),
+    optionally only rows whose columns equal ``where``'s values."""
+
+    aggregate: Aggregate = "last"
+    column: str | None = None
+    days: int | None = Field(default=None, ge=1, le=3650)
+    where: dict[str, str | int | bool] = Field(default_factory=dict)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _shape(self) -> ViewFeature:
+        if self.aggregate != "count" and self.column is None:
+            raise ValueError(f"aggregate {self.aggregate!r} needs a column")
+        if self.aggregate == "last" and self.days is not None:
+            raise ValueError("'last' takes the latest value: it has no window ('days')")
+        if self.aggregate not in ("last",) and self.days is None:
+            raise ValueError(f"aggregate {self.aggregate!r} needs a window: 'days'")
+        return self
+
+    @property
+    def dtype(self) -> Literal["int", "float"]:
+        """What Feast stores: counts are integers, everything else a float."""
+        return "int" if self.aggregate == "count" else "float"
+
+
+class FeatureView(_Strict):
+    """A Feast feature view the platform computes from one source per entity."""
+
+    entity: str
+    source: str
+    ttl_days: float = Field(
+        gt=0, description="How long a value stays valid after its time (Feast's ttl)."
+    )
+    features: dict[str, ViewFeature]
+    online: bool = True
+    description: str = ""
+
+    @field_validator("features")
+    @classmethod
+    def _some(cls, v: dict[str, ViewFeature]) -> dict[str, ViewFeature]:
+        if not v:
+            raise ValueError("declare at least one feature")
+        bad = [name for name in v if not NAME_RE.match(name)]
+        if bad:
+            raise ValueError(f"feature names {bad} must be lowercase letters, digits and '_'")
+        return v
+
+
+class FeatureStoreSpec(_Strict):
+    """``features:`` of a spec: entities, event sources and feature views, which views the
+    model takes, and what serving does for an entity the online store does not know."""
+
+    entities: dict[str, FeatureEntity]
+    sources: dict[str, FeatureSource]
+    views: dict[str, FeatureView]
+    model: list[str] = Field(description="The feature views whose features the model takes.")
+    unknown_entity: Literal["reject", "default"] = Field(
+        default="reject",
+        description="reject: a request for an entity without online values gets 422 naming "
+        "the key; default: its features are missing (null) and the model imputes them.",
+    )
+
+    @model_validator(mode="after")
+    def _refs(self) -> FeatureStoreSpec:
+        problems = [
+            f"{kind} name {name!r} must be 2-41 lowercase letters, digits and '_'"
+            for kind, names in (
+                ("entity", self.entities),
+                ("source", self.sources),
+                ("view", self.views),
+            )
+            for name in names
+            if not NAME_RE.match(name) or STORE_FEATURE_SEPARATOR in name
+        ]
+        for name, view in self.views.items():
+            problems += _view_problems(name, view, self)
+        problems += [
+            f"model: {v!r} is not one of the views" for v in self.model if v not in self.views
+        ]
+        if not self.model:
+            problems.append("model: name at least one view")
+        entities = {self.views[v].entity for v in self.model if v in self.views}
+        if len(entities) > 1:
+            problems.append(f"model: the views must be of one entity (they are of {entities})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _view_problems(name: str, view: FeatureView, store: FeatureStoreSpec) -> list[str]:
+    where = f"views.{name}"
+    if view.entity not in store.entities:
+        return [f"{where}.entity: {view.entity!r} is not one of the entities"]
+    if view.source not in store.sources:
+        return [f"{where}.source: {view.source!r} is not one of the sources"]
+    source = store.sources[view.source]
+    key = store.entities[view.entity].join_key
+    problems = []
+    if key not in source.columns:
+        problems.append(f"{where}: source {view.source!r} has no join key column {key!r}")
+    for fname, feature in view.features.items():
+        at = f"{where}.features.{fname}"
+        col = source.columns.get(feature.column) if feature.column else None
+        if feature.column is not None and col is None:
+            problems.append(f"{at}.column: {feature.column!r} is not a column of {view.source!r}")
+        elif (
+            col is not None
+            and feature.aggregate != "count"
+            and col.type not in ("int", "float", "bool")
+        ):
+            problems.append(
+                f"{at}: {feature.aggregate} needs a numeric column; {feature.column!r} is "
+                f"{col.type}"
+            )
+        for column, value in feature.where.items():
+            if column not in source.columns:
+                problems.append(f"{at}.where: {column!r} is not a column of {view.source!r}")
+            elif source.columns[column].allowed and value not in source.columns[column].allowed:
+                problems.append(
+                    f"{at}.where.{column}: {value!r} is not one of {source.columns[column].allowed}"
+                )
+    return problems
+
+
 class ProjectSpec(_Strict):
     """A validated project spec."""
 
@@ -304,6 +465,7 @@ class ProjectSpec(_Strict):
     serving: Serving = Serving()
     monitoring: Monitoring = Monitoring()
     airflow: AirflowOptions = AirflowOptions()
+    feature_store: FeatureStoreSpec | None = Field(default=None, alias="features")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -331,7 +493,35 @@ class ProjectSpec(_Strict):
                 raise ValueError("rule unique_key needs schema.key")
             if rule.rule == "event_time_not_in_future" and not self.schema_.event_time:
                 raise ValueError("rule event_time_not_in_future needs schema.event_time")
+        if self.feature_store is not None:
+            self._check_feature_store(self.feature_store)
         return self
+
+    def _check_feature_store(self, store: FeatureStoreSpec) -> None:
+        cols = self.schema_.columns
+        problems = []
+        if not self.schema_.event_time:
+            problems.append(
+                "features: point-in-time training sets need schema.event_time (when each "
+                "labelled row happened)"
+            )
+        for name, entity in store.entities.items():
+            if entity.join_key not in cols:
+                problems.append(
+                    f"features.entities.{name}.join_key: {entity.join_key!r} is not in "
+                    "schema.columns"
+                )
+            elif cols[entity.join_key].type not in ("string", "category", "int"):
+                problems.append(
+                    f"features.entities.{name}.join_key: {entity.join_key!r} is "
+                    f"{cols[entity.join_key].type}; a join key is a string, category or int"
+                )
+        taken = set(cols) | set(self.training.derived)
+        clash = [c for c in self.store_features if c in taken]
+        if clash:
+            problems.append(f"features: model inputs {clash} are already columns or derived")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def _check_task(self, target: Column) -> None:
         task = self.target.task
@@ -369,6 +559,33 @@ class ProjectSpec(_Strict):
         """Input columns of the model: everything but target, key and event time."""
         skip = {self.target.column, self.schema_.key, self.schema_.event_time}
         return [c for c in self.schema_.columns if c not in skip]
+
+    @property
+    def store_features(self) -> list[str]:
+        """Model inputs the feature store gives (``<view>__<feature>`` of the model's views)."""
+        store = self.feature_store
+        if store is None:
+            return []
+        return [
+            f"{view}{STORE_FEATURE_SEPARATOR}{feature}"
+            for view in store.model
+            if view in store.views
+            for feature in store.views[view].features
+        ]
+
+    @property
+    def model_inputs(self) -> list[str]:
+        """Every raw input of the model pipeline: the feature columns a request sends, then
+        the feature store's."""
+        return [*self.features, *self.store_features]
+
+    def input_column(self, name: str) -> Column:
+        """The column type of a model input (a store feature is a nullable number)."""
+        if name in self.schema_.columns:
+            return self.schema_.columns[name]
+        view, _, feature = name.partition(STORE_FEATURE_SEPARATOR)
+        assert self.feature_store is not None, name
+        return Column(type=self.feature_store.views[view].features[feature].dtype)
 
     @property
     def identity(self) -> list[str]:

@@ -33,6 +33,7 @@ from mlops_lib.automl import (
     study_storage,
 )
 from mlops_lib.datasets import Holdout, TrainingError, holdout, split, trainable
+from mlops_lib.feature_store.store import ensure_repo, feature_lineage
 from mlops_lib.features import build_pipeline, model_input, model_target
 from mlops_lib.lineage import lineage_store
 from mlops_lib.metrics import holdout_metrics
@@ -461,8 +462,17 @@ def _run_tags(spec: ProjectSpec, plan: SearchPlan, settings: Settings) -> dict[s
         "dag_id": plan["dag_id"],
         "dag_run_id": plan["run_id"],
         "trigger": plan["trigger"],
+        **_feature_tags(spec, commit, settings),
         **plan["extra_tags"],
     }
+
+
+def _feature_tags(spec: ProjectSpec, commit: str, settings: Settings) -> dict[str, str]:
+    """The feature store part of the training set: views, registry hash, commit."""
+    if not spec.store_features:
+        return {}
+    lineage = feature_lineage(ensure_repo(spec, commit, settings))
+    return {f"mlops.features.{k}": str(v) for k, v in lineage.items()}
 
 
 def _refit(
@@ -584,6 +594,9 @@ def _record_lineage(
         trials=len(fit.search.trials),
         seconds=round(seconds, 2),
         trigger=trigger,
+        features=dict(feature_lineage(ensure_repo(spec, commit, settings)))
+        if spec.store_features
+        else None,
     )
     store.record_model_version(
         project=project,

@@ -53,6 +53,8 @@ class TrainingRun(Base):
     trials: Mapped[int] = mapped_column(Integer, default=0)
     seconds: Mapped[float] = mapped_column(default=0.0)
     trigger: Mapped[str] = mapped_column(Text, default="")
+    # The training set's feature store part: views, registry hash and their lakeFS commit.
+    features: Mapped[dict | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

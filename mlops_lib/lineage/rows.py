@@ -48,6 +48,7 @@ class TrainingRow(TypedDict):
     trials: int
     seconds: float
     trigger: str
+    features: dict[str, Any] | None
     created_at: str
 
 

@@ -160,6 +160,7 @@ class LineageStore:
         trials: int | Unset = UNSET,
         seconds: float | Unset = UNSET,
         trigger: str | Unset = UNSET,
+        features: dict[str, Any] | Unset | None = UNSET,
     ) -> TrainingRow:
         """Record a training run (keyed by its MLflow run id)."""
         values = _given(locals())

@@ -39,6 +39,9 @@ class DriftReport(TypedDict):
     missing_columns: list[str]
     prediction_drift: PredictionDrift | None
     notes: list[str]
+    # Store features whose served values differ from the training set's: training/serving
+    # skew (the online store and the point-in-time join disagree), not drift of the world.
+    skewed_features: NotRequired[list[str]]
     live_metric: NotRequired[LiveMetric]
     fired: NotRequired[bool]
     reason: NotRequired[str]
@@ -183,7 +186,7 @@ def drift_report(
     A window with no traffic (``target`` None) gives a report that says so, not an error.
     """
     m = spec.monitoring
-    expected = [*spec.features, *OUTPUTS]
+    expected = [*spec.model_inputs, *OUTPUTS]
     report: DriftReport = {
         "project": spec.name,
         "model_version": str(model_version),
@@ -215,6 +218,10 @@ def drift_report(
     report["drifted_features"] = [
         c for c in spec.features if report["columns"].get(c, {}).get("drift")
     ]
+    if spec.store_features:
+        report["skewed_features"] = [
+            c for c in spec.store_features if report["columns"].get(c, {}).get("drift")
+        ]
     score = report["columns"].get("score", {})
     if "statistic" in score:
         report["prediction_drift"] = {

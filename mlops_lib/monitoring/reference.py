@@ -26,11 +26,12 @@ OUTPUTS = ("prediction", "score")
 
 
 def monitored_frame(spec: ProjectSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns monitoring compares: the spec's features and the model's outputs.
+    """The columns monitoring compares: the model's inputs (request columns and store
+    features as served) and its outputs.
 
     Missing columns stay missing (the report says so) rather than failing the profile.
     """
-    cols = [c for c in (*spec.features, *OUTPUTS) if c in frame.columns]
+    cols = [c for c in (*spec.model_inputs, *OUTPUTS) if c in frame.columns]
     return frame[cols]
 
 
@@ -40,7 +41,7 @@ def reference_frame(spec: ProjectSpec, model: Any, rows: pd.DataFrame) -> pd.Dat
 
     from mlops_lib.features import model_input  # imports scikit-learn
 
-    out = rows[list(spec.features)].copy()
+    out = rows[list(spec.model_inputs)].copy()
     x = model_input(rows, spec)
     if spec.target.task == "classification" and hasattr(model, "predict_proba"):
         proba = np.asarray(model.predict_proba(x))

@@ -93,10 +93,19 @@ def _column_row(column: str, entry: dict[str, Any]) -> str:
     )
 
 
+def _skew_line(report: DriftReport) -> str:
+    """Training/serving skew of the store features, for a project that has them."""
+    if "skewed_features" not in report:
+        return ""
+    skewed = escape(", ".join(report["skewed_features"]) or "none")
+    return f"\nStore features skewed (served vs training set): <b>{skewed}</b>."
+
+
 def render_html(report: DriftReport) -> str:
     """A readable page of a drift report: a summary and one chart per column (inline SVG)."""
     rows = [_column_row(column, entry) for column, entry in report["columns"].items()]
     notes = "".join(f"<li>{escape(n)}</li>" for n in report["notes"]) or "<li>none</li>"
+    skew = _skew_line(report)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Drift report: {escape(report["project"])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;text-align:left}}
@@ -104,7 +113,7 @@ tr.drift td:nth-child(2){{color:#b00;font-weight:bold}}</style></head><body>
 <h1>Drift report: {escape(report["project"])} v{escape(report["model_version"])}</h1>
 <p>Windows: {escape(", ".join(report["windows"]) or "none")}; rows: {report["rows"]};
 method {escape(report["method"])}, threshold {report["threshold"]}.
-Drifted features: <b>{escape(", ".join(report["drifted_features"]) or "none")}</b>.
+Drifted features: <b>{escape(", ".join(report["drifted_features"]) or "none")}</b>.{skew}
 Bars: training reference (blue) and production (orange): quantiles for numbers,
 value shares for categories.</p>
 <p>Live metric: {escape(_live_line(report.get("live_metric")))}.</p>

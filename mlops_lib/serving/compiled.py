@@ -357,15 +357,22 @@ class OnnxScorer:
     def feed_columns(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
         """Graph inputs from request columns, as :meth:`feed` makes them from the frame that
         ``features.input_frame`` builds of the same columns: numbers as float64 with None
-        as NaN, derived features computed in order, categories as strings with None as
+        as NaN (an absent numeric input, a store feature not given, as NaN throughout),
+        derived features computed in order, categories as strings with None as
         :data:`NONE` (JSON has no NaN)."""
         import numpy as np
 
         if self.derived is None:
             raise ValueError("this graph's pandas steps need a frame: use scores()")
         derived = self.derived
-        numbers = {c: float_values(columns[c]) for c in self.numeric if c not in derived}
         rows = len(next(iter(columns.values()))) if columns else 0
+        # A numeric input the columns lack (a store feature nobody looked up) is missing on
+        # every row, as input_frame makes it.
+        numbers = {
+            c: float_values(columns[c] if c in columns else [None] * rows)
+            for c in self.numeric
+            if c not in derived
+        }
         for name, expression in derived.items():
             numbers[name] = evaluate_arrays(expression, numbers, rows)
         feed = {c: numbers[c].reshape(-1, 1) for c in self.numeric}

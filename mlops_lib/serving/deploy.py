@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from mlops_lib.datasets import holdout
 from mlops_lib.lineage import DeploymentRow, lineage_store
@@ -83,6 +83,9 @@ from mlops_lib.stack.procs import (
     port_in_use,
 )
 from mlops_lib.tracking import connect as connect_mlflow
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 Log = Callable[[str], None]
@@ -133,6 +136,9 @@ class SmokeResult(TypedDict):
     rows: int
     max_abs_diff: float
     runtime: str
+    # Store features: the share of sampled entities whose online value differs from the
+    # training set's (point-in-time) one, per feature; empty without store features.
+    feature_skew: dict[str, float]
 
 
 def replica_name(deployment: DeploymentRow, replica: int = 0) -> str:
@@ -289,13 +295,15 @@ def compile_model(spec: ProjectSpec, model_tag: str, version: int, settings: Set
     from mlops_lib.serving.predictor import Predictor  # imports scikit-learn via features
 
     try:
-        rows = smoke_rows(spec, version, COMPILE_ROWS, settings)
+        rows = _as_requests(
+            spec, holdout_sample(spec, version, COMPILE_ROWS, settings), stored=True
+        )
     except Exception as exc:
         return Compiled("sklearn", f"no holdout rows to check a graph on: {exc}", None, None, 0)
     rows += [rows[0] | {name: None} for name in spec.features if spec.schema.columns[name].nullable]
     model = mlflow.sklearn.load_model(bento_model_path(model_tag, settings))
     frame = Predictor(spec, model, str(version)).frame_from_rows(rows)
-    requests = {name: [row[name] for row in rows] for name in spec.features}
+    requests = {name: [row[name] for row in rows] for name in spec.model_inputs}
     return compile_pipeline(model, frame, requests=requests)
 
 
@@ -442,13 +450,30 @@ def _cause_of(exc: StackError) -> str:
     return head if len(lines) == 1 else f"{head} ... {last}"
 
 
-def smoke_rows(spec: ProjectSpec, version: int, n: int, settings: Settings) -> list[dict[str, Any]]:
-    """Raw feature rows of the holdout of the commit the version was trained on."""
+def holdout_sample(spec: ProjectSpec, version: int, n: int, settings: Settings) -> pd.DataFrame:
+    """The first ``n`` holdout rows of the commit the version was trained on (with the
+    store features of its training set, for a project that has them)."""
     commit = model_version_tags(spec.name, version, settings).get("lakefs_commit")
     if not commit:
         raise DeploymentError(f"{spec.name} v{version} has no lakefs_commit tag (no holdout)")
-    rows = holdout(spec, commit, settings).rows[spec.features].head(n).copy()
-    for name in rows.columns:
+    return holdout(spec, commit, settings).rows.head(n).reset_index(drop=True)
+
+
+def smoke_rows(spec: ProjectSpec, version: int, n: int, settings: Settings) -> list[dict[str, Any]]:
+    """Holdout rows as a client sends them (see :func:`_as_requests`)."""
+    return _as_requests(spec, holdout_sample(spec, version, n, settings))
+
+
+def _as_requests(spec: ProjectSpec, sample: pd.DataFrame, stored: bool = False) -> list[dict]:
+    """Rows as a client sends them: the feature columns, and the join keys the service looks
+    store features up by (``stored``: with the training set's store features as well)."""
+    from mlops_lib.feature_store.online import model_join_keys  # no I/O: key names
+
+    keys = (
+        [k for k in model_join_keys(spec) if k not in spec.features] if spec.store_features else []
+    )
+    rows = sample[[*spec.features, *keys, *(spec.store_features if stored else [])]].copy()
+    for name in spec.features:
         col = spec.schema.columns[name]
         if col.type == "datetime":  # sent as a client writes it
             rows[name] = as_written(rows[name], col)
@@ -464,14 +489,17 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeRes
     dep = _get(deployment_id, settings)
     spec = project_spec(dep["project"], settings)
     try:
-        rows = smoke_rows(spec, dep["model_version"], settings.smoke_rows, settings)
+        sample = holdout_sample(spec, dep["model_version"], settings.smoke_rows, settings)
+        rows = _as_requests(spec, sample)
     except Exception as exc:
         raise _fail(dep, f"smoke test has no holdout rows: {exc}", settings) from exc
     served, broken = _first_answers(spec, dep, rows, settings)
     try:
-        expected = _expected_answers(spec, dep, rows, settings)
+        online = _online_features(spec, rows, settings)
+        expected = _expected_answers(spec, dep, rows, online, settings)
     except Exception as exc:
         raise _fail(dep, f"smoke test: the MLflow model itself fails: {exc}", settings) from exc
+    skew = feature_skew(spec, sample, online)
     if served is not None:
         miss, max_diff = _parity_of_replicas(served, expected)
         if miss and _runtime_of(served) == "onnx":
@@ -494,7 +522,44 @@ def smoke_test(deployment_id: int, settings: Settings | None = None) -> SmokeRes
         runtime,
         max_diff,
     )
-    return {"id": dep["id"], "rows": len(rows), "max_abs_diff": max_diff, "runtime": runtime}
+    if skew:
+        log.info("%s: online vs training-set store features differ on %s", _describe(dep), skew)
+    return {
+        "id": dep["id"],
+        "rows": len(rows),
+        "max_abs_diff": max_diff,
+        "runtime": runtime,
+        "feature_skew": skew,
+    }
+
+
+def _online_features(spec: ProjectSpec, rows: list[dict], settings: Settings) -> dict[str, list]:
+    """The store features the service looked up for the rows (as the online store holds
+    them now); empty without store features."""
+    if not spec.store_features:
+        return {}
+    from mlops_lib.feature_store.online import OnlineFeatureClient, model_join_keys  # HTTP
+
+    client = OnlineFeatureClient(spec, settings)
+    try:
+        keys = {k: [row[k] for row in rows] for k in model_join_keys(spec)}
+        return dict(client.fetch_sync(keys).columns)
+    finally:
+        client.close()
+
+
+def feature_skew(spec: ProjectSpec, sample: pd.DataFrame, online: dict[str, list]) -> dict:
+    """Per store feature, the share of sampled rows whose online value differs from the
+    training set's (both missing counts as equal): training/serving skew at deploy time."""
+    import numpy as np  # heavy: kept out of DAG parsing
+
+    skew = {}
+    for name in spec.store_features:
+        offline = sample[name].to_numpy(dtype="float64", na_value=np.nan)
+        served = np.array([np.nan if v is None else v for v in online[name]], dtype="float64")
+        same = np.isclose(offline, served, rtol=1e-9, atol=1e-9, equal_nan=True)
+        skew[name] = round(float(1 - same.mean()), 4) if len(same) else 0.0
+    return skew
 
 
 def _first_answers(
@@ -597,9 +662,14 @@ def _served_answers(
 
 
 def _expected_answers(
-    spec: ProjectSpec, dep: DeploymentRow, rows: list[dict[str, Any]], settings: Settings
+    spec: ProjectSpec,
+    dep: DeploymentRow,
+    rows: list[dict[str, Any]],
+    online: dict[str, list],
+    settings: Settings,
 ) -> dict[str, Any]:
-    """What the MLflow model itself answers for the rows."""
+    """What the MLflow model itself answers for the rows, with the store features the
+    service looked up."""
     import mlflow  # heavy: kept out of DAG parsing
     import mlflow.sklearn
     import pandas as pd
@@ -610,7 +680,8 @@ def _expected_answers(
     connect_mlflow(settings)
     model = mlflow.sklearn.load_model(dep["model_uri"])
     predictor = Predictor(spec, model, version=str(dep["model_version"]))
-    return predictor.response(predictor.scores(model_input(pd.DataFrame(rows), spec)))
+    frame = pd.DataFrame(rows).assign(**online)
+    return predictor.response(predictor.scores(model_input(frame, spec)))
 
 
 def _parity(served: _Served, expected: dict[str, Any]) -> tuple[str, float]:

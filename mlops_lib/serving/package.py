@@ -40,6 +40,7 @@ BENTO_REQUIREMENTS = (
     "onnxruntime",
     "onnx",
     "skl2onnx",
+    "httpx",  # the feature server's client (a BentoML dependency too)
 )
 
 

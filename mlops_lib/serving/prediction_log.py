@@ -8,6 +8,11 @@ A file leaves the spool only after lakeFS accepted it, so a lakeFS outage (refus
 hanging) delays the log but loses nothing, and never holds up the spooling;
 ``close()`` (the service's shutdown hook) flushes what is left.
 
+A served row's columns are what the service scored: the request's values and, for a model
+that takes store features, the ``<view>__<feature>`` values looked up for it (typed as the
+feature store keeps them, ``column_types``, so a column without any value in a file is still
+a number), so monitoring sees what the model saw.
+
 The spool has a size cap: past ``alarm_ratio`` of it an alarm is raised (an error log line
 and ``spool_alarm``) while nothing is lost yet; only beyond the cap are the oldest files
 dropped, each drop logged and counted in ``dropped_rows``.
@@ -64,8 +69,11 @@ class PredictionLog:
         max_rows: int = 20_000,
         spool_max_bytes: int = 1 << 30,
         alarm_ratio: float = 0.8,
+        column_types: dict[str, str] | None = None,
     ) -> None:
         self.project = project
+        # Columns written with a fixed type ("int" or "float"), whatever their values.
+        self.column_types = dict(column_types or {})
         self.model_version = str(model_version)
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +233,7 @@ class PredictionLog:
                 final = self.spool_dir / f"{name}.parquet"
                 tmp = final.with_suffix(".tmp")
                 staged.append((tmp, final))
-                _to_parquet(self.by_column(part), tmp)
+                _to_parquet(self.by_column(part), tmp, self.column_types)
         except Exception:
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
@@ -306,13 +314,17 @@ def _columns(entry: _Entry) -> dict[str, list[Any]]:
     return {name: [row.get(name) for row in entry.rows] for name in names}
 
 
-def _to_parquet(columns: dict[str, list[Any]], path: Path) -> None:
+def _to_parquet(
+    columns: dict[str, list[Any]], path: Path, types: dict[str, str] | None = None
+) -> None:
     """Write columns as Parquet with Arrow (the write itself releases the interpreter): the
-    time as UTC timestamps, every other column typed from its values; a column of mixed
-    types that Arrow refuses is kept as text rather than failing the whole file."""
+    time as UTC timestamps, a column of ``types`` as its type (``int``: int64, ``float``:
+    float64), every other column typed from its values; a column of mixed types that Arrow
+    refuses is kept as text rather than failing the whole file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    fixed = {"int": pa.int64(), "float": pa.float64()}
     arrays = {}
     for name, values in columns.items():
         if name == "ts":
@@ -320,7 +332,7 @@ def _to_parquet(columns: dict[str, list[Any]], path: Path) -> None:
             arrays[name] = pa.array(nanos, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
             continue
         try:
-            arrays[name] = pa.array(values)
+            arrays[name] = pa.array(values, fixed.get((types or {}).get(name, "")))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
             log.warning("prediction log: column %r of mixed types kept as text (%s)", name, exc)
             arrays[name] = pa.array([None if v is None else str(v) for v in values], pa.string())

@@ -49,11 +49,17 @@ class Predictor:
         self.class_names = [str(c) for c in self.classes]
 
     def frame_from_rows(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """Validated rows as the model-input frame (features in spec order)."""
-        return input_frame({f: [row[f] for row in rows] for f in self.spec.features}, self.spec)
+        """Validated rows as the model-input frame (model inputs in spec order): the
+        features, and the store features the rows carry (the others are missing, see
+        ``features.input_frame``)."""
+        columns = {f: [row[f] for row in rows] for f in self.spec.features}
+        carried = [f for f in self.spec.store_features if rows and f in rows[0]]
+        columns |= {f: [row.get(f) for row in rows] for f in carried}
+        return input_frame(columns, self.spec)
 
     def frame_from_columns(self, values: dict[str, list[Any]]) -> pd.DataFrame:
-        """Validated columns as the model-input frame (features in spec order)."""
+        """Validated columns, with the store features looked up for them, as the
+        model-input frame (model inputs in spec order)."""
         return input_frame(values, self.spec)
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:

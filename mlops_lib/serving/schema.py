@@ -5,6 +5,11 @@ refused with an error naming each bad field, the same rules the ingestion gate a
 An instance may also carry its own key and event time (the spec's ``schema.key`` and
 ``schema.event_time``): they are not model inputs, they pass through to the prediction log
 so that labelled production rows keep their identity when continuous training folds them in.
+
+A model that takes features from the feature store (``spec.store_features``) needs the join
+key of each entity whose views it takes: that key is REQUIRED in every row (not null), its
+store features are looked up by it, and a request never sends them (a ``<view>__<feature>``
+field is refused as an unknown one, naming it).
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from mlops_lib.feature_store.online import model_join_keys
 from mlops_lib.spec import EPOCH_FORMATS, Column, ProjectSpec
 
 # Values a row may carry beyond the spec's own limits: integers that fit 64 bits, finite
 # floats (no NaN or +-Infinity), strings up to MAX_TEXT characters.
 INT64 = (-(2**63), 2**63 - 1)
 MAX_TEXT = 1_000
+_KEY_MISSING = "join key missing: the model's store features are looked up by it"
 
 
 def _field_type(col: Column) -> Any:
@@ -86,18 +93,40 @@ def _pass_through_field(col: Column) -> tuple[Any, Any]:
     return _field_type(col) | None, Field(None, description=description, **_limits(col))
 
 
+def _key_field(col: Column) -> tuple[Any, Any]:
+    """A join key of the feature store: required, never null, typed like the column."""
+    description = "the entity's key: the model's store features are looked up by it"
+    return _field_type(col), Field(..., description=col.description or description, **_limits(col))
+
+
+def required_columns(spec: ProjectSpec) -> list[str]:
+    """What every row must carry: the features, then the feature store's join keys that
+    are not features."""
+    keys = model_join_keys(spec)
+    return [*spec.features, *(k for k in keys if k not in spec.features)]
+
+
 def _instance_fields(spec: ProjectSpec) -> dict[str, tuple[Any, Any]]:
     """``name -> (annotation, FieldInfo)`` of one row: every feature required (null allowed
-    where nullable), the instance's key and event time optional."""
+    where nullable), the instance's key and event time optional; the join keys of a model
+    with store features required and not null."""
+    keys = model_join_keys(spec)
     fields: dict[str, Any] = {}
     for name in spec.features:
         col = spec.schema.columns[name]
+        if name in keys:
+            fields[name] = _key_field(col)
+            continue
         base = _field_type(col)
         limits = _limits(col)
         annotation = base | None if col.nullable else base
         fields[name] = (annotation, Field(..., description=col.description or None, **limits))
     for name in spec.identity:
-        fields[name] = _pass_through_field(spec.schema.columns[name])
+        col = spec.schema.columns[name]
+        fields[name] = _key_field(col) if name in keys else _pass_through_field(col)
+    for name in keys:
+        if name not in fields:
+            fields[name] = _key_field(spec.schema.columns[name])
     return fields
 
 
@@ -116,11 +145,13 @@ def instance_model(spec: ProjectSpec) -> type[BaseModel]:
 
 def instance_row(spec: ProjectSpec) -> Any:
     """The same row as a TypedDict: validated into a plain dict, no model per row (a
-    1,000-row request validates about 3x faster); an absent key or event time is None."""
+    1,000-row request validates about 3x faster); an absent key or event time is None
+    (a join key of the feature store is never absent)."""
     fields = {}
+    required = set(required_columns(spec))
     for name, (annotation, info) in _instance_fields(spec).items():
         field = Annotated[annotation, info]
-        fields[name] = field if name in spec.features else NotRequired[field]
+        fields[name] = field if name in required else NotRequired[field]
     row = TypedDict(f"{_title(spec)}Row", fields)  # type: ignore[misc]
     row.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[attr-defined]
     return row
@@ -154,7 +185,8 @@ class ColumnarError(ValueError):
 
 def column_adapters(spec: ProjectSpec) -> dict[str, TypeAdapter]:
     """A validator per column a columnar request may send, from the rules of a row
-    (:func:`_instance_fields`): every feature, the instance's key and event time."""
+    (:func:`_instance_fields`): every feature, the instance's key and event time, the
+    feature store's join keys."""
     strict = ConfigDict(strict=True)
     return {
         name: TypeAdapter(list[Annotated[annotation, info]], config=strict)  # type: ignore[valid-type]
@@ -192,7 +224,7 @@ def validate_columns(
             ]
     if errors:
         raise ColumnarError(errors)
-    for name in spec.identity:  # as the row form gives them: absent is None
+    for name in adapters:  # the optional ones, as the row form gives them: absent is None
         out.setdefault(name, [None] * len(data))
     return out
 
@@ -200,8 +232,15 @@ def validate_columns(
 def _header_errors(
     spec: ProjectSpec, adapters: dict[str, TypeAdapter], columns: list[str]
 ) -> list[dict[str, Any]]:
+    store = set(spec.store_features)
     errors = [
-        _error(["columns", i], f"unknown column {name!r}", "extra_forbidden")
+        _error(
+            ["columns", i],
+            f"{name!r} comes from the feature store: do not send it"
+            if name in store
+            else f"unknown column {name!r}",
+            "extra_forbidden",
+        )
         for i, name in enumerate(columns)
         if name not in adapters
     ]
@@ -209,9 +248,14 @@ def _header_errors(
         _error(["columns", name], "column sent more than once", "duplicate")
         for name in sorted({n for n in columns if columns.count(n) > 1})
     ]
+    features = set(spec.features)
     errors += [
-        _error(["columns", name], "feature missing", "missing")
-        for name in spec.features
+        _error(
+            ["columns", name],
+            "feature missing" if name in features else _KEY_MISSING,
+            "missing",
+        )
+        for name in required_columns(spec)
         if name not in columns
     ]
     return errors

@@ -5,7 +5,9 @@ The FastAPI app is mounted by the Airflow API server under ``/mlops``:
 * ``/mlops/`` the page: per project its last failure (stage, DAG run, task, cause; marked
   resolved once the stage succeeded since), its champion and challenger with the data commit
   behind each, the drift reports with the latest one's charts, the lineage chain, recent
-  deployments, and links into MLflow, lakeFS, Airflow and the service;
+  deployments, its feature views (features, TTL, the commit they were computed from, their
+  freshness, registry hash and the feature server's state), and links into MLflow, lakeFS,
+  Airflow and the service;
 * ``/mlops/api/projects`` the same as JSON;
 * ``/mlops/reports/<project>/<id>`` a stored drift report page.
 

@@ -26,6 +26,10 @@ for dag_id, dag in bag.dags.items():
         "tags": sorted(dag.tags),
         "doc": dag.doc_md or "",
         "outlets": {t.task_id: [getattr(o, "name", None) for o in t.outlets] for t in dag.tasks},
+        "schedule": sorted(
+            getattr(a, "name", "")
+            for a in getattr(getattr(dag.timetable, "asset_condition", None), "objects", ())
+        ),
     }
 print(json.dumps(out))
 """
@@ -106,3 +110,26 @@ def test_deploy_monitor_and_continuous_training_dags_are_wired(tmp_path: Path) -
         "churn__continuous_training",
     ):
         assert "When it fails" in dags[dag_id]["doc"], dag_id
+
+
+def test_features_run_on_each_dataset_and_training_on_the_features(tmp_path: Path) -> None:
+    result = parse(tmp_path, REPO / "projects")
+    assert result["errors"] == {}
+    dags = result["dags"]
+    features = dags["churn__features"]
+    assert features["tasks"] == {"build_views": ["publish_views"], "publish_views": []}
+    assert features["outlets"]["publish_views"] == ["churn_features"]
+    assert features["schedule"] == ["churn_dataset"]
+    assert dags["churn__train"]["schedule"] == ["churn_features"]
+    assert "When it fails" in features["doc"]
+
+
+def test_a_project_without_feature_views_trains_on_the_dataset(tmp_path: Path) -> None:
+    projects = tmp_path / "projects"
+    projects.mkdir()
+    spec = yaml.safe_load((REPO / "projects" / "churn.yaml").read_text())
+    spec.pop("features")
+    (projects / "churn.yaml").write_text(yaml.safe_dump(spec))
+    dags = parse(tmp_path, projects)["dags"]
+    assert "churn__features" not in dags
+    assert dags["churn__train"]["schedule"] == ["churn_dataset"]

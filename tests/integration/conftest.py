@@ -28,6 +28,7 @@ DEPLOY_PROJECT = "churn_deploy"
 MONITOR_PROJECT = "churn_monitor"
 # Its main gets batches published directly (no DAG); nothing else reads it.
 PUBLISH_PROJECT = "churn_publish"
+FEATURES_PROJECT = "churn_features"
 # Continuous training with keys of each type (the demo spec's key is a string; an int key
 # goes through continuous training in the public-datasets matrix), no cooldown.
 CT_PROJECTS = {"string": "ct_key_string", "datetime": "ct_key_datetime"}
@@ -42,6 +43,9 @@ def test_projects(folder: Path) -> Path:
     spec["training"].update(
         budget={"trials": 3, "seconds": 900}, max_train_rows=10_000, min_rows=1000
     )
+    # Feature views on their own project: the others train on their snapshot columns only.
+    features = spec.pop("features")
+    _write_features_project(folder, spec, features)
     (folder / "churn.yaml").write_text(yaml.safe_dump(spec))
     for name in (FAULTS_PROJECT, DEPLOY_PROJECT, PUBLISH_PROJECT):
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec | {"name": name}))
@@ -69,6 +73,27 @@ def mlops_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str
     """Run the `mlops` command against a stack (its settings as MLOPS_* variables)."""
     env = {**os.environ, **settings_env(settings)}
     return subprocess.run([MLOPS, *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def features_events_dir(projects_dir: Path) -> Path:
+    """Where the features project's event files go (its spec's source path)."""
+    return projects_dir.parent / f"{projects_dir.name}-events"
+
+
+def _write_features_project(folder: Path, spec: dict, features: dict) -> None:
+    """The demo's feature views on a project of their own that rejects unknown customers."""
+    import yaml
+
+    events = features_events_dir(folder)
+    events.mkdir(parents=True, exist_ok=True)
+    source = dict(features["sources"]["customer_events"], path=str(events / "*.parquet"))
+    features = features | {
+        "sources": {"customer_events": source},
+        "unknown_entity": "reject",
+    }
+    training = dict(spec["training"], budget={"trials": 2, "seconds": 900})
+    project = spec | {"name": FEATURES_PROJECT, "features": features, "training": training}
+    (folder / f"{FEATURES_PROJECT}.yaml").write_text(yaml.safe_dump(project))
 
 
 def stack_settings(stack_dir: Path, **extra: object) -> Settings:

@@ -31,6 +31,7 @@ BUILDING_BLOCKS = (
     "metrics",
     "mlflow_lakefs",
     "tracking",
+    "feature_store",
 )
 # Stages of the life cycle, each called by its DAG tasks (the first, the use case's
 # assessment, by the CLI). They never import an app.

@@ -132,7 +132,7 @@ def _world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str) -> Wor
         return answer
 
     def spec(project: str, settings: Settings) -> Any:
-        return SimpleNamespace(serving=SimpleNamespace(replicas=world.replicas))
+        return SimpleNamespace(serving=SimpleNamespace(replicas=world.replicas), store_features=[])
 
     monkeypatch.setattr(deploy, "lineage_store", lambda settings: world.store)
     monkeypatch.setattr(
@@ -141,9 +141,10 @@ def _world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str) -> Wor
     monkeypatch.setattr(deploy, "free_port", lambda host: next(ports))
     monkeypatch.setattr(deploy, "_serve", serve)
     monkeypatch.setattr(deploy, "project_spec", spec)
-    monkeypatch.setattr(deploy, "smoke_rows", lambda spec, version, n, settings: list(ROWS))
+    monkeypatch.setattr(deploy, "holdout_sample", lambda spec, version, n, settings: None)
+    monkeypatch.setattr(deploy, "_as_requests", lambda spec, sample, stored=False: list(ROWS))
     monkeypatch.setattr(deploy, "_served_answers", served_answers)
-    monkeypatch.setattr(deploy, "_expected_answers", lambda spec, dep, rows, s: EXPECTED)
+    monkeypatch.setattr(deploy, "_expected_answers", lambda spec, dep, rows, online, s: EXPECTED)
     monkeypatch.setattr(
         deploy, "_note_runtime", lambda dep, runtime, settings: world.noted.append(runtime)
     )
@@ -273,7 +274,13 @@ def test_an_onnx_candidate_answering_5xx_falls_back_and_passes_on_the_pipeline(
 
     result = deploy.smoke_test(DEPLOYMENT_ID, settings=world.settings)
 
-    assert result == {"id": DEPLOYMENT_ID, "rows": 3, "max_abs_diff": 0.0, "runtime": "sklearn"}
+    assert result == {
+        "id": DEPLOYMENT_ID,
+        "rows": 3,
+        "max_abs_diff": 0.0,
+        "runtime": "sklearn",
+        "feature_skew": {},
+    }
     assert world.served == [("sklearn", FIRST_PORT)]  # restarted on a fresh port
     assert world.row["url"] == f"http://127.0.0.1:{FIRST_PORT}"
     assert world.stopped == ["onnx"]

@@ -13,7 +13,9 @@ import yaml
 from mlops_lib import demo_data
 from mlops_lib.expressions import ExpressionError, evaluate, parse
 from mlops_lib.features import DerivedFeatures, model_input
-from mlops_lib.spec import SpecError, load_spec, parse_spec
+from mlops_lib.spec import SpecError, parse_spec
+
+from .specs import churn_spec
 
 REPO = Path(__file__).resolve().parents[2]
 CHURN = REPO / "projects" / "churn.yaml"
@@ -89,7 +91,7 @@ def test_functions_take_their_number_of_arguments() -> None:
     ],
 )
 def test_allowed_expressions_match_pandas_eval(source: str) -> None:
-    frame = model_input(demo_data.generate("clean", rows=500, seed=5), load_spec(CHURN))
+    frame = model_input(demo_data.generate("clean", rows=500, seed=5), churn_spec())
     expected = frame.eval(source, engine="python").astype("float64").to_numpy()
     np.testing.assert_allclose(evaluate(source, frame), expected, equal_nan=True)
 
@@ -104,7 +106,7 @@ def test_functions_beyond_pandas_eval_work_on_columns() -> None:
 
 
 def test_the_pipeline_derives_the_demo_features_without_pandas_eval() -> None:
-    spec = load_spec(CHURN)
+    spec = churn_spec()
     frame = model_input(demo_data.generate("clean", rows=300, seed=6), spec)
     derived = DerivedFeatures(dict(spec.training.derived)).fit(frame).transform(frame)
     for name, source in spec.training.derived.items():

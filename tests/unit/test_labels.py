@@ -14,14 +14,15 @@ from mlops_lib.labels import check_labels
 from mlops_lib.layout import stamp_of
 from mlops_lib.metrics import live_metric
 from mlops_lib.monitoring.drift import policy
-from mlops_lib.spec import load_spec
+
+from .specs import churn_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def spec():
-    return load_spec(REPO / "projects" / "churn.yaml")
+    return churn_spec()
 
 
 def test_a_good_batch_has_no_problems(spec) -> None:

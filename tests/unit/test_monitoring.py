@@ -14,14 +14,16 @@ from mlops_lib.layout import window_of
 from mlops_lib.monitoring.drift import drift_scores
 from mlops_lib.monitoring.reference import monitored_frame, reference_frame
 from mlops_lib.monitoring.windows import merge, windows_to_profile
-from mlops_lib.spec import load_spec, parse_spec
+from mlops_lib.spec import parse_spec
+
+from .specs import churn_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def spec():
-    return load_spec(REPO / "projects" / "churn.yaml")
+    return churn_spec()
 
 
 def test_window_of_paths() -> None:

@@ -4,14 +4,14 @@ import pytest
 
 from mlops_lib import demo_data
 from mlops_lib.quality import RULE_CHECKERS, DataQualityError, check_batch, coerce
-from mlops_lib.spec import RULE_KINDS, load_spec
+from mlops_lib.spec import RULE_KINDS
 
-from .test_spec import CHURN
+from .specs import churn_spec
 
 
 @pytest.fixture(scope="module")
 def spec():
-    return load_spec(CHURN)
+    return churn_spec()
 
 
 def rules_hit(report) -> set[tuple[str, str | None]]:

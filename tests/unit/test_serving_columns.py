@@ -19,14 +19,16 @@ from mlops_lib.serving.schema import (
     instance_model,
     validate_columns,
 )
-from mlops_lib.spec import load_spec, parse_spec
+from mlops_lib.spec import parse_spec
 
-from .test_spec import CHURN
+from .specs import churn_spec
 
 
 @pytest.fixture(scope="module")
 def spec():
-    return load_spec(CHURN)
+    """The demo spec without its ``features:`` (a model with store features:
+    tests/unit/test_online_features.py)."""
+    return churn_spec()
 
 
 @pytest.fixture(scope="module")

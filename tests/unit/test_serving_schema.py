@@ -1,23 +1,24 @@
-"""The prediction request schema generated from the demo spec."""
+"""The prediction request schema generated from the demo spec, without its feature store
+(a model that takes store features: tests/unit/test_online_features.py)."""
 
 import pytest
 from pydantic import ValidationError
 
 from mlops_lib import demo_data
 from mlops_lib.serving.schema import request_model
-from mlops_lib.spec import load_spec
 
+from .specs import churn_spec
 from .test_spec import CHURN
 
 
 @pytest.fixture(scope="module")
 def model():
-    return request_model(load_spec(CHURN))
+    return request_model(churn_spec())
 
 
 def row() -> dict:
     df = demo_data.generate("clean", rows=1)
-    spec = load_spec(CHURN)
+    spec = churn_spec()
     out = df[spec.features].iloc[0].to_dict()
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}
 
@@ -74,6 +75,7 @@ def unbounded_model():
     from mlops_lib.spec import parse_spec
 
     data = yaml.safe_load(CHURN.read_text())
+    data.pop("features", None)
     columns = data["schema"]["columns"]
     columns["monthly_charges"] = {"type": "float"}
     columns["support_calls"] = {"type": "int"}
@@ -135,7 +137,7 @@ def test_the_row_type_the_service_validates_with_refuses_what_the_model_refuses(
 
     from mlops_lib.serving.schema import instance_model, instance_row
 
-    spec = load_spec(CHURN)
+    spec = churn_spec()
     as_model, as_dict = (
         TypeAdapter(list[instance_model(spec)]),
         TypeAdapter(list[instance_row(spec)]),

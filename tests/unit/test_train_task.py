@@ -16,9 +16,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 import mlops_lib.training
 from mlops_lib.automl import SearchFailed
 from mlops_lib.datasets import TrainingError
-from mlops_lib.spec import load_spec
 
-from .test_spec import CHURN
+from .specs import churn_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +30,7 @@ def dag():
     )
     factory = importlib.util.module_from_spec(found)
     found.loader.exec_module(factory)
-    return factory.build_train(load_spec(CHURN))
+    return factory.build_train(churn_spec())
 
 
 RUN = SimpleNamespace(dag_id="churn__train", run_type="manual")

@@ -7,14 +7,15 @@ from mlops_lib import demo_data
 from mlops_lib.datasets import TrainingError, check_trainable, split
 from mlops_lib.features import build_pipeline, model_input
 from mlops_lib.registry import AWAIT, PROMOTE, REJECT, decide, model_card, with_serving_runtime
-from mlops_lib.spec import load_spec, parse_spec
+from mlops_lib.spec import parse_spec
 
+from .specs import churn_spec
 from .test_spec import CHURN
 
 
 @pytest.fixture(scope="module")
 def spec():
-    return load_spec(CHURN)
+    return churn_spec()
 
 
 def with_policy(**promotion):

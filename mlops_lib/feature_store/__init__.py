@@ -1,0 +1,1 @@
+"""The feature store: Feast feature views computed from versioned event tables."""
