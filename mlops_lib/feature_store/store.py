@@ -83,22 +83,10 @@ def build_views(project: str, run_id: str, settings: Settings | None = None) -> 
     }
     branch = layout.features_branch_name(run_id)
     vc.fresh_branch(project, branch, MAIN, settings)
-    for name, frame in events.items():
-        vc.upload(
-            project,
-            branch,
-            layout.feature_source_path(project, name),
-            _parquet(frame),
-            settings=settings,
-        )
-    for name, frame in views.items():
-        vc.upload(
-            project,
-            branch,
-            layout.feature_view_path(project, name),
-            _parquet(frame),
-            settings=settings,
-        )
+    tables = {layout.feature_source_path(project, n): f for n, f in events.items()}
+    tables |= {layout.feature_view_path(project, n): f for n, f in views.items()}
+    for path, frame in tables.items():
+        vc.upload(project, branch, path, _parquet(frame), settings=settings)
     commit = _commit_and_merge(spec, branch, run_id, settings)
     _record_dataset(spec, commit, run_id, settings)
     log.info(

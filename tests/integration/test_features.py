@@ -98,7 +98,9 @@ def test_an_ingest_computes_materializes_and_serves_the_views_of_its_commit(
     assert listed["commit_id"] == commit
     (view,) = listed["feature_views"]
     assert view["name"] == "customer_activity" and view["materialization_intervals"]
-    status = json.loads(mlops_cli(stack, "stack", "status", "--json").stdout)
+    planned = mlops_cli(stack, "features", "plan", PROJECT)
+    assert planned.returncode == 0, planned.stderr
+    status = json.loads(mlops_cli(stack, "stack", "status", "--json").stdout)["services"]
     row = next(r for r in status if r["service"] == f"features/{PROJECT}")
     assert row["state"] == "healthy", row
 
@@ -132,6 +134,8 @@ def test_training_joins_each_labelled_row_with_the_views_at_its_own_time(
         ],
         stack,
     )
+    labels["customer_id"] = labels["customer_id"].astype(object)
+    view["customer_id"] = view["customer_id"].astype(object)
     expected = (
         pd.merge_asof(
             labels.assign(t=pd.to_datetime(labels["event_time"], utc=True))
