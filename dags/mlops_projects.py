@@ -223,8 +223,9 @@ repository `{repo}` beside the dataset.
   its event times) and commits the tables under `features/{name}/` on a branch
   `features-<run id>`, merged into `main`;
 * `publish_views`: generates the Feast repo of that commit (`.stack/features/{name}/commits/
-  <commit>/`), applies it, materializes the last {ttl} days into the online store, points
-  the feature server (`feast serve`) at it (starting it when it is not running) and emits
+  <commit>-<registry hash>/`), applies it, materializes every view's history up to now into
+  the online store (TTL {ttl} days), points the feature server (`feast serve`) at it
+  (starting it when it is not running) and emits
   the asset `{name}_features` with the commit id: training runs on it, its training sets
   joined point-in-time with these views.
 

@@ -143,6 +143,7 @@ class _Steps:
         current = published(DEMO_PROJECT, self.settings)
         if current is None:
             return False, "no feature views published"
+        self.remember_head()  # the views' commit is main's head now
         key = demo_data.generate("clean", rows=1, seed=11)["customer_id"].tolist()
         online = OnlineFeatureClient(self.spec, self.settings).fetch_sync(key)
         values = ", ".join(

@@ -22,7 +22,8 @@ One repository per project (``<project>`` with ``_`` -> ``-``), two long-lived b
 * ``features/<project>/`` on ``main``, written by the features DAG from one run's event
   files: ``sources/<source>/data.parquet`` each event table as landed, and
   ``views/<view>/data.parquet`` each feature view computed from them (what Feast's offline
-  store reads, at an exact commit).
+  store reads, at an exact commit) and ``_features.json`` the hash of the spec's
+  ``features:`` they were computed under.
 
 Ingest runs work on short-lived branches ``ingest-<run id>``, feature runs on
 ``features-<run id>``. Nothing here does I/O.
@@ -86,6 +87,11 @@ def features_prefix(project: str) -> str:
 def feature_source_path(project: str, source: str) -> str:
     """One event table of the feature store, as the features DAG landed it."""
     return f"{features_prefix(project)}/sources/{source}/{DATA_FILE}"
+
+
+def feature_spec_path(project: str) -> str:
+    """What the tables were computed under (the hash of the spec's ``features:``)."""
+    return f"{features_prefix(project)}/_features.json"
 
 
 def feature_view_path(project: str, view: str) -> str:

@@ -416,6 +416,15 @@ class FeatureStoreSpec(_Strict):
         return self
 
 
+def _fits(value: str | int | bool, kind: str) -> bool:
+    """Whether a ``where`` value has the type of its column."""
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind in ("int", "float"):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
 def _view_problems(name: str, view: FeatureView, store: FeatureStoreSpec) -> list[str]:
     where = f"views.{name}"
     if view.entity not in store.entities:
@@ -427,6 +436,16 @@ def _view_problems(name: str, view: FeatureView, store: FeatureStoreSpec) -> lis
     problems = []
     if key not in source.columns:
         problems.append(f"{where}: source {view.source!r} has no join key column {key!r}")
+    longest = max((f.days or 0 for f in view.features.values()), default=0)
+    if view.ttl_days < longest:
+        problems.append(
+            f"{where}.ttl_days: {view.ttl_days:g} is shorter than its longest window "
+            f"({longest} days): the window's values would expire before it closes"
+        )
+    if round(view.ttl_days * 86400) < 1:
+        problems.append(f"{where}.ttl_days: {view.ttl_days!r} is shorter than a second")
+    if name in store.model and not view.online:
+        problems.append(f"{where}.online: the model takes this view, so serving needs it online")
     for fname, feature in view.features.items():
         at = f"{where}.features.{fname}"
         col = source.columns.get(feature.column) if feature.column else None
@@ -444,9 +463,31 @@ def _view_problems(name: str, view: FeatureView, store: FeatureStoreSpec) -> lis
         for column, value in feature.where.items():
             if column not in source.columns:
                 problems.append(f"{at}.where: {column!r} is not a column of {view.source!r}")
+            elif not _fits(value, source.columns[column].type):
+                problems.append(
+                    f"{at}.where.{column}: {value!r} can never equal a "
+                    f"{source.columns[column].type} value"
+                )
             elif source.columns[column].allowed and value not in source.columns[column].allowed:
                 problems.append(
                     f"{at}.where.{column}: {value!r} is not one of {source.columns[column].allowed}"
+                )
+    return problems
+
+
+def _key_type_problems(store: FeatureStoreSpec, cols: dict[str, Column]) -> list[str]:
+    """A view's source must write its join key as the labelled rows do (else nothing joins)."""
+    kind = {"category": "string"}
+    problems = []
+    for name, view in store.views.items():
+        key = store.entities[view.entity].join_key
+        source = store.sources[view.source].columns.get(key)
+        if key in cols and source is not None:
+            ours, theirs = cols[key].type, source.type
+            if kind.get(ours, ours) != kind.get(theirs, theirs):
+                problems.append(
+                    f"features.sources.{view.source}.columns.{key}: {theirs}, but the labelled "
+                    f"rows' {key!r} is {ours}: view {name!r} would join nothing"
                 )
     return problems
 
@@ -516,6 +557,7 @@ class ProjectSpec(_Strict):
                     f"features.entities.{name}.join_key: {entity.join_key!r} is "
                     f"{cols[entity.join_key].type}; a join key is a string, category or int"
                 )
+        problems += _key_type_problems(store, cols)
         taken = set(cols) | set(self.training.derived)
         clash = [c for c in self.store_features if c in taken]
         if clash:
@@ -595,7 +637,18 @@ class ProjectSpec(_Strict):
 
     def spec_hash(self) -> str:
         """Stable hash of the validated spec (recorded with data and models)."""
-        payload = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        # A spec without feature views hashes as it did before they existed.
+        skip = {"feature_store"} if self.feature_store is None else set()
+        data = self.model_dump(mode="json", by_alias=True, exclude=skip)
+        payload = json.dumps(data, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def features_hash(self) -> str:
+        """Hash of the ``features:`` section: what the feature view tables were computed
+        under (empty without feature views)."""
+        if self.feature_store is None:
+            return ""
+        payload = json.dumps(self.feature_store.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def schema_hash(self) -> str:

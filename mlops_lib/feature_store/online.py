@@ -35,6 +35,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,14 +131,20 @@ class OnlineFeatureClient:
     lookup, a retry after a failed connection included, is bounded by
     ``settings.feature_lookup_timeout``."""
 
-    def __init__(self, spec: ProjectSpec, settings: Settings) -> None:
+    def __init__(
+        self, spec: ProjectSpec, settings: Settings, *, reject_unknown: bool | None = None
+    ) -> None:
+        """``reject_unknown``: raise UnknownEntities for keys without values (default: as
+        the spec's ``unknown_entity`` says)."""
         store = spec.feature_store
         if store is None or not spec.store_features:
             raise ValueError(f"project {spec.name!r} takes no features from a feature store")
         self.project = spec.name
         self.address_file: Path = server_file(settings, spec.name)
         self.timeout = float(settings.feature_lookup_timeout)
-        self.reject_unknown = store.unknown_entity == "reject"
+        self.reject_unknown = (
+            store.unknown_entity == "reject" if reject_unknown is None else reject_unknown
+        )
         self.views = [
             _View(
                 name,
@@ -148,6 +155,13 @@ class OnlineFeatureClient:
         ]
         self.join_keys = model_join_keys(spec)
         self.columns = [c for view in self.views for c in view.features]
+        # A value older than its view's TTL is missing, as in training sets (Feast's online
+        # reads return it whatever its age).
+        self.ttl = {
+            c: store.views[view.name].ttl_days * 86400.0
+            for view in self.views
+            for c in view.features
+        }
         self.references = [c.replace(STORE_FEATURE_SEPARATOR, ":", 1) for c in self.columns]
         self._url: str | None = None
         self._client: httpx.AsyncClient | None = None
@@ -344,6 +358,7 @@ class OnlineFeatureClient:
                 got = [v if ok else None for v, ok in zip(result["values"], statuses, strict=True)]
                 if len(got) != sent:
                     raise ValueError(f"{len(got)} values for {sent} keys")
+                got = _unexpired(got, result.get("event_timestamps"), self.ttl[column])
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise self._unavailable(
                     payload["url"], f"answered no readable values of {column!r}: {exc}"
@@ -366,6 +381,24 @@ class OnlineFeatureClient:
             for c in self.columns
         }
         return OnlineFeatures(columns, found)
+
+
+def _unexpired(values: list[Any], stamps: list[str] | None, ttl_seconds: float) -> list[Any]:
+    """The values, None where the value's time is more than the TTL ago."""
+    if not stamps:
+        return values
+    oldest = datetime.now(UTC).timestamp() - ttl_seconds
+    return [
+        None if v is not None and _seconds(t) < oldest else v
+        for v, t in zip(values, stamps, strict=True)
+    ]
+
+
+def _seconds(stamp: str) -> float:
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except (TypeError, ValueError):
+        return float("inf")  # no readable time: kept, as Feast gave it
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -2,7 +2,7 @@
 
 ``<stack_dir>/features/<project>/``:
 
-* ``commits/<commit>/``: the Feast repo generated for one lakeFS commit
+* ``commits/<commit>-<registry hash>/``: the Feast repo generated for one lakeFS commit
   (``feature_store.yaml``, ``definitions.py``, ``data/<view>.parquet`` the view tables read
   from that commit, ``registry.db`` its registry);
 * ``current``: the commit repo the online store was last materialized from (a symlink,
@@ -26,9 +26,10 @@ def store_dir(settings: Settings, project: str) -> Path:
     return settings.stack_dir / "features" / project
 
 
-def commit_repo(settings: Settings, project: str, commit: str) -> Path:
-    """The Feast repo of one lakeFS commit."""
-    return store_dir(settings, project) / "commits" / commit
+def commit_repo(settings: Settings, project: str, commit: str, registry_hash: str) -> Path:
+    """The Feast repo of one lakeFS commit under one ``features:`` section (a repo never
+    changes once made: another section of the spec makes another repo)."""
+    return store_dir(settings, project) / "commits" / f"{commit}-{registry_hash}"
 
 
 def current_repo(settings: Settings, project: str) -> Path:

@@ -14,6 +14,7 @@ is the registry hash recorded with every training set and materialization. Nothi
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from mlops_lib.feature_store.views import EVENT_TIMESTAMP
@@ -33,7 +34,8 @@ def view_file(view: str) -> str:
 
 
 def config_text(spec: ProjectSpec, online_store: Path) -> str:
-    """``feature_store.yaml``: the registry is a file of the repo, the online store shared."""
+    """``feature_store.yaml``: the registry is a file of the repo, the online store shared
+    (its path written as a quoted string)."""
     return (
         f"project: {spec.name}\n"
         "provider: local\n"
@@ -44,7 +46,7 @@ def config_text(spec: ProjectSpec, online_store: Path) -> str:
         "  type: file\n"
         "online_store:\n"
         "  type: sqlite\n"
-        f"  path: {online_store}\n"
+        f"  path: {json.dumps(str(online_store))}\n"
         "entity_key_serialization_version: 3\n"
     )
 
@@ -54,7 +56,7 @@ def definitions_text(spec: ProjectSpec, commit: str) -> str:
     store = spec.feature_store
     assert store is not None, spec.name
     lines = [
-        f"# Generated from the {spec.name!r} spec at lakeFS commit {commit}; do not edit.",
+        f"# Generated from the {spec.name!r} spec at lakeFS commit {commit!r}; do not edit.",
         "from datetime import timedelta",
         "",
         "from feast import Entity, FeatureView, Field, FileSource, ValueType",
@@ -83,7 +85,8 @@ def definitions_text(spec: ProjectSpec, commit: str) -> str:
             f"timestamp_field={EVENT_TIMESTAMP!r}),",
             f"    online={view.online!r},",
             f"    description={view.description!r},",
-            f"    tags={{'lakefs_commit': {commit!r}, 'source': {view.source!r}}},",
+            f"    tags={{'lakefs_commit': {commit!r}, 'source': {view.source!r}, "
+            f"'features_hash': {spec.features_hash()!r}}},",
             ")",
         ]
     return "\n".join(lines) + "\n"

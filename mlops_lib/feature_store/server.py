@@ -11,6 +11,7 @@ that look features up online.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from mlops_lib.feature_store import paths
@@ -46,7 +47,8 @@ def healthy(settings: Settings, project: str) -> bool:
 def ensure_running(project: str, settings: Settings) -> str:
     """The server's URL, started first when it is not running and healthy."""
     paths.store_dir(settings, project).mkdir(parents=True, exist_ok=True)
-    with file_lock(paths.store_dir(settings, project) / ".server.lock"):
+    # One lock for every project's server: two starting at once would pick the same port.
+    with file_lock(settings.stack_dir / "features" / ".servers.lock"):
         if healthy(settings, project):
             return str(address(settings, project))
         return start(project, settings)
@@ -80,9 +82,15 @@ def start(project: str, settings: Settings) -> str:
     ]
     proc.start(cmd, env=feast_env(), cwd=repo.parent)
     url = f"http://{settings.host}:{port}"
-    proc.wait_healthy(lambda: http_ok(url + HEALTH), settings.start_timeout)
-    pid = proc.read_pid()
-    paths.server_file(settings, project).write_text(json.dumps({"url": url, "pid": pid}))
+    try:
+        proc.wait_healthy(lambda: http_ok(url + HEALTH), settings.start_timeout)
+    except Exception:
+        proc.stop()  # never left running unseen: nothing would stop it
+        raise
+    record = json.dumps({"url": url, "pid": proc.read_pid()})
+    tmp = paths.server_file(settings, project).with_suffix(".tmp")
+    tmp.write_text(record)
+    os.replace(tmp, paths.server_file(settings, project))
     return url
 
 
@@ -104,11 +112,19 @@ def _port(settings: Settings, project: str) -> int:
 
 
 def projects_served(settings: Settings) -> list[str]:
-    """Projects whose views were published on this stack (they have a feature server)."""
+    """Projects whose views were published on this stack, or whose server was started."""
     root = settings.stack_dir / "features"
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if paths.current_file(settings, p.name).exists())
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir()
+        and (
+            paths.current_file(settings, p.name).exists()
+            or process(settings, p.name).pid_file.exists()
+        )
+    )
 
 
 def restore(settings: Settings, log: Log = print) -> None:

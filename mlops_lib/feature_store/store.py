@@ -11,10 +11,12 @@ commit, through Feast's ``get_historical_features``.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -29,12 +31,14 @@ from mlops_lib.layout import MAIN
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.sources import local_path, read_file, resolve_paths
 from mlops_lib.spec import ProjectSpec, project_spec
+from mlops_lib.stack.procs import file_lock
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 TRAINING_SET_FILE = "training_set.parquet"
+_COMMIT = re.compile(r"[0-9a-f]{8,64}")
 # Materialization starts here: every row of a view table is older.
 HISTORY_START = datetime(1970, 1, 2, tzinfo=UTC)
 
@@ -87,6 +91,8 @@ def build_views(project: str, run_id: str, settings: Settings | None = None) -> 
     tables |= {layout.feature_view_path(project, n): f for n, f in views.items()}
     for path, frame in tables.items():
         vc.upload(project, branch, path, _parquet(frame), settings=settings)
+    computed = json.dumps({"features_hash": spec.features_hash()}).encode()
+    vc.upload(project, branch, layout.feature_spec_path(project), computed, settings=settings)
     commit = _commit_and_merge(spec, branch, run_id, settings)
     _record_dataset(spec, commit, run_id, settings)
     log.info(
@@ -150,16 +156,24 @@ def _parquet(frame: pd.DataFrame) -> bytes:
 
 # The Feast repo of a commit -----------------------------------------------------------
 def ensure_repo(spec: ProjectSpec, commit: str, settings: Settings) -> FeatureRepo:
-    """The applied Feast repo of a commit, made on first use (view tables read from lakeFS)."""
-    target = paths.commit_repo(settings, spec.name, commit)
+    """The applied Feast repo of a commit, made on first use (view tables read from lakeFS).
+
+    Several processes may ask at once (trial tasks, workers): one builds, under a lock, and
+    the others find its repo; a repo, once in place, is never changed or removed.
+    """
+    if not _COMMIT.fullmatch(commit):
+        raise ValueError(f"not a lakeFS commit id: {commit!r}")
     definitions = repo.definitions_text(spec, commit)
-    found = target / repo.DEFINITIONS_FILE
-    if not (found.is_file() and found.read_text() == definitions):
-        _make_repo(spec, commit, definitions, target, settings)
+    digest = repo.registry_hash(definitions)
+    target = paths.commit_repo(settings, spec.name, commit, digest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if not (target / repo.DEFINITIONS_FILE).is_file():
+            _make_repo(spec, commit, definitions, target, settings)
     return {
         "commit_id": commit,
         "path": str(target),
-        "registry_hash": repo.registry_hash(definitions),
+        "registry_hash": digest,
         "feature_views": list(_store(spec).views),
     }
 
@@ -168,9 +182,9 @@ def _make_repo(
     spec: ProjectSpec, commit: str, definitions: str, target: Path, settings: Settings
 ) -> None:
     """Write and apply the repo in a scratch folder, then move it into place at once."""
+    _check_computed_under(spec, commit, settings)
     online = paths.online_store(settings, spec.name)
     online.parent.mkdir(parents=True, exist_ok=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".repo-", dir=target.parent))
     try:
         (scratch / repo.DATA_DIR).mkdir()
@@ -179,11 +193,27 @@ def _make_repo(
         (scratch / repo.CONFIG_FILE).write_text(repo.config_text(spec, online))
         (scratch / repo.DEFINITIONS_FILE).write_text(definitions)
         runner.run(settings, "apply", {"repo": str(scratch)})
-        if target.exists():  # an older build of the same commit (another spec)
-            shutil.rmtree(target)
         os.replace(scratch, target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_computed_under(spec: ProjectSpec, commit: str, settings: Settings) -> None:
+    """The commit's tables must come from this ``features:`` section (FeatureTablesMissing
+    otherwise: training on views computed under other windows or filters would be wrong)."""
+    path = layout.feature_spec_path(spec.name)
+    where = layout.lakefs_uri(spec.name, commit[:12], path)
+    if not vc.exists(spec.name, commit, path, settings):
+        raise FeatureTablesMissing(
+            f"no feature views at {where}: run {spec.name}__features on this data first"
+        )
+    computed = json.loads(vc.read(spec.name, commit, path, settings)).get("features_hash")
+    if computed != spec.features_hash():
+        raise FeatureTablesMissing(
+            f"the feature views at {where} were computed under another features section "
+            f"(hash {computed}; the spec's is {spec.features_hash()}): run "
+            f"{spec.name}__features to compute them again"
+        )
 
 
 def _fetch_view(spec: ProjectSpec, view: str, commit: str, out: Path, settings: Settings) -> None:
@@ -213,22 +243,31 @@ def publish_views(
     settings = settings or get_settings()
     spec = project_spec(project, settings)
     applied = ensure_repo(spec, built["commit_id"], settings)
-    end, start = datetime.now(UTC), HISTORY_START
-    runner.run(
-        settings,
-        "materialize",
-        {"repo": applied["path"], "start_date": start.isoformat(), "end_date": end.isoformat()},
-    )
-    _point_current(spec, applied, settings)
-    url = server.ensure_running(project, settings)
-    published: PublishedViews = {
-        **applied,
-        "materialized_from": start.isoformat(),
-        "materialized_to": end.isoformat(),
-        "server_url": url,
-    }
-    paths.current_file(settings, project).write_text(json.dumps(published, indent=2))
+    # One publication at a time: a materialization and its pointer stay together.
+    with file_lock(paths.store_dir(settings, project) / ".publish.lock"):
+        end, start = datetime.now(UTC), HISTORY_START
+        runner.run(
+            settings,
+            "materialize",
+            {"repo": applied["path"], "start_date": start.isoformat(), "end_date": end.isoformat()},
+        )
+        _point_current(spec, applied, settings)
+        url = server.ensure_running(project, settings)
+        published: PublishedViews = {
+            **applied,
+            "materialized_from": start.isoformat(),
+            "materialized_to": end.isoformat(),
+            "server_url": url,
+        }
+        write_atomically(paths.current_file(settings, project), json.dumps(published, indent=2))
     return published
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace a small file at once: a reader sees the old text or the new, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _point_current(spec: ProjectSpec, applied: FeatureRepo, settings: Settings) -> None:
@@ -262,9 +301,10 @@ def training_set(
     import pandas as pd
 
     applied = ensure_repo(spec, commit, settings)
-    cached = Path(applied["path"]) / TRAINING_SET_FILE
+    entity_df = _entity_frame(df, spec)
+    cached = Path(applied["path"]) / _training_set_name(entity_df, spec)
     if not cached.is_file():
-        _historical(df, spec, applied, cached, settings)
+        _historical(entity_df, spec, applied, cached, settings)
     joined = pd.read_parquet(cached)
     if len(joined) != len(df):
         raise RuntimeError(f"{cached}: {len(joined)} rows for {len(df)} labelled rows")
@@ -274,18 +314,35 @@ def training_set(
     return out
 
 
-def _historical(
-    df: pd.DataFrame, spec: ProjectSpec, applied: FeatureRepo, out: Path, settings: Settings
-) -> None:
+def _entity_frame(df: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
+    """The labelled rows as Feast's entity frame: join key and event time, in row order."""
     import pandas as pd
 
     key = _join_key(spec)
-    entity_df = pd.DataFrame(
+    return pd.DataFrame(
         {
             key: df[key].to_numpy(),
             EVENT_TIMESTAMP: pd.to_datetime(df[spec.schema.event_time], utc=True).to_numpy(),
         }
     )
+
+
+def _training_set_name(entity_df: pd.DataFrame, spec: ProjectSpec) -> str:
+    """The cached training set's file: named by the rows asked for and the features."""
+    import pandas as pd
+
+    digest = hashlib.sha256(pd.util.hash_pandas_object(entity_df, index=False).to_numpy())
+    digest.update(json.dumps(repo.feature_refs(spec)).encode())
+    return f"{Path(TRAINING_SET_FILE).stem}-{digest.hexdigest()[:16]}.parquet"
+
+
+def _historical(
+    entity_df: pd.DataFrame,
+    spec: ProjectSpec,
+    applied: FeatureRepo,
+    out: Path,
+    settings: Settings,
+) -> None:
     with tempfile.TemporaryDirectory(dir=applied["path"]) as scratch:
         entities = Path(scratch) / "entities.parquet"
         entity_df.to_parquet(entities, index=False)
@@ -375,3 +432,45 @@ def describe(project: str, settings: Settings | None = None) -> dict:
         "registry_hash": current["registry_hash"],
         "materialized_to": current["materialized_to"],
     }
+
+
+# Skew: the online store against the offline one ------------------------------------------
+def online_skew(
+    spec: ProjectSpec, keys: list, online: dict[str, list], settings: Settings
+) -> dict[str, float]:
+    """Per store feature, the share of the keys whose online value differs from what the
+    offline store (the published commit's view tables) gives as of now within the TTL: a
+    materialization that failed, lags or went wrong shows here. Both missing is equal."""
+    import numpy as np
+
+    offline = offline_latest(spec, keys, settings)
+    skew = {}
+    for name in spec.store_features:
+        want = np.array([np.nan if v is None else v for v in offline[name]], dtype="float64")
+        got = np.array([np.nan if v is None else v for v in online[name]], dtype="float64")
+        same = np.isclose(got, want, rtol=1e-9, atol=1e-9, equal_nan=True)
+        skew[name] = round(float(1 - same.mean()), 4) if len(same) else 0.0
+    return skew
+
+
+def offline_latest(spec: ProjectSpec, keys: list, settings: Settings) -> dict[str, list]:
+    """Each store feature's latest value per key as of now, within its view's TTL, from the
+    published commit's view tables (None where there is none)."""
+    import pandas as pd
+
+    current = published(spec.name, settings)
+    if current is None:
+        raise FeatureTablesMissing(f"no feature views of {spec.name!r} were published")
+    now = pd.Timestamp.now(tz="UTC")
+    out: dict[str, list] = {}
+    for view in _store(spec).model:
+        table = pd.read_parquet(Path(current["path"]) / repo.view_file(view))
+        key = _store(spec).entities[_store(spec).views[view].entity].join_key
+        ttl = pd.Timedelta(days=_store(spec).views[view].ttl_days)
+        valid = table[(table[EVENT_TIMESTAMP] <= now) & (table[EVENT_TIMESTAMP] > now - ttl)]
+        latest = valid.sort_values(EVENT_TIMESTAMP).groupby(key).last()
+        wanted = latest.reindex(pd.Index(keys, dtype=object))
+        for feature in _store(spec).views[view].features:
+            column = wanted[feature].astype(object)
+            out[f"{view}__{feature}"] = column.where(column.notna(), None).tolist()
+    return out

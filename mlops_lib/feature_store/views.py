@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 # The time column of every computed view table (UTC, tz-aware): Feast's timestamp field.
 EVENT_TIMESTAMP = "event_timestamp"
+# Marks the source's own rows among the window ends added beside them.
+REAL = "__mlops_real_row"
 NS_PER_DAY = 86_400 * 10**9
 
 
@@ -131,7 +133,10 @@ def _typed(df: pd.DataFrame, columns: dict[str, Column]) -> pd.DataFrame:
 def compute_view(events: pd.DataFrame, spec: ProjectSpec, view_name: str) -> pd.DataFrame:
     """A view's table from a checked event table of its source.
 
-    One row per (join key, distinct time) at which the entity has any source row; columns:
+    One row per (join key, distinct time) at which the entity has a source row, or at which
+    one of its rows leaves a window (``t + days``: the values then drop, as a point-in-time
+    join after it must see; a label long after an entity's last event does not get the
+    counts of its last event); columns:
     the join key, :data:`EVENT_TIMESTAMP`, then each feature in spec order (counts int64,
     the rest float64, NaN when no row matches). Each feature looks at the entity's rows that
     equal its ``where`` values and, when it names a column, have a value there: ``count``,
@@ -142,7 +147,8 @@ def compute_view(events: pd.DataFrame, spec: ProjectSpec, view_name: str) -> pd.
     view = feature_view(spec, view_name)
     key = join_key(spec, view_name)
     timestamp = feature_source(spec, view.source).timestamp
-    line = _Timeline.of(events, key, timestamp, _used_columns(view))
+    events = _with_window_ends(events, key, timestamp, view)
+    line = _Timeline.of(events, key, timestamp, [*_used_columns(view), REAL])
     rows = line.rows.loc[line.last, [key, timestamp]].reset_index(drop=True)
     rows = rows.rename(columns={timestamp: EVENT_TIMESTAMP})
     starts: dict[int, np.ndarray] = {}  # window starts per ``days``, shared by features
@@ -152,6 +158,25 @@ def compute_view(events: pd.DataFrame, spec: ProjectSpec, view_name: str) -> pd.
         start = starts[feature.days] if feature.days is not None else None
         rows[name] = _feature(line, feature, start)
     return rows
+
+
+def _with_window_ends(
+    events: pd.DataFrame, key: str, timestamp: str, view: FeatureView
+) -> pd.DataFrame:
+    """The events, marked :data:`REAL`, and for each window length a row per event when it
+    leaves that window (only the key and time: no feature counts or takes it)."""
+    import pandas as pd
+
+    real = events.assign(**{REAL: True})
+    stamps = pd.to_datetime(events[timestamp], utc=True)
+    windows = sorted({f.days for f in view.features.values() if f.days is not None})
+    ends = [
+        pd.DataFrame({key: events[key].to_numpy(), timestamp: stamps + pd.Timedelta(days=days)})
+        for days in windows
+    ]
+    if not ends:
+        return real
+    return pd.concat([real, *ends], ignore_index=True).fillna({REAL: False})
 
 
 def _used_columns(view: FeatureView) -> list[str]:
@@ -241,9 +266,8 @@ def _feature(line: _Timeline, feature: ViewFeature, start: np.ndarray | None) ->
 
 def _matching(line: _Timeline, feature: ViewFeature) -> np.ndarray:
     """Rows equal to the feature's ``where`` values and with a value in its column."""
-    import numpy as np
 
-    ok = np.ones(len(line.rows), dtype=bool)
+    ok = line.rows[REAL].to_numpy(dtype=bool)
     for column, value in feature.where.items():
         ok &= line.equal(column, value)
     if feature.column is not None:

@@ -22,8 +22,8 @@ import pytest
 from mlops_lib import demo_data
 from mlops_lib import versioning as vc
 from mlops_lib.airflow_api import AirflowClient
-from mlops_lib.feature_store import paths, server
-from mlops_lib.feature_store.store import TRAINING_SET_FILE, published
+from mlops_lib.feature_store import server
+from mlops_lib.feature_store.store import published
 from mlops_lib.layout import feature_view_path
 from mlops_lib.lineage import lineage_store
 from mlops_lib.settings import Settings
@@ -120,10 +120,10 @@ def test_training_joins_each_labelled_row_with_the_views_at_its_own_time(
     assert link["dataset"]["commit_id"] == commit and link["dataset"].get("rows")
     # The training set equals an as-of join of the view table: the latest row at or
     # before each label's time, within the TTL, never a later one.
-    joined = pd.read_parquet(Path(paths.commit_repo(stack, PROJECT, commit)) / TRAINING_SET_FILE)
-    view = pd.read_parquet(
-        Path(paths.commit_repo(stack, PROJECT, commit)) / "data" / "customer_activity.parquet"
-    )
+    repo_dir = Path(built["path"])
+    (training_set,) = repo_dir.glob("training_set-*.parquet")
+    joined = pd.read_parquet(training_set)
+    view = pd.read_parquet(repo_dir / "data" / "customer_activity.parquet")
     labels = vc.read_parquet(
         PROJECT,
         commit,

@@ -53,7 +53,8 @@ pytestmark = pytest.mark.skipif(
     reason="feature_store/.venv is missing (Feast's own environment): `make setup` creates it",
 )
 
-T0 = pd.Timestamp("2025-01-01T00:00:00Z")
+# Recent values: the client treats a value older than its view's TTL (90 days) as missing.
+T0 = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=3)
 DAY = pd.Timedelta(days=1)
 TICKETS, PAYMENT = "customer_activity__tickets_30d", "customer_activity__payment_mean_90d"
 
@@ -482,6 +483,14 @@ def test_store_features_are_numeric_model_inputs(shop_model) -> None:
     bare = model_input(shop_rows(3).drop(columns=[TICKETS, PAYMENT]), spec)
     assert bare[[TICKETS, PAYMENT]].isna().all().all()
     assert shop_model.predict_proba(bare).shape == (3, 2)
+
+
+def test_a_value_older_than_its_views_ttl_is_missing() -> None:
+    from mlops_lib.feature_store.online import _unexpired
+
+    now = pd.Timestamp.now(tz="UTC")
+    stamps = [(now - pd.Timedelta(days=d)).isoformat() for d in (1, 89, 91)]
+    assert _unexpired([1, 2, 3], stamps, 90 * 86400.0) == [1, 2, None]
 
 
 def test_the_request_path_scores_and_logs_the_store_features(
