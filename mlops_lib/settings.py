@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         default=6566,
         description="First port of the Feast feature servers (one per project with features).",
     )
+    feature_server_url: str | None = Field(
+        default=None,
+        description="A feature server run as a service of its own (docker-compose): "
+        "serving looks features up there and the platform starts none.",
+    )
     feature_lookup_timeout: float = Field(
         default=2.0, gt=0, description="Seconds a serving request waits for online features."
     )

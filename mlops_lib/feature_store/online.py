@@ -141,6 +141,7 @@ class OnlineFeatureClient:
             raise ValueError(f"project {spec.name!r} takes no features from a feature store")
         self.project = spec.name
         self.address_file: Path = server_file(settings, spec.name)
+        self.fixed_url = (settings.feature_server_url or "").rstrip("/") or None
         self.timeout = float(settings.feature_lookup_timeout)
         self.reject_unknown = (
             store.unknown_entity == "reject" if reject_unknown is None else reject_unknown
@@ -170,13 +171,15 @@ class OnlineFeatureClient:
 
     # where the server listens -----------------------------------------------------------
     def url(self, reread: bool = False) -> str:
-        """The feature server's base URL from its address file (cached; ``reread`` reads
-        the file again)."""
+        """The feature server's base URL: ``settings.feature_server_url`` when set, else its
+        address file (cached; ``reread`` reads the file again)."""
         if self._url is None or reread:
             self._url = self._read_address()
         return self._url
 
     def _read_address(self) -> str:
+        if self.fixed_url:  # a server of its own (settings.feature_server_url)
+            return self.fixed_url
         path = self.address_file
         try:
             address = json.loads(path.read_text())

@@ -45,7 +45,11 @@ def healthy(settings: Settings, project: str) -> bool:
 
 
 def ensure_running(project: str, settings: Settings) -> str:
-    """The server's URL, started first when it is not running and healthy."""
+    """The server's URL, started first when it is not running and healthy (a server of
+    its own, ``settings.feature_server_url``, is only checked: it reloads the registry of
+    ``current`` by itself)."""
+    if settings.feature_server_url:
+        return settings.feature_server_url.rstrip("/")
     paths.store_dir(settings, project).mkdir(parents=True, exist_ok=True)
     # One lock for every project's server: two starting at once would pick the same port.
     with file_lock(settings.stack_dir / "features" / ".servers.lock"):

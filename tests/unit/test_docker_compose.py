@@ -173,3 +173,18 @@ def test_profiled_services_require_no_variable_a_plain_up_lacks(compose: dict) -
             own = yaml.safe_dump({k: v for k, v in svc.items() if k != "environment"})
             env = yaml.safe_dump(svc.get("environment") or {})
             assert ":?" not in own and "REDIS_PASSWORD:?" not in env, name
+
+
+def test_the_feature_server_serves_the_published_views_on_the_compose_network_only(
+    compose: dict,
+) -> None:
+    server = compose["services"]["feature-server"]
+    assert "ports" not in server  # reached by the serving container, not from the host
+    assert "/opt/mlops/.stack/features/churn/current" in server["command"]
+    assert "feature-store:/opt/mlops/.stack/features:ro" in server["volumes"]
+    port = server["command"][server["command"].index("-p") + 1]
+    url = compose["x-platform-env"]["MLOPS_FEATURE_SERVER_URL"]
+    assert url == f"http://feature-server:{port}"
+    assert "feature-store:/opt/mlops/.stack/features" in compose["x-airflow"]["volumes"]
+    dockerfile = (REPO / "stack" / "docker" / "Dockerfile").read_text()
+    assert "--project feature_store" in dockerfile  # Feast's own environment in the image
