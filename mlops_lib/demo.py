@@ -2,12 +2,12 @@
 
 The scenario: a clean batch is ingested; the customers' events become Feast feature views
 on the new commit (materialized and served online); the batch is trained on with
-point-in-time features, promoted and deployed (the service looks features up by customer); traffic goes to
-the served endpoint; a corrupted batch is rejected with lakeFS ``main`` unchanged; drifted
-traffic is served and its labels arrive; the monitor detects the drift; continuous training
-produces a new champion and the deploy DAG serves it. Every DAG stage triggers (or waits
-for the asset-triggered) run over the Airflow REST API, follows it with a progress bar and
-checks the outcome the scenario expects. The stack is left running.
+point-in-time features, promoted and deployed (the service looks features up by customer);
+traffic goes to the served endpoint; a corrupted batch is rejected with lakeFS ``main``
+unchanged; drifted traffic is served and its labels arrive; the monitor detects the drift;
+continuous training produces a new champion and the deploy DAG serves it. Every DAG stage
+triggers (or waits for the asset-triggered) run over the Airflow REST API, follows it with
+a progress bar and checks the outcome the scenario expects. The stack is left running.
 """
 
 from __future__ import annotations
