@@ -233,8 +233,12 @@ def run_trials(
     study = _load(spec, storage, name, shard)
     budget = spec.training.budget.trials
     mine: list[Trial] = []
-    while time.time() < _deadline(spec, study) and _started(study) < budget:
-        if _every_family_failed(spec, study):
+    while True:
+        # One read of the shared storage per trial (a round trip to PostgreSQL with Celery).
+        trials = study.get_trials(deepcopy=False)
+        if time.time() >= _deadline(spec, trials) or _started(trials) >= budget:
+            break
+        if _every_family_failed(spec, trials):
             break
         trial = study.ask()
         if trial.number >= budget:  # another process took the last one meanwhile
@@ -249,17 +253,17 @@ def run_trials(
     return mine
 
 
-def _deadline(spec: ProjectSpec, study: Any) -> float:
+def _deadline(spec: ProjectSpec, trials: list) -> float:
     """When the budget's seconds run out: from the first trial any process started."""
-    starts = [t.user_attrs.get(STARTED_ATTR) for t in study.get_trials(deepcopy=False)]
+    starts = [t.user_attrs.get(STARTED_ATTR) for t in trials]
     first = min((s for s in starts if s is not None), default=time.time())
     return first + spec.training.budget.seconds
 
 
-def _started(study: Any) -> int:
+def _started(trials: list) -> int:
     """Trials any process took (enqueued ones still waiting are not)."""
-    states = [_state(s) for s in ("RUNNING", "COMPLETE", "PRUNED", "FAIL")]
-    return len(study.get_trials(deepcopy=False, states=states))
+    states = {_state(s) for s in ("RUNNING", "COMPLETE", "PRUNED", "FAIL")}
+    return sum(t.state in states for t in trials)
 
 
 def _state(name: str) -> Any:
@@ -306,26 +310,28 @@ def _run_trial(
     return result
 
 
-def _failures(spec: ProjectSpec, study: Any) -> _Failures:
+def _failures(spec: ProjectSpec, trials: list) -> _Failures:
     failures = _Failures(list(spec.training.families))
-    for frozen in study.get_trials(deepcopy=False, states=(_state("FAIL"),)):
-        if ERROR_ATTR in frozen.user_attrs:
+    for frozen in trials:
+        if frozen.state == _state("FAIL") and ERROR_ATTR in frozen.user_attrs:
             family = frozen.params.get("family", "?")
             failures.causes.setdefault(family, frozen.user_attrs[ERROR_ATTR])
     return failures
 
 
-def _every_family_failed(spec: ProjectSpec, study: Any) -> bool:
+def _every_family_failed(spec: ProjectSpec, trials: list) -> bool:
     """True once every family failed and none succeeded: no trial can help any more."""
-    if study.get_trials(deepcopy=False, states=(_state("COMPLETE"),)):
+    if any(t.state == _state("COMPLETE") for t in trials):
         return False
-    return _failures(spec, study).every_family_failed()
+    return _failures(spec, trials).every_family_failed()
 
 
 def search_result(spec: ProjectSpec, storage: Any, name: str) -> SearchResult:
     """The finished search: its best trial and every completed one (from any process);
     SearchFailed naming each family's cause when every family failed."""
-    study = _load(spec, storage, name, 0)
+    import optuna
+
+    every = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     trials = [
         Trial(
             frozen.number,
@@ -336,10 +342,11 @@ def search_result(spec: ProjectSpec, storage: Any, name: str) -> SearchResult:
             float(frozen.user_attrs.get(SECONDS_ATTR, 0.0)),
             str(frozen.user_attrs.get(WORKER_ATTR, "")),
         )
-        for frozen in study.get_trials(deepcopy=False, states=(_state("COMPLETE"),))
+        for frozen in every
+        if frozen.state == _state("COMPLETE")
     ]
     if not trials:
-        failures = _failures(spec, study)
+        failures = _failures(spec, every)
         if failures.causes:
             raise failures.error(spec.training.metric)
         raise SearchFailed(

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from mlops_lib import __version__, layout
 from mlops_lib import versioning as vc
@@ -200,16 +200,21 @@ def worker_name(settings: Settings) -> str:
     return settings.worker_name or f"local@{socket.gethostname()}"
 
 
+class RunOptions(TypedDict, total=False):
+    """Who asks for a training run and how (all optional): the DAG id and run id (the run's
+    identity: a retry with the same ones finds the first try's work), the trigger, tags for
+    the MLflow run and the registered version (e.g. the drift report that caused it), and
+    ``retrain_unchanged`` (train even when the champion came from the same data and code)."""
+
+    dag_id: str
+    run_id: str
+    trigger: str
+    extra_tags: dict[str, str] | None
+    retrain_unchanged: bool
+
+
 def open_search(
-    project: str,
-    commit: str,
-    *,
-    dag_id: str = "",
-    run_id: str = "",
-    trigger: str = "",
-    extra_tags: dict[str, str] | None = None,
-    retrain_unchanged: bool = False,
-    settings: Settings | None = None,
+    project: str, commit: str, *, settings: Settings | None = None, **run: Unpack[RunOptions]
 ) -> SearchPlan:
     """Open the AutoML search of a training run: the MLflow parent run and the Optuna study
     that trial tasks share.
@@ -220,6 +225,7 @@ def open_search(
     settings = settings or get_settings()
     spec = project_spec(project, settings)
     client = connect_mlflow(settings)
+    dag_id, run_id = run.get("dag_id", ""), run.get("run_id", "")
     run_key = f"{dag_id}:{run_id}" if run_id else ""
     plan: SearchPlan = {
         "project": project,
@@ -229,15 +235,17 @@ def open_search(
         "run_key": run_key,
         "dag_id": dag_id,
         "run_id": run_id,
-        "trigger": trigger,
-        "extra_tags": dict(extra_tags or {}),
+        "trigger": run.get("trigger", ""),
+        "extra_tags": dict(run.get("extra_tags") or {}),
         "code_version": code_version(settings),
         "opened_at": time.time(),
         "registered": None,
     }
     if run_key and (existing := _existing_version(client, project, run_key)) is not None:
         return plan | {"registered": int(existing.version)}
-    if not retrain_unchanged and (same := unchanged_since_champion(spec, commit, settings)):
+    if not run.get("retrain_unchanged") and (
+        same := unchanged_since_champion(spec, commit, settings)
+    ):
         raise NothingToTrain(same)
     parent = _parent_run(spec, client, plan, settings)
     plan["mlflow_run_id"] = parent
@@ -406,32 +414,14 @@ def finish_training(
 
 
 def train(
-    project: str,
-    commit: str,
-    *,
-    dag_id: str = "",
-    run_id: str = "",
-    trigger: str = "",
-    extra_tags: dict[str, str] | None = None,
-    retrain_unchanged: bool = False,
-    settings: Settings | None = None,
+    project: str, commit: str, *, settings: Settings | None = None, **run: Unpack[RunOptions]
 ) -> TrainedVersion:
     """AutoML on the data at ``commit`` in this process: open the search, run its trials,
     register the winner as ``challenger`` (the DAG runs the same steps as tasks).
 
-    ``extra_tags`` go to the MLflow run and the registered version (e.g. the id of the
-    drift report that caused a continuous-training run). Idempotent per (dag id, run id);
-    raises NothingToTrain as :func:`open_search`."""
-    plan = open_search(
-        project,
-        commit,
-        dag_id=dag_id,
-        run_id=run_id,
-        trigger=trigger,
-        extra_tags=extra_tags,
-        retrain_unchanged=retrain_unchanged,
-        settings=settings,
-    )
+    ``run`` as for :func:`open_search`: idempotent per (dag id, run id); raises
+    NothingToTrain as it does."""
+    plan = open_search(project, commit, settings=settings, **run)
     searched = search_trials(project, plan, 0, settings)
     return finish_training(project, plan, [searched], settings)
 

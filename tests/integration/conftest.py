@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -73,6 +74,14 @@ def mlops_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str
     """Run the `mlops` command against a stack (its settings as MLOPS_* variables)."""
     env = {**os.environ, **settings_env(settings)}
     return subprocess.run([MLOPS, *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def wait_for(condition, what: str, *, timeout: float = 20.0, poll: float = 0.05) -> None:
+    """Poll ``condition()`` until it is true; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f}s: {what}"
+        time.sleep(poll)
 
 
 def features_events_dir(projects_dir: Path) -> Path:

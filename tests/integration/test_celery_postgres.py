@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from mlops_lib.stack.postgres import connect
 from mlops_lib.stack.procs import ManagedProcess
 
 from . import conftest
-from .conftest import stack_settings, world_traversable_tmpdir
+from .conftest import stack_settings, wait_for, world_traversable_tmpdir
 
 pytestmark = pytest.mark.integration
 WORKERS, TRIALS = 2, 8
@@ -176,7 +175,9 @@ def test_the_loop_on_two_workers_survives_one_killed_mid_search_and_serves_two_r
         tags = {t.data.tags.get("mlops.worker") for t in trial_runs()}
         return len(running) == WORKERS and celery_name(victim) in tags
 
-    wait_for(victim_logged_a_trial_while_both_search, timeout=300, what="a trial of each worker")
+    wait_for(
+        victim_logged_a_trial_while_both_search, "a trial of each worker", timeout=300, poll=0.5
+    )
     pids = {r["service"]: r["pid"] for r in platform_stack.status(pg_stack)}
     os.killpg(pids[victim], signal.SIGKILL)  # the worker and the trials it runs
     try:
@@ -225,15 +226,6 @@ def deployed_on_two_replicas(settings: Settings, airflow: AirflowClient) -> None
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 3, answer.text
 
 
-def wait_for(condition, *, timeout: float, what: str, poll: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(poll)
-    raise AssertionError(f"not within {timeout:.0f}s: {what}")
-
-
 def test_work_queued_while_the_workers_are_away_survives_a_redis_restart(
     pg_stack: Settings,
 ) -> None:
@@ -246,8 +238,9 @@ def test_work_queued_while_the_workers_are_away_survives_a_redis_restart(
         # The scheduler hands the first task to Celery: it waits in Redis, no worker takes it.
         wait_for(
             lambda: queued_messages(pg_stack) > 0,
+            "a task message waiting in Redis's default queue",
             timeout=120,
-            what="a task message waiting in Redis's default queue",
+            poll=0.5,
         )
         waiting = queued_messages(pg_stack)
         print(process(pg_stack, "redis").stop())  # Redis restarts from its append-only journal

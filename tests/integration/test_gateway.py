@@ -25,6 +25,8 @@ from mlops_lib.settings import Settings, load_settings
 from mlops_lib.stack import gateway
 from mlops_lib.stack.procs import ManagedProcess, free_port, http_ok
 
+from .conftest import wait_for
+
 pytestmark = pytest.mark.integration
 
 
@@ -72,13 +74,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     proc.wait_healthy(lambda: http_ok(f"{settings.serving_base_url}/healthz"), 30)
     yield settings
     proc.stop()
-
-
-def wait_for(condition, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f}s"
-        time.sleep(0.02)
 
 
 def route(settings: Settings, project: str, server: ThreadingHTTPServer, deployment: int) -> None:

@@ -259,3 +259,37 @@ def test_drift_metrics_of_any_column_name_are_names_mlflow_accepts() -> None:
     names = list(_mlflow_metrics(report))
     assert "p_value.sepal length _cm_" in names
     assert all(re.fullmatch(r"[A-Za-z0-9_\-. :/]+", n) for n in names), names
+
+
+def test_served_store_features_unlike_the_training_sets_are_reported_as_skew() -> None:
+    from mlops_lib.monitoring.drift import drift_report
+    from mlops_lib.monitoring.report import render_html
+
+    spec = churn_spec(features=True)
+    rng = np.random.default_rng(5)
+    rows = demo_data.generate("clean", rows=8_000, seed=4)
+    for name in spec.store_features:
+        rows[name] = rng.poisson(2.0, len(rows)).astype("float64")
+    ref_df, prod = rows.iloc[:5_000], rows.iloc[5_000:].reset_index(drop=True).copy()
+    ref_df = ref_df.assign(prediction=0, score=0.3)
+    # Served: the tickets count as the online store gave it, far from the training set's.
+    prod["customer_activity__tickets_30d"] = prod["customer_activity__tickets_30d"] + 5
+    prod = prod.assign(prediction=0, score=0.3)
+    reference = profiles.profile(monitored_frame(spec, ref_df))
+    target = profiles.profile(monitored_frame(spec, prod))
+    report = drift_report(spec, reference, target, model_version=1, windows=["w1"])
+    assert report["skewed_features"] == ["customer_activity__tickets_30d"]
+    assert "customer_activity__tickets_30d" not in report["drifted_features"]
+    assert "skewed (served vs training set): <b>customer_activity__tickets_30d" in render_html(
+        report
+    )
+
+
+def test_a_project_without_store_features_reports_no_skew(spec) -> None:
+    from mlops_lib.monitoring.drift import drift_report
+
+    reference = profiles.profile(monitored_frame(spec, demo_data.generate("clean", rows=500)))
+    target = profiles.profile(monitored_frame(spec, demo_data.generate("clean", rows=500)))
+    assert "skewed_features" not in drift_report(
+        spec, reference, target, model_version=1, windows=[]
+    )

@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import subprocess
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from mlops_lib.feature_store import repo
 from mlops_lib.feature_store.online import (
     FeatureStoreUnavailable,
     OnlineFeatureClient,
@@ -66,27 +66,6 @@ SOURCE_ROWS = [
     ("C-2", T0, 0, None),
     ("C-3", T0, 1, 7.0),
 ]
-
-DEFINITIONS = """
-from datetime import timedelta
-
-from feast import Entity, FeatureView, Field, FileSource, ValueType
-from feast.types import Float64, Int64
-
-customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING)
-
-customer_activity = FeatureView(
-    name="customer_activity",
-    entities=[customer],
-    ttl=timedelta(days=90),
-    schema=[Field(name="tickets_30d", dtype=Int64), Field(name="payment_mean_90d", dtype=Float64)],
-    source=FileSource(
-        name="customer_events",
-        path="data/customer_activity.parquet",
-        timestamp_field="event_timestamp",
-    ),
-)
-"""
 
 
 def shop_spec(unknown_entity: str = "reject") -> ProjectSpec:
@@ -169,20 +148,13 @@ def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     source["tickets_30d"] = source["tickets_30d"].astype("int64")
     source.to_parquet(root / "data" / "customer_activity.parquet", index=False)
-    (root / "definitions.py").write_text(DEFINITIONS)
-    (root / "feature_store.yaml").write_text(
-        textwrap.dedent("""\
-            project: online_test
-            provider: local
-            registry: registry.db
-            online_store:
-              type: sqlite
-              path: online.db
-            entity_key_serialization_version: 3
-            """)
-    )
+    # The files the platform generates for the spec (repo.py), served by the real server.
+    spec = shop_spec()
+    (root / repo.DEFINITIONS_FILE).write_text(repo.definitions_text(spec, "0123abcd" * 8))
+    (root / repo.CONFIG_FILE).write_text(repo.config_text(spec, root / "online.db"))
     applied = ok("apply", {"repo": str(root)})
     assert "Created feature view customer_activity" in applied["log"]
+    assert (root / repo.view_file("customer_activity")).is_file()
     interval = {"start_date": (T0 - 2 * DAY).isoformat(), "end_date": (T0 + DAY).isoformat()}
     ok("materialize", {"repo": str(root), **interval})
     return root
