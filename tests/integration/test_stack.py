@@ -44,7 +44,7 @@ def test_status_json_lists_every_service_healthy(stack: Settings) -> None:
     assert report["backend"] == "sqlite"
     rows = {r["service"]: r for r in report["services"]}
     # Projects deployed by earlier tests are listed as serving/<project>.
-    deployed = {name for name in rows if name.startswith("serving/")}
+    deployed = {name for name in rows if name.startswith(("serving/", "features/"))}
     assert set(rows) - deployed == SERVICES
     for name, row in rows.items():
         assert row["state"] == "healthy", (name, row, manager.last_log_lines(stack, name))
