@@ -109,12 +109,13 @@ def build_store(spec: ProjectSpec, settings: Settings, entities: int) -> dict:
     events = views.check_source(demo_data.generate_events(batch, seed=SEED), spec, source)
     view = views.compute_view(events, spec, view_name)
     times = {"events + view": time.perf_counter() - t0}
-    target = paths.commit_repo(settings, spec.name, COMMIT)
+    definitions = repo.definitions_text(spec, COMMIT)
+    target = paths.commit_repo(settings, spec.name, COMMIT, repo.registry_hash(definitions))
     (target / repo.DATA_DIR).mkdir(parents=True)
     view.to_parquet(target / repo.view_file(view_name), index=False)
     online = paths.online_store(settings, spec.name)
     (target / repo.CONFIG_FILE).write_text(repo.config_text(spec, online))
-    (target / repo.DEFINITIONS_FILE).write_text(repo.definitions_text(spec, COMMIT))
+    (target / repo.DEFINITIONS_FILE).write_text(definitions)
     times["apply"] = timed_call(runner.run, settings, "apply", {"repo": str(target)})
     end = view[EVENT_TIMESTAMP].max() + pd.Timedelta(days=1)
     window = {"start_date": HISTORY_START.isoformat(), "end_date": end.isoformat()}
