@@ -14,6 +14,9 @@ import httpx
 
 from mlops_lib.settings import Settings
 
+# How often a run or an asset-triggered run is polled for (each wait ends that much late
+# on average: half of it).
+POLL_SECONDS = 1.0
 TERMINAL_STATES = {"success", "failed"}
 
 
@@ -121,7 +124,7 @@ class AirflowClient:
                         f"DAG {dag_id} did not appear within {timeout:.0f}s"
                         + (f"; import errors: {errors}" if errors else "")
                     ) from None
-                time.sleep(2)
+                time.sleep(POLL_SECONDS)
 
     def unpause(self, dag_id: str) -> None:
         self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
@@ -174,7 +177,7 @@ class AirflowClient:
             fresh = [r for r in runs if (r.get("queued_at") or "") >= since]
             if fresh:
                 return min(fresh, key=lambda r: r.get("queued_at") or "")["dag_run_id"]
-            time.sleep(2)
+            time.sleep(POLL_SECONDS)
         raise AirflowApiError(f"no asset-triggered run of {dag_id} within {timeout:.0f}s")
 
     def emit_asset_event(self, asset_name: str, extra: dict) -> dict:
@@ -229,7 +232,7 @@ class AirflowClient:
             state = self.dag_run(dag_id, run_id)["state"]
             if state in TERMINAL_STATES:
                 return state
-            time.sleep(2)
+            time.sleep(POLL_SECONDS)
         raise AirflowApiError(f"run {run_id} of {dag_id} did not finish within {timeout:.0f}s")
 
     def prepare(self, dag_id: str, timeout: float = 120.0) -> None:

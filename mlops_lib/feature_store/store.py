@@ -137,13 +137,16 @@ def read_source_table(spec: ProjectSpec, source: str, settings: Settings) -> pd.
 def _commit_and_merge(spec: ProjectSpec, branch: str, run_id: str, settings: Settings) -> str:
     """Commit the run's tables and merge them into main; unchanged tables change nothing."""
     project = spec.name
-    changed = any(True for _ in vc.repository(project, settings).branch(branch).uncommitted())
-    if changed:
+    commit = vc.head(project, MAIN, settings)
+    if any(True for _ in vc.repository(project, settings).branch(branch).uncommitted()):
         metadata = {"run_id": run_id, "spec_hash": spec.spec_hash(), "kind": "features"}
-        vc.commit(project, branch, f"features of {project} ({run_id})", metadata, settings)
-        commit = vc.merge(project, branch, MAIN, settings)
-    else:
-        commit = vc.head(project, MAIN, settings)
+        try:
+            vc.commit(project, branch, f"features of {project} ({run_id})", metadata, settings)
+        except Exception as exc:  # the same bytes written again: lakeFS sees no change
+            if "no changes" not in str(exc).lower():
+                raise
+        else:
+            commit = vc.merge(project, branch, MAIN, settings)
     vc.delete_branch(project, branch, settings)
     return commit
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,8 +55,14 @@ def parse(tmp_path: Path, projects: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_ingest_dag_of_the_demo_project(tmp_path: Path) -> None:
-    result = parse(tmp_path, REPO / "projects")
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The DAGs of the repo's own specs, parsed once for the tests that read them."""
+    return parse(tmp_path_factory.mktemp("demo"), REPO / "projects")
+
+
+def test_ingest_dag_of_the_demo_project(demo: dict) -> None:
+    result = demo
     assert result["errors"] == {}
     dag = result["dags"]["churn__ingest"]
     assert dag["tasks"] == {
@@ -84,8 +91,8 @@ def test_broken_spec_is_isolated_and_explained(tmp_path: Path) -> None:
     assert "broken__ingest" not in result["dags"]
 
 
-def test_deploy_monitor_and_continuous_training_dags_are_wired(tmp_path: Path) -> None:
-    result = parse(tmp_path, REPO / "projects")
+def test_deploy_monitor_and_continuous_training_dags_are_wired(demo: dict) -> None:
+    result = demo
     assert result["errors"] == {}
     dags = result["dags"]
     assert dags["churn__deploy"]["tasks"] == {
@@ -112,8 +119,8 @@ def test_deploy_monitor_and_continuous_training_dags_are_wired(tmp_path: Path) -
         assert "When it fails" in dags[dag_id]["doc"], dag_id
 
 
-def test_features_run_on_each_dataset_and_training_on_the_features(tmp_path: Path) -> None:
-    result = parse(tmp_path, REPO / "projects")
+def test_features_run_on_each_dataset_and_training_on_the_features(demo: dict) -> None:
+    result = demo
     assert result["errors"] == {}
     dags = result["dags"]
     features = dags["churn__features"]

@@ -227,3 +227,7 @@ def test_bad_event_rows_fail_the_features_run_and_leave_main_unchanged(
     assert vc.head(PROJECT, settings=stack) == before
     log = airflow.task_log_tail(DAGS[1], run_id, "build_views", 1, lines=80)
     assert "kind" in log and "refund" in log, log
+    # The files fixed, the run succeeds; the same tables again make no new commit.
+    _, state = airflow.run(DAGS[1], {}, timeout=600)
+    assert state == "success"
+    assert vc.head(PROJECT, settings=stack) == before
