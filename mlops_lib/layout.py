@@ -69,14 +69,19 @@ def lakefs_uri(project: str, ref: str, path: str = "") -> str:
     return f"lakefs://{repo_name(project)}/{ref}/{path}".rstrip("/")
 
 
+def _run_branch(kind: str, run_id: str) -> str:
+    """``<kind>-<run id>`` as a lakeFS branch id (which allows no '/' or ':')."""
+    return f"{kind}-" + _BRANCH_SAFE.sub("-", run_id).strip("-")[:200]
+
+
 def ingest_branch_name(run_id: str) -> str:
-    """Branch of one ingest run: ``ingest-<run id>`` (lakeFS branch ids allow no '/' or ':')."""
-    return "ingest-" + _BRANCH_SAFE.sub("-", run_id).strip("-")[:200]
+    """Branch of one ingest run: ``ingest-<run id>``."""
+    return _run_branch("ingest", run_id)
 
 
 def features_branch_name(run_id: str) -> str:
     """Branch of one features run: ``features-<run id>``."""
-    return "features-" + _BRANCH_SAFE.sub("-", run_id).strip("-")[:200]
+    return _run_branch("features", run_id)
 
 
 # Feature tables on main ---------------------------------------------------------------

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_lib.feature_store.paths import server_file
+from mlops_lib.feature_store.views import join_key
 from mlops_lib.settings import Settings
 from mlops_lib.spec import STORE_FEATURE_SEPARATOR, ProjectSpec
 
@@ -102,8 +103,7 @@ def model_join_keys(spec: ProjectSpec) -> list[str]:
     store = spec.feature_store
     if store is None or not spec.store_features:
         return []
-    keys = [store.entities[store.views[v].entity].join_key for v in store.model]
-    return list(dict.fromkeys(keys))
+    return list(dict.fromkeys(join_key(spec, view) for view in store.model))
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class OnlineFeatureClient:
         self.views = [
             _View(
                 name,
-                store.entities[store.views[name].entity].join_key,
+                join_key(spec, name),
                 [f"{name}{STORE_FEATURE_SEPARATOR}{f}" for f in store.views[name].features],
             )
             for name in store.model

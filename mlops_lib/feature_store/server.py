@@ -11,14 +11,19 @@ that look features up online.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from mlops_lib.feature_store import paths
 from mlops_lib.feature_store.runner import feast_env, feast_python
 from mlops_lib.settings import Settings
 from mlops_lib.stack.manager import Log, ServiceStatus
-from mlops_lib.stack.procs import ManagedProcess, file_lock, http_ok, port_in_use
+from mlops_lib.stack.procs import (
+    ManagedProcess,
+    file_lock,
+    http_ok,
+    port_in_use,
+    write_atomically,
+)
 
 HEALTH = "/health"
 # Seconds between registry reloads: a newly published commit is served within this time.
@@ -92,9 +97,7 @@ def start(project: str, settings: Settings) -> str:
         proc.stop()  # never left running unseen: nothing would stop it
         raise
     record = json.dumps({"url": url, "pid": proc.read_pid()})
-    tmp = paths.server_file(settings, project).with_suffix(".tmp")
-    tmp.write_text(record)
-    os.replace(tmp, paths.server_file(settings, project))
+    write_atomically(paths.server_file(settings, project), record)
     return url
 
 

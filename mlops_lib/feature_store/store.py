@@ -26,12 +26,18 @@ from typing import TYPE_CHECKING, TypedDict
 from mlops_lib import layout
 from mlops_lib import versioning as vc
 from mlops_lib.feature_store import paths, repo, runner
-from mlops_lib.feature_store.views import EVENT_TIMESTAMP, check_source, compute_view
+from mlops_lib.feature_store.views import (
+    EVENT_TIMESTAMP,
+    check_source,
+    compute_view,
+    join_key,
+    store_spec,
+)
 from mlops_lib.layout import MAIN
 from mlops_lib.settings import Settings, get_settings
 from mlops_lib.sources import local_path, read_file, resolve_paths
-from mlops_lib.spec import ProjectSpec, project_spec
-from mlops_lib.stack.procs import file_lock
+from mlops_lib.spec import STORE_FEATURE_SEPARATOR, ProjectSpec, project_spec
+from mlops_lib.stack.procs import file_lock, write_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -186,19 +192,26 @@ def _make_repo(
 ) -> None:
     """Write and apply the repo in a scratch folder, then move it into place at once."""
     _check_computed_under(spec, commit, settings)
-    online = paths.online_store(settings, spec.name)
-    online.parent.mkdir(parents=True, exist_ok=True)
+    paths.online_store(settings, spec.name).parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".repo-", dir=target.parent))
     try:
-        (scratch / repo.DATA_DIR).mkdir()
-        for view in _store(spec).views:
-            _fetch_view(spec, view, commit, scratch / repo.view_file(view), settings)
-        (scratch / repo.CONFIG_FILE).write_text(repo.config_text(spec, online))
-        (scratch / repo.DEFINITIONS_FILE).write_text(definitions)
+        _write_repo(spec, commit, definitions, scratch, settings)
         runner.run(settings, "apply", {"repo": str(scratch)})
         os.replace(scratch, target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write_repo(
+    spec: ProjectSpec, commit: str, definitions: str, folder: Path, settings: Settings
+) -> None:
+    """A commit's Feast repo files in ``folder``: its view tables, config and definitions."""
+    (folder / repo.DATA_DIR).mkdir()
+    for view in _store(spec).views:
+        _fetch_view(spec, view, commit, folder / repo.view_file(view), settings)
+    online = paths.online_store(settings, spec.name)
+    (folder / repo.CONFIG_FILE).write_text(repo.config_text(spec, online))
+    (folder / repo.DEFINITIONS_FILE).write_text(definitions)
 
 
 def _check_computed_under(spec: ProjectSpec, commit: str, settings: Settings) -> None:
@@ -264,13 +277,6 @@ def publish_views(
         }
         write_atomically(paths.current_file(settings, project), json.dumps(published, indent=2))
     return published
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace a small file at once: a reader sees the old text or the new, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _point_current(spec: ProjectSpec, applied: FeatureRepo, settings: Settings) -> None:
@@ -366,8 +372,7 @@ def _historical(
 
 def _join_key(spec: ProjectSpec) -> str:
     """The join key of the model's views (the spec gives the model one entity's views)."""
-    store = _store(spec)
-    return store.entities[store.views[store.model[0]].entity].join_key
+    return join_key(spec, _store(spec).model[0])
 
 
 class FeatureLineage(TypedDict):
@@ -386,10 +391,7 @@ def feature_lineage(applied: FeatureRepo) -> FeatureLineage:
     }
 
 
-def _store(spec: ProjectSpec):
-    if spec.feature_store is None:
-        raise ValueError(f"project {spec.name!r} has no features section")
-    return spec.feature_store
+_store = store_spec
 
 
 # What `mlops features plan|apply|list` do ------------------------------------------------
@@ -402,13 +404,7 @@ def plan(project: str, settings: Settings | None = None) -> str:
     current = paths.current_repo(settings, project)
     with tempfile.TemporaryDirectory(prefix="feature-plan-") as scratch:
         folder = Path(scratch)
-        (folder / repo.DATA_DIR).mkdir()
-        for view in _store(spec).views:
-            _fetch_view(spec, view, commit, folder / repo.view_file(view), settings)
-        (folder / repo.CONFIG_FILE).write_text(
-            repo.config_text(spec, paths.online_store(settings, project))
-        )
-        (folder / repo.DEFINITIONS_FILE).write_text(repo.definitions_text(spec, commit))
+        _write_repo(spec, commit, repo.definitions_text(spec, commit), folder, settings)
         if (current / repo.REGISTRY_FILE).exists():
             shutil.copy(current / repo.REGISTRY_FILE, folder / repo.REGISTRY_FILE)
         return str(runner.run(settings, "plan", {"repo": str(folder)})["plan"])
@@ -466,14 +462,15 @@ def offline_latest(spec: ProjectSpec, keys: list, settings: Settings) -> dict[st
         raise FeatureTablesMissing(f"no feature views of {spec.name!r} were published")
     now = pd.Timestamp.now(tz="UTC")
     out: dict[str, list] = {}
-    for view in _store(spec).model:
-        table = pd.read_parquet(Path(current["path"]) / repo.view_file(view))
-        key = _store(spec).entities[_store(spec).views[view].entity].join_key
-        ttl = pd.Timedelta(days=_store(spec).views[view].ttl_days)
+    for name in _store(spec).model:
+        view = _store(spec).views[name]
+        table = pd.read_parquet(Path(current["path"]) / repo.view_file(name))
+        ttl = pd.Timedelta(days=view.ttl_days)
         valid = table[(table[EVENT_TIMESTAMP] <= now) & (table[EVENT_TIMESTAMP] > now - ttl)]
-        latest = valid.sort_values(EVENT_TIMESTAMP).groupby(key).last()
+        latest = valid.sort_values(EVENT_TIMESTAMP).groupby(join_key(spec, name)).last()
         wanted = latest.reindex(pd.Index(keys, dtype=object))
-        for feature in _store(spec).views[view].features:
+        for feature in view.features:
             column = wanted[feature].astype(object)
-            out[f"{view}__{feature}"] = column.where(column.notna(), None).tolist()
+            values = column.where(column.notna(), None).tolist()
+            out[f"{name}{STORE_FEATURE_SEPARATOR}{feature}"] = values
     return out

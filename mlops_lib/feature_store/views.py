@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops_lib.quality import check_columns, parse_datetimes
-from mlops_lib.spec import Column, FeatureSource, FeatureView, ProjectSpec, ViewFeature
+from mlops_lib.spec import (
+    Column,
+    FeatureSource,
+    FeatureStoreSpec,
+    FeatureView,
+    ProjectSpec,
+    ViewFeature,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,11 +47,16 @@ class FeatureSourceError(ValueError):
         )
 
 
+def store_spec(spec: ProjectSpec) -> FeatureStoreSpec:
+    """The spec's ``features:`` section, or ValueError when it has none."""
+    if spec.feature_store is None:
+        raise ValueError(f"project {spec.name!r} has no features section")
+    return spec.feature_store
+
+
 def feature_source(spec: ProjectSpec, name: str) -> FeatureSource:
     """A source of the spec's ``features:`` section, or ValueError naming the known ones."""
-    store = spec.feature_store
-    if store is None:
-        raise ValueError(f"project {spec.name!r} has no features section")
+    store = store_spec(spec)
     if name not in store.sources:
         raise ValueError(f"{name!r} is not a feature source; sources: {list(store.sources)}")
     return store.sources[name]
@@ -52,9 +64,7 @@ def feature_source(spec: ProjectSpec, name: str) -> FeatureSource:
 
 def feature_view(spec: ProjectSpec, name: str) -> FeatureView:
     """A view of the spec's ``features:`` section, or ValueError naming the known ones."""
-    store = spec.feature_store
-    if store is None:
-        raise ValueError(f"project {spec.name!r} has no features section")
+    store = store_spec(spec)
     if name not in store.views:
         raise ValueError(f"{name!r} is not a feature view; views: {list(store.views)}")
     return store.views[name]
@@ -67,9 +77,7 @@ def view_columns(spec: ProjectSpec, view_name: str) -> list[str]:
 
 def join_key(spec: ProjectSpec, view_name: str) -> str:
     """The column that names a view's entity."""
-    view = feature_view(spec, view_name)
-    assert spec.feature_store is not None  # feature_view checked it
-    return spec.feature_store.entities[view.entity].join_key
+    return store_spec(spec).entities[feature_view(spec, view_name).entity].join_key
 
 
 def check_source(df: pd.DataFrame, spec: ProjectSpec, source_name: str) -> pd.DataFrame:

@@ -42,7 +42,7 @@ import httpx
 
 from mlops_lib.settings import Settings
 from mlops_lib.stack.debian import apt_install
-from mlops_lib.stack.procs import ManagedProcess, StackError, file_lock
+from mlops_lib.stack.procs import ManagedProcess, StackError, file_lock, write_atomically
 
 SERVICE = "serving-gateway"
 PACKAGE = "nginx-light"
@@ -74,9 +74,7 @@ def write_route(stack_dir: Path, project: str, route: dict[str, Any] | None) -> 
             routes.pop(project, None)
         else:
             routes[project] = route
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(routes, indent=2))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(routes, indent=2))
 
 
 def route_ports(route: dict[str, Any]) -> list[int]:
